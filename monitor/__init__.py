@@ -1,0 +1,1 @@
+"""Maps, results files, figures, the command line and (later) the GUI and bluesky."""

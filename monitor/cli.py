@@ -1,0 +1,56 @@
+"""The ``nanomaps`` command: one entry point, one module per sub-command (``main(argv) -> int``)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from monitor.results_file import nanomaps_version
+
+#: name -> (module, one-line description); each module has ``main(argv) -> int``.
+COMMANDS = {
+    "demo": ("monitor.demo", "simulate a scan of the model supercrystal, process it, write results and pictures"),
+    "reprocess": ("monitor.reprocess", "fit recorded DECTRIS files (master + data) offline into results.h5"),
+    "report": ("monitor.report", "draw the paper-style figure (maps, Williamson-Hall, a/b vs size) of results.h5"),
+    "simulate": ("monitor.simulate_command", "write a simulated scan of the model supercrystal as DECTRIS files"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [
+        "usage: nanomaps COMMAND [options]   (nanomaps COMMAND --help for each)",
+        "",
+        "Live and offline processing of scanning X-ray nanodiffraction: every EIGER frame's Bragg spots are",
+        "fitted with 2-D Gaussians in (q, chi), and maps of position, width, orientation, NC size, microstrain",
+        "and lattice parameters are written to a NeXus-flavoured results.h5.",
+        "",
+        "commands:",
+        *(f"  {name.ljust(width)}  {text}" for name, (_, text) in COMMANDS.items()),
+        "",
+        "conventions: q in 1/Å, chi (phi) in degrees as pyFAI defines it, widths FWHM.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"nanomaps {nanomaps_version()}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"nanomaps: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

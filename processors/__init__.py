@@ -1,0 +1,1 @@
+"""Geometry, numba kernels, fitting and derived quantities: no Qt, no sockets."""

@@ -1,0 +1,117 @@
+"""Decode → polar ROI → 2-D Gaussian fits for one frame, with buffers reused across frames."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from processors.fit_gaussian2d import fit_gaussian2d_into, make_fit_work
+from processors.frame_record import (FIT_FRAME_FAILED, FRAME_ALL_MASKED, FRAME_CORRUPT, FRAME_MISSING,
+                                     FRAME_OK, FRAME_WRONG_DTYPE, FRAME_WRONG_SHAPE)
+from processors.geometry import GeometryError, combine_masks, pixel_geometry
+from processors.polar_lut import PolarLUT, build_polar_lut
+from processors.polar_roi import PolarROI
+from processors.processing_setup import ProcessingSetup
+from stream.chunk_codec import ChunkDecoder, CorruptFrameError
+from stream.encoded_frame import DTYPES, EncodedFrame
+
+
+def wrap_degrees(x: np.ndarray | float) -> np.ndarray | float:
+    """Angle(s) in degrees taken into (−180, 180]."""
+    w = np.mod(np.asarray(x, dtype=np.float64) + 180.0, 360.0) - 180.0
+    return np.where(w == -180.0, 180.0, w)
+
+
+class FrameProcessor:
+    """Everything one worker needs per frame, built once from a :class:`ProcessingSetup`.
+
+    :meth:`process_into` fills one record of
+    :func:`~processors.frame_record.frame_record_dtype`; it never raises for bad frames
+    and returns a message describing the problem ("" when the frame was fine).
+    """
+
+    def __init__(self, setup: ProcessingSetup) -> None:
+        self.setup = setup
+        geometry = pixel_geometry(setup.poni_text, setup.poni_source)
+        if setup.shape is not None and tuple(setup.shape) != geometry.shape:
+            raise GeometryError(
+                f"{setup.poni_source}: the PONI detector is {geometry.shape} (rows, cols) but the data are "
+                f"{tuple(setup.shape)}. Fix: use a PONI file for this detector")
+        self.shape = geometry.shape
+        self.mask = combine_masks(geometry.shape, geometry.mask, setup.extra_mask_array())
+        self.lut: PolarLUT = build_polar_lut(geometry, self.mask, setup.peaks, source="config")
+        self.roi = PolarROI(self.lut, self.mask)
+        self.decoder = ChunkDecoder()
+        self._buffer = np.empty(self.shape[0] * self.shape[1], dtype=np.uint32)
+        self._works = [make_fit_work(w.nq, w.nchi) for w in self.lut.windows]
+        n = len(self.lut.windows)
+        self._params = np.empty(6, dtype=np.float64)
+        self._errors = np.empty(6, dtype=np.float64)
+        self.n_peaks = n
+
+    def decode(self, frame: EncodedFrame) -> np.ndarray:
+        """The decoded frame as a view of the internal buffer (valid until the next call)."""
+        return self.decoder.decode_into(frame, self._buffer)
+
+    def _fail(self, rec, status: int) -> None:
+        rec["status"] = status
+        rec["n_valid"] = 0
+        rec["intensity"] = np.nan
+        rec["params"] = np.nan
+        rec["errors"] = np.nan
+        rec["fit_status"] = FIT_FRAME_FAILED
+
+    def process_into(self, frame: EncodedFrame, rec) -> str:
+        """Process ``frame`` into record ``rec`` (a structured-array element)."""
+        t0 = time.perf_counter()
+        rec["series"] = frame.series
+        rec["frame"] = frame.frame
+        rec["receive_time"] = frame.receive_time
+        rec["decode_s"] = 0.0
+        message = ""
+        if frame.error:
+            self._fail(rec, FRAME_MISSING)
+            message = f"frame {frame.frame}: {frame.error}"
+        elif frame.dtype not in DTYPES:
+            self._fail(rec, FRAME_WRONG_DTYPE)
+            message = f"frame {frame.frame}: pixel type {frame.dtype!r} is not one of {DTYPES}"
+        elif tuple(frame.shape) != self.shape:
+            self._fail(rec, FRAME_WRONG_SHAPE)
+            message = f"frame {frame.frame}: shape {tuple(frame.shape)} is not the detector's {self.shape}"
+        else:
+            try:
+                image = self.decode(frame)
+            except CorruptFrameError as exc:
+                self._fail(rec, FRAME_CORRUPT)
+                message = f"frame {frame.frame}: corrupt ({exc})"
+            else:
+                t1 = time.perf_counter()
+                rec["decode_s"] = t1 - t0
+                message = self._analyse(image, rec)
+        rec["done_time"] = time.time()
+        rec["process_s"] = time.perf_counter() - t0
+        return message
+
+    def _analyse(self, image: np.ndarray, rec) -> str:
+        total, n_valid = self.roi.valid_sum(image)
+        if n_valid == 0:
+            self._fail(rec, FRAME_ALL_MASKED)
+            return f"frame {rec['frame']}: every pixel is masked"
+        rec["status"] = FRAME_OK
+        rec["n_valid"] = n_valid
+        rec["intensity"] = float(total)
+        self.roi.accumulate(image)
+        fit = self.setup.fit
+        params, errors = rec["params"], rec["errors"]
+        statuses = rec["fit_status"]
+        for k, window in enumerate(self.lut.windows):
+            sums, counts = self.roi.window_sums(k)
+            status = fit_gaussian2d_into(sums, counts, window.q_centers, window.chi_centers,
+                                         self._params, self._errors, self._works[k],
+                                         fit.min_bins, fit.min_snr, fit.max_iterations)
+            statuses[k] = status
+            params[k] = self._params
+            errors[k] = self._errors
+            params[k, 3] = wrap_degrees(self._params[3])
+        return ""

@@ -1,0 +1,73 @@
+"""The fixed-size record a worker returns for each frame, and the status codes in it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Frame-level status (``status`` field, and ``/entry/results/frames`` ``status``).
+FRAME_OK = 0
+FRAME_CORRUPT = 1          # blob does not decode (truncated, bad header, size that lies)
+FRAME_WRONG_SHAPE = 2      # decoded shape is not the detector's
+FRAME_WRONG_DTYPE = 3      # pixel type we cannot use
+FRAME_ALL_MASKED = 4       # no valid pixel left
+FRAME_MISSING = 5          # known to exist but unreadable (e.g. data file behind a link missing)
+FRAME_WORKER_FAILED = 6    # the worker processing it died or raised, even after a retry
+FRAME_NOT_MEASURED = -1    # map points no frame arrived for
+
+FRAME_STATUS_NAMES = {
+    FRAME_OK: "ok", FRAME_CORRUPT: "corrupt", FRAME_WRONG_SHAPE: "wrong_shape",
+    FRAME_WRONG_DTYPE: "wrong_dtype", FRAME_ALL_MASKED: "all_masked", FRAME_MISSING: "missing",
+    FRAME_WORKER_FAILED: "worker_failed",
+    FRAME_NOT_MEASURED: "not_measured",
+}
+
+#: Per-peak fit status when the frame itself failed (the fitter's own codes are 0–5).
+FIT_FRAME_FAILED = 6
+FIT_NOT_MEASURED = -1
+
+#: Order of the six fit parameters in ``params``/``errors``.
+PARAM_NAMES = ("amplitude", "q0", "dq", "phi0", "dphi", "background")
+
+
+def frame_record_dtype(n_peaks: int) -> np.dtype:
+    """Structured dtype of one frame's result for ``n_peaks`` configured peaks.
+
+    ``params``/``errors`` are ``(n_peaks, 6)`` in :data:`PARAM_NAMES` order: amplitude
+    (counts/pixel), q0 (1/Å), dq (FWHM, 1/Å), phi0 (degrees, (−180, 180]), dphi (FWHM,
+    degrees), background (counts/pixel). ``intensity`` is the sum of valid pixels.
+    Times are seconds (``receive_time``/``done_time`` Unix time).
+    """
+    return np.dtype([
+        ("series", "<i8"), ("frame", "<i8"), ("status", "<i4"),
+        ("n_valid", "<i8"), ("intensity", "<f8"),
+        ("params", "<f8", (n_peaks, 6)), ("errors", "<f8", (n_peaks, 6)),
+        ("fit_status", "<i4", (n_peaks,)),
+        ("receive_time", "<f8"), ("done_time", "<f8"),
+        ("decode_s", "<f4"), ("process_s", "<f4"),
+    ])
+
+
+def empty_records(n: int, n_peaks: int) -> np.ndarray:
+    """``n`` records meaning "not measured": NaN values, status codes set accordingly."""
+    rec = np.zeros(n, dtype=frame_record_dtype(n_peaks))
+    rec["series"] = -1
+    rec["frame"] = -1
+    rec["status"] = FRAME_NOT_MEASURED
+    rec["intensity"] = np.nan
+    rec["params"] = np.nan
+    rec["errors"] = np.nan
+    rec["fit_status"] = FIT_NOT_MEASURED
+    rec["receive_time"] = np.nan
+    rec["done_time"] = np.nan
+    return rec
+
+
+def failed_records(frames, n_peaks: int, status: int) -> np.ndarray:
+    """Records for ``frames`` (EncodedFrame-like: series, frame, receive_time) that all failed with ``status``."""
+    rec = empty_records(len(frames), n_peaks)
+    rec["series"] = [f.series for f in frames]
+    rec["frame"] = [f.frame for f in frames]
+    rec["receive_time"] = [f.receive_time for f in frames]
+    rec["status"] = status
+    rec["fit_status"] = FIT_FRAME_FAILED
+    return rec

@@ -1,0 +1,151 @@
+"""Geometry → compact polar lookup table of only the pixels inside the peak windows.
+
+Built once per configuration (OM's ``RadialProfile`` pattern): the per-frame kernel then
+only gathers these pixels and adds them into (peak, q bin, χ bin) sums and counts. A
+window's χ range may straddle ±180° or lie outside (−180°, 180]: each pixel's χ is taken
+into the window's own branch, ``w = lo + ((χ − lo) mod 360)``, so a window is always a
+contiguous rectangle in (q, w). Binning is pyFAI's "no splitting" histogram: a pixel
+falls in bin ``floor((x − lo) / δ)`` with ``δ = (hi − lo) / n``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from processors.config import ConfigError, PeakConfig
+from processors.geometry import PixelGeometry
+
+log = logging.getLogger(__name__)
+
+#: A window with fewer valid pixels than this cannot hold a fittable spot.
+MIN_WINDOW_PIXELS = 50
+#: Default binning: about two pixels per bin along each axis, within these limits.
+PIXELS_PER_BIN = 2.0
+MIN_BINS, MAX_BINS = 8, 96
+
+
+@dataclass(frozen=True)
+class PolarWindow:
+    """One peak's window: ``nq × nchi`` bins starting at global bin ``offset``.
+
+    ``q_centers`` (1/Å) and ``chi_centers`` (degrees, in the window's branch, may lie
+    outside (−180, 180]) are the bin centres.
+    """
+
+    name: str
+    q_range: tuple[float, float]
+    chi_range: tuple[float, float]
+    nq: int
+    nchi: int
+    offset: int
+    q_centers: np.ndarray = field(repr=False)
+    chi_centers: np.ndarray = field(repr=False)
+    n_pixels: int = 0
+
+    @property
+    def n_bins(self) -> int:
+        return self.nq * self.nchi
+
+
+@dataclass(frozen=True)
+class PolarLUT:
+    """Pixels of all windows, sorted by pixel for a cache-friendly gather.
+
+    ``pixel_index`` int64 ``[n]`` flat indices into a ``(rows, cols)`` frame;
+    ``bin_index`` int32 ``[n]`` global bin numbers (``window.offset + iq * nchi + ichi``).
+    A pixel inside two overlapping windows appears twice.
+    """
+
+    shape: tuple[int, int]
+    windows: tuple[PolarWindow, ...]
+    pixel_index: np.ndarray = field(repr=False)
+    bin_index: np.ndarray = field(repr=False)
+
+    @property
+    def n_bins(self) -> int:
+        return sum(w.n_bins for w in self.windows)
+
+
+def wrap_into_window(chi_deg: np.ndarray, lo: float) -> np.ndarray:
+    """χ (degrees) taken into the branch ``[lo, lo + 360)``."""
+    return lo + np.mod(chi_deg - lo, 360.0)
+
+
+def _pixel_steps(q: np.ndarray, chi: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
+    """Median q step (1/Å) and χ step (degrees) from one pixel to the next, at the given pixels."""
+    r1 = np.minimum(rows + 1, q.shape[0] - 1)
+    c1 = np.minimum(cols + 1, q.shape[1] - 1)
+    dq = np.hypot(q[r1, cols] - q[rows, cols], q[rows, c1] - q[rows, cols])
+    dchi_r = np.mod(chi[r1, cols] - chi[rows, cols] + 180.0, 360.0) - 180.0
+    dchi_c = np.mod(chi[rows, c1] - chi[rows, cols] + 180.0, 360.0) - 180.0
+    dchi = np.hypot(dchi_r, dchi_c)
+    return float(np.median(dq[dq > 0])), float(np.median(dchi[dchi > 0]))
+
+
+def _default_bins(width: float, step: float) -> int:
+    return int(np.clip(round(width / (PIXELS_PER_BIN * step)), MIN_BINS, MAX_BINS))
+
+
+def build_polar_lut(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[PeakConfig],
+                    source: str = "config") -> PolarLUT:
+    """Build the lookup table for ``peaks`` on ``geometry``.
+
+    ``mask`` is bool ``(rows, cols)``, True = bad. Raises :class:`ConfigError` for a
+    window that holds (almost) no valid pixel of this detector, naming the peak and the
+    q/χ range the detector does cover.
+    """
+    q, chi = geometry.q_A, geometry.chi_deg
+    if mask.shape != q.shape:
+        raise ValueError(f"mask shape {mask.shape} != detector shape {q.shape}")
+    valid = ~mask
+    windows, pixel_parts, bin_parts = [], [], []
+    offset = 0
+    q_valid = q[valid]
+    for peak in peaks:
+        q_lo, q_hi = peak.q
+        c_lo, c_hi = peak.chi
+        in_q = valid & (q >= q_lo) & (q < q_hi)
+        rows, cols = np.nonzero(in_q)
+        w = wrap_into_window(chi[rows, cols], c_lo)
+        inside = w < c_hi
+        rows, cols, w = rows[inside], cols[inside], w[inside]
+        if rows.size < MIN_WINDOW_PIXELS:
+            raise ConfigError(
+                f"{source}: [[peak]] '{peak.name}' window q = {list(peak.q)} 1/Å, chi = {list(peak.chi)}° holds "
+                f"{rows.size} valid detector pixels (need {MIN_WINDOW_PIXELS}); this detector covers q "
+                f"{q_valid.min():.3f}–{q_valid.max():.3f} 1/Å. Fix: move the window onto the detector "
+                "(check q in 1/Å, not 1/nm, and χ as pyFAI defines it)")
+        if peak.bins is not None:
+            nq, nchi = peak.bins
+        else:
+            step_q, step_chi = _pixel_steps(q, chi, rows, cols)
+            nq, nchi = _default_bins(q_hi - q_lo, step_q), _default_bins(c_hi - c_lo, step_chi)
+        qq = q[rows, cols]
+        delta_q = (q_hi - q_lo) / nq
+        delta_c = (c_hi - c_lo) / nchi
+        iq = np.floor((qq - q_lo) / delta_q).astype(np.int64)
+        ic = np.floor((w - c_lo) / delta_c).astype(np.int64)
+        ok = (iq >= 0) & (iq < nq) & (ic >= 0) & (ic < nchi)
+        iq, ic, rows, cols = iq[ok], ic[ok], rows[ok], cols[ok]
+        pixel_parts.append(rows.astype(np.int64) * q.shape[1] + cols)
+        bin_parts.append((offset + iq * nchi + ic).astype(np.int32))
+        covered = np.unique(iq * nchi + ic).size / (nq * nchi)
+        if covered < 0.5:
+            log.warning("%s: [[peak]] '%s': only %.0f %% of the window's bins see valid pixels "
+                        "(gaps or detector edge)", source, peak.name, 100 * covered)
+        windows.append(PolarWindow(
+            name=peak.name, q_range=(q_lo, q_hi), chi_range=(c_lo, c_hi), nq=nq, nchi=nchi, offset=offset,
+            q_centers=q_lo + (np.arange(nq) + 0.5) * delta_q,
+            chi_centers=c_lo + (np.arange(nchi) + 0.5) * delta_c,
+            n_pixels=int(rows.size)))
+        offset += nq * nchi
+    pixel_index = np.concatenate(pixel_parts)
+    bin_index = np.concatenate(bin_parts)
+    order = np.argsort(pixel_index, kind="stable")
+    return PolarLUT(shape=tuple(q.shape), windows=tuple(windows),
+                    pixel_index=np.ascontiguousarray(pixel_index[order]),
+                    bin_index=np.ascontiguousarray(bin_index[order]))

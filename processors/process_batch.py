@@ -1,0 +1,51 @@
+"""``process_batch``: the one function every executor runs, live or offline.
+
+It is a plain module-level function of picklable arguments, so a
+``concurrent.futures`` process pool and a Dask cluster run it alike. Each worker
+process builds its :class:`FrameProcessor` once per setup and keeps it (a small LRU
+cache keyed by the frozen setup): tables and buffers are never rebuilt per batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from processors.frame_processor import FrameProcessor
+from processors.frame_record import frame_record_dtype
+from processors.processing_setup import ProcessingSetup
+from stream.encoded_frame import EncodedFrame
+
+#: Problems reported back per batch; the rest are only counted (the status says what).
+MAX_MESSAGES_PER_BATCH = 5
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Records for the frames of one batch (same order) and a few problem messages."""
+
+    records: np.ndarray
+    messages: tuple[str, ...] = ()
+    worker: str = ""
+
+
+@functools.lru_cache(maxsize=2)
+def processor_for(setup: ProcessingSetup) -> FrameProcessor:
+    """This process's processor for ``setup``, built on first use."""
+    return FrameProcessor(setup)
+
+
+def process_batch(setup: ProcessingSetup, frames: Sequence[EncodedFrame]) -> BatchResult:
+    """Decode, integrate and fit each frame; never raises for a bad frame."""
+    processor = processor_for(setup)
+    records = np.zeros(len(frames), dtype=frame_record_dtype(processor.n_peaks))
+    messages = []
+    for i, frame in enumerate(frames):
+        msg = processor.process_into(frame, records[i])
+        if msg and len(messages) < MAX_MESSAGES_PER_BATCH:
+            messages.append(msg)
+    return BatchResult(records=records, messages=tuple(messages), worker=f"pid {os.getpid()}")

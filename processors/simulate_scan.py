@@ -1,0 +1,90 @@
+"""Simulate a whole scan of the model supercrystal into a DECTRIS-layout file, with its truth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+
+from processors.config import NanomapsConfig
+from processors.diffraction_simulator import FrameRenderer
+from processors.geometry import load_integrator, read_poni
+from processors.supercrystal import SupercrystalTruth, model_supercrystal
+from stream.chunk_codec import encode_frame
+from stream.dectris_writer import DectrisWriter
+from stream.detector_metadata import DetectorMetadata
+from stream.raster_scan import RasterScan
+
+
+@dataclass(frozen=True)
+class SimulatedScan:
+    master_path: Path
+    truth_path: Path
+    truth: SupercrystalTruth
+    frames: int
+
+
+def dead_pixels(shape: tuple[int, int], n: int, seed: int) -> np.ndarray:
+    """A pixel mask with ``n`` random dead/hot pixels (as in a real DECTRIS pixel_mask)."""
+    rng = np.random.default_rng(seed + 7919)
+    mask = np.zeros(shape, dtype=bool)
+    mask.reshape(-1)[rng.choice(shape[0] * shape[1], size=n, replace=False)] = True
+    return mask
+
+
+def save_truth(path: Path, truth: SupercrystalTruth, config: NanomapsConfig) -> None:
+    """Truth maps and the true parameters of every configured Bragg spot (HDF5)."""
+    with h5py.File(path, "w") as f:
+        g = f.create_group("truth")
+        for name in ("size_nm", "microstrain", "a_A", "b_A", "c_A", "orientation_deg", "disorder_deg", "brightness"):
+            g.create_dataset(name, data=getattr(truth, name))
+        g.create_dataset("on_crystal", data=truth.on_crystal)
+        for peak in config.peaks:
+            if peak.hkl is None:
+                continue
+            s = g.create_group(f"spots/{peak.name}")
+            for key, values in truth.spot(peak.hkl).items():
+                s.create_dataset(key, data=values)
+
+
+def simulate_scan_file(config: NanomapsConfig, master_path: str | Path, *, dtype: str = "uint32",
+                       encoding: str = "bslz4", seed: int = 0, frames_per_file: int = 100,
+                       n_frames: int | None = None, progress: Callable[[int], None] | None = None) -> SimulatedScan:
+    """Render ``config``'s scan of the model supercrystal into ``master_path`` (DECTRIS layout).
+
+    ``n_frames`` defaults to the scan's frame count (give more or fewer to test the
+    reader's warnings). The truth goes to ``<name>_truth.h5`` next to the master file.
+    """
+    master_path = Path(master_path)
+    poni_text = read_poni(config.geometry.poni)
+    ai = load_integrator(poni_text, str(config.geometry.poni))
+    shape = tuple(ai.detector.shape)
+    truth = model_supercrystal(config.scan.shape, seed=seed)
+    dead = dead_pixels(shape, 200, seed)
+    hkls = [p.hkl for p in config.peaks if p.hkl is not None]
+    renderer = FrameRenderer(poni_text, truth, hkls, dtype=dtype, extra_mask=dead)
+    scan = RasterScan(config.scan.shape, config.scan.snake, config.scan.frames_per_point)
+    total = scan.n_frames if n_frames is None else n_frames
+    metadata = DetectorMetadata(
+        description=f"nanomaps simulated {type(ai.detector).__name__}", x_pixels=shape[1], y_pixels=shape[0],
+        dtype=dtype, x_pixel_size_m=ai.detector.pixel2, y_pixel_size_m=ai.detector.pixel1,
+        detector_distance_m=ai.dist, beam_center_x_px=ai.poni2 / ai.detector.pixel2,
+        beam_center_y_px=ai.poni1 / ai.detector.pixel1, wavelength_A=ai.wavelength * 1e10,
+        count_time_s=0.01, frame_time_s=0.01, nimages=total, ntrigger=1, compression=encoding,
+        pixel_mask=renderer.mask.astype(np.uint32))
+    rng = np.random.default_rng(seed)
+    rows, cols = scan.points_of(np.arange(total))
+    with DectrisWriter(master_path, metadata, encoding=encoding, frames_per_file=frames_per_file) as writer:
+        for k in range(total):
+            # frames beyond the scan (row -1) get background only
+            image = renderer.render(int(rows[k]), int(cols[k]), rng)
+            writer.write_chunk(encode_frame(image, encoding))
+            if progress is not None:
+                progress(1)
+    stem = master_path.name.removesuffix("_master.h5").removesuffix(".h5")
+    truth_path = master_path.with_name(f"{stem}_truth.h5")
+    save_truth(truth_path, truth, config)
+    return SimulatedScan(master_path, truth_path, truth, total)

@@ -1,0 +1,39 @@
+"""One detector frame as it travels: still compressed, with its place in the series."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Encodings a frame blob can carry. ``bslz4`` and ``lz4`` use the HDF5 filter framing
+#: (12-byte big-endian header), exactly as the DECTRIS file writer stores chunks and as
+#: stream v1 sends ``bs*-lz4<``; ``raw`` is little-endian pixels.
+ENCODINGS = ("bslz4", "lz4", "raw")
+
+#: Pixel types EIGER detectors send.
+DTYPES = ("uint8", "uint16", "uint32")
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    """A still-compressed frame and where it belongs.
+
+    ``shape`` is ``(rows, columns)`` of the decoded array (note: stream v1 says
+    ``[x, y]``; the reader swaps it). ``error`` is non-empty when the frame is known to
+    exist but could not be read at all (e.g. its data file is missing): ``blob`` is then
+    empty and the frame is reported, not processed.
+    """
+
+    series: int
+    frame: int
+    encoding: str
+    dtype: str
+    shape: tuple[int, int]
+    blob: bytes
+    receive_time: float = 0.0
+    error: str = ""
+
+    @property
+    def nbytes_decoded(self) -> int:
+        """Size in bytes of the decoded frame."""
+        itemsize = {"uint8": 1, "uint16": 2, "uint32": 4}.get(self.dtype, 0)
+        return self.shape[0] * self.shape[1] * itemsize

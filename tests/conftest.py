@@ -1,0 +1,54 @@
+"""Shared fixtures: seeded randomness, paths to shared data, and a guard against hidden errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REAL_DATA = SHARED / "data" / "real"
+DEMO_DATA = REPO / "processors" / "demo_data"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "allow_error_log: the test expects ERROR log records")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded generator: every random test is reproducible."""
+    return np.random.default_rng(20261125)
+
+
+@pytest.fixture
+def demo_poni_text() -> str:
+    return (DEMO_DATA / "eiger1m_demo.poni").read_text()
+
+
+@pytest.fixture(autouse=True)
+def fail_on_error_logs(request, caplog):
+    """A test that logs at ERROR fails unless marked ``allow_error_log`` (errors must not hide)."""
+    caplog.set_level(logging.WARNING)
+    yield
+    if request.node.get_closest_marker("allow_error_log"):
+        return
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    if errors:
+        pytest.fail("unexpected ERROR log: " + "; ".join(r.getMessage() for r in errors[:3]))
+
+
+def real_capture(folder: str) -> list[list[bytes]]:
+    """Messages of a real capture: a list of messages, each a list of parts (bytes)."""
+    d = REAL_DATA / folder
+    messages: dict[int, dict[int, bytes]] = {}
+    for f in sorted(d.glob("*.bin")):
+        m, p = (int(x) for x in f.stem.split("-"))
+        messages.setdefault(m, {})[p] = f.read_bytes()
+    return [[parts[k] for k in sorted(parts)] for _, parts in sorted(messages.items())]
