@@ -21,7 +21,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -599,6 +599,24 @@ def _draw_williamson_hall(ax: Axes, data: ReportData) -> None:
     _legend_opaque(ax, loc="lower right", fontsize=8, markerscale=2.5)
 
 
+def _binned_median(x: np.ndarray, y: np.ndarray, n_bins: int = 12, min_count: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Median of y in equal-width bins of x over its 1st–99th percentile (bins with ≥ min_count points)."""
+    if x.size < min_count:
+        return np.empty(0), np.empty(0)
+    lo, hi = np.percentile(x, [1.0, 99.0])
+    if not hi > lo:
+        return np.empty(0), np.empty(0)
+    edges = np.linspace(lo, hi, n_bins + 1)
+    idx = np.digitize(x, edges) - 1
+    centres, medians = [], []
+    for i in range(n_bins):
+        sel = idx == i
+        if np.count_nonzero(sel) >= min_count:
+            centres.append((edges[i] + edges[i + 1]) / 2)
+            medians.append(float(np.median(y[sel])))
+    return np.asarray(centres), np.asarray(medians)
+
+
 def _draw_ab_vs_size(ax: Axes, data: ReportData) -> None:
     ax.set_label("ab_vs_size")
     title = "a, b vs NC size"
@@ -607,21 +625,26 @@ def _draw_ab_vs_size(ax: Axes, data: ReportData) -> None:
         return
     ax.set_title(title, fontsize=10)
     drawn = False
-    for name, values, colour in (("a", data.a, "tab:blue"), ("b", data.b, "tab:red")):
+    for name, values, colour, dark in (("a", data.a, "tab:blue", "navy"), ("b", data.b, "tab:red", "darkred")):
         if values is None:
             continue
         ok = np.isfinite(values) & np.isfinite(data.size)
         if not ok.any():
             continue
         rho = pearson(data.size, values)
-        ax.scatter(data.size[ok], values[ok], s=6, alpha=0.4, color=colour, linewidths=0,
-                   label=f"{name} (ρ = {_fmt_signed(rho)})", rasterized=True)
+        n = int(ok.sum())
+        ax.scatter(data.size[ok], values[ok], s=6, alpha=float(np.clip(40 / math.sqrt(n), 0.08, 0.4)), color=colour,
+                   linewidths=0, label=f"{name} (ρ = {_fmt_signed(rho)})", rasterized=True)
+        centres, medians = _binned_median(data.size[ok], values[ok])
+        if centres.size >= 2:
+            ax.plot(centres, medians, color=dark, lw=1.8, marker="o", ms=3, label="_median per size bin")
         drawn = True
     if not drawn:
         ax.cla()
         _not_available(ax, title, "no point with finite size and a or b")
         ax.set_label("ab_vs_size")
         return
+    ax.plot([], [], color="0.2", lw=1.8, marker="o", ms=1.2, label="median per size bin")  # legend proxy
     ax.set_xlabel("NC size (nm)", fontsize=9)
     ax.set_ylabel("lattice parameter (Å)", fontsize=9)
     ax.tick_params(labelsize=8)
@@ -667,7 +690,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``nanomaps report RESULTS [--out PATH] [--peak NAME] [--dpi N]``; 0 on success, 2 on a usage/data error."""
     args = _parser().parse_args(argv)
     out: Path = args.out if args.out is not None else args.results.with_suffix(".png")
