@@ -124,9 +124,8 @@ class MapCollector:
 
         status = points["status"]
         measured = status != FRAME_NOT_MEASURED
-        with np.errstate(invalid="ignore"):
-            intensity = np.where(measured.any(axis=1),
-                                 np.nansum(np.where(measured, points["intensity"], np.nan), axis=1), np.nan)
+        values = points["intensity"]
+        intensity = np.where(np.isfinite(values).any(axis=1), np.nansum(values, axis=1), np.nan)
         frame_status = np.where(measured.any(axis=1), np.where(measured, status, 10**6).min(axis=1),
                                 FRAME_NOT_MEASURED)
         spots: dict[str, dict[str, np.ndarray]] = {}

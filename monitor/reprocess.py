@@ -153,8 +153,8 @@ def _run_batches(handle: ExecutorHandle, setup: ProcessingSetup, batches: Iterat
 
     def finish(batch: list[EncodedFrame], result: BatchResult) -> None:
         collector.add(result)
-        for message in result.messages:
-            limiter.log(logging.WARNING, "frames", "%s", message)
+        for kind, message in result.messages:
+            limiter.log(logging.WARNING, kind, "%s", message)
         bar.update(len(batch))
 
     while in_flight or suspects or not exhausted:

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from processors.frame_processor import FrameProcessor
-from processors.frame_record import frame_record_dtype
+from processors.frame_record import FRAME_STATUS_NAMES, frame_record_dtype
 from processors.processing_setup import ProcessingSetup
 from stream.encoded_frame import EncodedFrame
 
@@ -26,10 +26,14 @@ MAX_MESSAGES_PER_BATCH = 5
 
 @dataclass(frozen=True)
 class BatchResult:
-    """Records for the frames of one batch (same order) and a few problem messages."""
+    """Records for the frames of one batch (same order) and a few problem messages.
+
+    ``messages`` are ``(kind, text)`` pairs, ``kind`` the frame status name
+    (``corrupt``, ``missing``, ...), so the caller can rate-limit each kind apart.
+    """
 
     records: np.ndarray
-    messages: tuple[str, ...] = ()
+    messages: tuple[tuple[str, str], ...] = ()
     worker: str = ""
 
 
@@ -47,5 +51,5 @@ def process_batch(setup: ProcessingSetup, frames: Sequence[EncodedFrame]) -> Bat
     for i, frame in enumerate(frames):
         msg = processor.process_into(frame, records[i])
         if msg and len(messages) < MAX_MESSAGES_PER_BATCH:
-            messages.append(msg)
+            messages.append((FRAME_STATUS_NAMES.get(int(records[i]["status"]), "frame"), msg))
     return BatchResult(records=records, messages=tuple(messages), worker=f"pid {os.getpid()}")

@@ -1,0 +1,251 @@
+"""``make bench``: nanomaps against the pyFAI + scipy baseline, measured in the same run.
+
+For EIGER 1M and 4M frames, uint16 and uint32, it prints the time per frame of
+  (a) the baseline a beamline scientist would write: h5py read (hdf5plugin decode),
+      pyFAI ``integrate2d`` (("bbox", "csr", "cython"), 600 × 360) and one
+      ``scipy.optimize.curve_fit`` 2-D Gaussian per peak on the cake, and
+  (b) nanomaps: decode + valid-pixel sum + polar ROI + fits, on one core,
+and their ratio; then end-to-end ``reprocess`` throughput with two workers on 4M uint32
+frames against the single-core baseline, and the peak memory of ``reprocess`` for N and
+2N frames (it must not grow with the number of frames).
+
+Targets (2-core machine): ROI + three fits ≤ 0.5 ms per 4M frame; reprocess ≥ 15× the
+baseline. Timings here are informative; they are never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401
+import numpy as np
+from scipy.optimize import curve_fit
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from processors.config import parse_config  # noqa: E402
+from processors.diffraction_simulator import FrameRenderer  # noqa: E402
+from processors.frame_processor import FrameProcessor  # noqa: E402
+from processors.frame_record import frame_record_dtype  # noqa: E402
+from processors.geometry import load_integrator  # noqa: E402
+from processors.processing_setup import ProcessingSetup  # noqa: E402
+from processors.supercrystal import model_supercrystal  # noqa: E402
+from stream.chunk_codec import encode_frame  # noqa: E402
+from stream.dectris_file import DectrisFile  # noqa: E402
+from stream.dectris_writer import DectrisWriter  # noqa: E402
+from stream.detector_metadata import DetectorMetadata  # noqa: E402
+
+DETECTORS = {
+    # name: (PONI text, q/chi windows of 100, 110, 200)
+    "EIGER 1M": ("poni_version: 2.1\nDetector: Eiger1M\nDetector_config: {\"orientation\": 3}\nDistance: 0.1\n"
+                 "Poni1: 0.0300412\nPoni2: 0.0386581\nRot1: 0\nRot2: 0\nRot3: 0\nWavelength: 9.537e-11\n"),
+    "EIGER 4M": (REPO / "configs" / "p10_eiger4m.poni").read_text(),
+}
+CONFIG = """
+[geometry]
+poni = "{poni}"
+[scan]
+shape = [{rows}, {cols}]
+[[peak]]
+name = "100"
+hkl = [1, 0, 0]
+q = [0.95, 1.19]
+chi = [-5.0, 45.0]
+[[peak]]
+name = "110"
+hkl = [1, 1, 0]
+q = [1.39, 1.64]
+chi = [40.0, 90.0]
+[[peak]]
+name = "200"
+hkl = [2, 0, 0]
+q = [2.02, 2.26]
+chi = [-5.0, 45.0]
+[derived]
+williamson_hall = ["100", "110", "200"]
+"""
+
+FOUR_LN2 = 4 * np.log(2)
+
+
+def gauss2d(xy, a, q0, dq, c0, dc, b):
+    q, c = xy
+    return a * np.exp(-FOUR_LN2 * ((q - q0) ** 2 / dq ** 2 + (c - c0) ** 2 / dc ** 2)) + b
+
+
+def baseline_frame(ds, i, ai, peaks):
+    """What a scientist writes: read, integrate2d, curve_fit each peak on the cake."""
+    image = ds[i]
+    res = ai.integrate2d_ng(image, 600, 360, unit="q_A^-1", method=("bbox", "csr", "cython"),
+                            correctSolidAngle=False, dummy=float(np.iinfo(image.dtype).max), delta_dummy=0.5)
+    q, chi, cake = res.radial, res.azimuthal, res.intensity
+    count = np.asarray(res.count) if res.count is not None else (cake != 0)
+    out = []
+    for p in peaks:
+        iq = (q >= p.q[0]) & (q < p.q[1])
+        ic = (chi >= p.chi[0]) & (chi < p.chi[1])
+        patch = cake[np.ix_(ic, iq)]
+        ok = count[np.ix_(ic, iq)] > 0
+        cc, qq = np.meshgrid(chi[ic], q[iq], indexing="ij")
+        x, y = (qq[ok], cc[ok]), patch[ok]
+        b0 = np.percentile(y, 20)
+        w = np.clip(y - b0, 0, None)
+        q0, c0 = (w * x[0]).sum() / w.sum(), (w * x[1]).sum() / w.sum()
+        p0 = (y.max() - b0, q0, 0.05, c0, 5.0, b0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                popt, _ = curve_fit(gauss2d, x, y, p0=p0, maxfev=2000)
+            except RuntimeError:
+                popt = np.full(6, np.nan)
+        out.append(popt)
+    return out
+
+
+def make_file(folder: Path, name: str, poni_text: str, n: int, dtype: str, seed: int = 1):
+    poni = folder / f"{name}.poni"
+    poni.write_text(poni_text)
+    shape = (max(1, n // 8), 8) if n >= 8 else (1, n)
+    cfg_text = CONFIG.format(poni=poni.name, rows=shape[0], cols=shape[1])
+    (folder / f"{name}.toml").write_text(cfg_text)
+    config = parse_config(cfg_text, folder / f"{name}.toml")
+    ai = load_integrator(poni_text)
+    det_shape = tuple(ai.detector.shape)
+    truth = model_supercrystal(shape, orientation_deg=20.0, seed=seed)
+    # every point on the crystal: bench frames all carry spots
+    truth = type(truth)(**{**truth.__dict__, "on_crystal": np.ones(shape, bool),
+                           "brightness": np.ones(shape)})
+    for key in ("size_nm", "microstrain", "a_A", "b_A", "c_A", "orientation_deg", "disorder_deg"):
+        arr = getattr(truth, key)
+        arr[np.isnan(arr)] = np.nanmedian(arr)
+    renderer = FrameRenderer(poni_text, truth, [(1, 0, 0), (1, 1, 0), (2, 0, 0)], dtype=dtype)
+    md = DetectorMetadata("bench", det_shape[1], det_shape[0], dtype, nimages=n,
+                          pixel_mask=renderer.mask.astype(np.uint32))
+    rng = np.random.default_rng(seed)
+    master = folder / f"{name}_master.h5"
+    with DectrisWriter(master, md, frames_per_file=1000) as w:
+        for k in range(n):
+            w.write_chunk(encode_frame(renderer.render(k // shape[1], k % shape[1], rng), "bslz4"))
+    return config, master, ai
+
+
+def time_per_frame(fn, n):
+    t = time.perf_counter()
+    for i in range(n):
+        fn(i)
+    return (time.perf_counter() - t) / n
+
+
+def bench_single_core(folder: Path, n_frames: int) -> list[dict]:
+    rows = []
+    for det, poni_text in DETECTORS.items():
+        for dtype in ("uint16", "uint32"):
+            name = f"{det.split()[1]}_{dtype}"
+            config, master, ai = make_file(folder, name, poni_text, n_frames, dtype)
+            with h5py.File(master, "r") as f:
+                ds = f["entry/data/data_000001"]
+                baseline_frame(ds, 0, ai, config.peaks)  # builds pyFAI's CSR matrix (not timed)
+                t_base = time_per_frame(lambda i: baseline_frame(ds, i, ai, config.peaks), n_frames)
+                t_read = time_per_frame(lambda i: ds[i], n_frames)
+            with DectrisFile(master) as f:
+                frames = list(f.iter_frames())
+                md = f.metadata
+            setup = ProcessingSetup.from_config(config, pixel_mask=md.pixel_mask, shape=md.shape)
+            proc = FrameProcessor(setup)
+            rec = np.zeros(1, dtype=frame_record_dtype(3))
+            proc.process_into(frames[0], rec[0])  # JIT warm-up (cached after the first run)
+            t_total = time_per_frame(lambda i: proc.process_into(frames[i], rec[0]), n_frames)
+            t_decode = time_per_frame(lambda i: proc.decode(frames[i]), n_frames)
+            images = [proc.decode(fr).copy() for fr in frames[: min(n_frames, 8)]]
+            k = len(images)
+            t_sum = time_per_frame(lambda i: proc.roi.valid_sum(images[i % k]), n_frames)
+            t_roi = time_per_frame(lambda i: proc.roi.accumulate(images[i % k]), n_frames)
+
+            def fits(i):
+                proc.roi.accumulate(images[i % k])
+                proc._analyse(images[i % k], rec[0])
+            t_roi_fits = time_per_frame(fits, n_frames) - t_sum
+            ok = int((rec[0]["fit_status"] == 0).sum())
+            rows.append(dict(detector=det, dtype=dtype, baseline_ms=1e3 * t_base, h5py_read_ms=1e3 * t_read,
+                             nanomaps_ms=1e3 * t_total, decode_ms=1e3 * t_decode, valid_sum_ms=1e3 * t_sum,
+                             roi_ms=1e3 * t_roi, roi_fits_ms=1e3 * t_roi_fits, fits_ok=ok,
+                             ratio=t_base / t_total))
+            print(f"  {det} {dtype}: baseline {1e3 * t_base:7.2f} ms | nanomaps {1e3 * t_total:6.2f} ms "
+                  f"(decode {1e3 * t_decode:.2f}, valid-pixel sum {1e3 * t_sum:.2f}, ROI {1e3 * t_roi:.3f}, "
+                  f"ROI + 3 fits {1e3 * t_roi_fits:.3f}) | ratio {t_base / t_total:5.1f}x | fits ok {ok}/3",
+                  flush=True)
+    return rows
+
+
+def peak_rss_of_reprocess(master: Path, config: Path, out: Path, frames: int, workers: int) -> tuple[float, float]:
+    code = (
+        "import resource, sys, time\n"
+        "from processors.config import load_config\n"
+        "from monitor.reprocess import reprocess\n"
+        f"cfg = load_config({str(config)!r})\n"
+        "t = time.perf_counter()\n"
+        f"s = reprocess([{str(master)!r}], cfg, {str(out)!r}, workers={workers}, progress=False)\n"
+        "wall = time.perf_counter() - t\n"
+        "own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+        "print(wall, own / 1024, kids / 1024, s.counters.processed)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    wall, own, kids, processed = res.stdout.split()
+    assert int(processed) == frames, res.stdout
+    return float(wall), max(float(own), float(kids))
+
+
+def bench_reprocess(folder: Path, n_frames: int, baseline_ms: float) -> dict:
+    results = {}
+    for n in (n_frames, 2 * n_frames):
+        config, master, _ = make_file(folder, f"rep{n}", DETECTORS["EIGER 4M"], n, "uint32", seed=5)
+        wall, rss = peak_rss_of_reprocess(master, folder / f"rep{n}.toml", folder / f"rep{n}_results.h5", n, 2)
+        results[n] = (wall, rss)
+        print(f"  reprocess {n} EIGER 4M uint32 frames, 2 workers: {wall:.2f} s = {n / wall:.0f} frames/s "
+              f"(incl. start-up), peak RSS {rss:.0f} MiB", flush=True)
+    n2 = 2 * n_frames
+    wall_marginal = results[n2][0] - results[n_frames][0]
+    per_frame_ms = 1e3 * wall_marginal / n_frames
+    ratio = baseline_ms / per_frame_ms
+    growth = results[n2][1] / results[n_frames][1]
+    print(f"  steady-state reprocess: {per_frame_ms:.2f} ms per frame (extra {n_frames} frames), "
+          f"{ratio:.1f}x the single-core baseline ({baseline_ms:.1f} ms) — target >= 15x")
+    print(f"  peak memory {results[n_frames][1]:.0f} MiB for {n_frames} frames vs {results[n2][1]:.0f} MiB for "
+          f"{n2}: x{growth:.2f} (target: independent of the number of frames)")
+    return dict(per_frame_ms=per_frame_ms, ratio=ratio, rss_mib={str(k): v[1] for k, v in results.items()},
+                wall_s={str(k): v[0] for k, v in results.items()})
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=16, help="frames per single-core case (default 16)")
+    p.add_argument("--reprocess-frames", type=int, default=64, help="N for the reprocess runs (N and 2N)")
+    p.add_argument("--json", type=Path, default=REPO / "bench_out" / "bench.json", help="where to save numbers")
+    args = p.parse_args(argv)
+    print(f"nanomaps bench on {os.cpu_count()} CPU(s); times per frame, same frames for both sides\n")
+    with tempfile.TemporaryDirectory(prefix="nanomaps-bench-") as tmp:
+        folder = Path(tmp)
+        print("single core: decode + ROI + fits vs h5py + integrate2d + curve_fit", flush=True)
+        rows = bench_single_core(folder, args.frames)
+        four_m = next(r for r in rows if r["detector"] == "EIGER 4M" and r["dtype"] == "uint32")
+        print(f"\n  ROI + 3 fits per 4M uint32 frame: {four_m['roi_fits_ms']:.3f} ms (target <= 0.5 ms)\n")
+        print("end to end:", flush=True)
+        rep = bench_reprocess(folder, args.reprocess_frames, four_m["baseline_ms"])
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"single_core": rows, "reprocess": rep}, indent=2))
+    print(f"\nnumbers saved to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
