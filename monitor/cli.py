@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nanomaps: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    for noisy in ("distributed", "pyFAI"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("silx").setLevel(logging.ERROR)  # "no pyopencl" is not our users' concern
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)
 

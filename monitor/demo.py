@@ -15,9 +15,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from monitor import report
+from monitor.progress import progress_bar
 from monitor.reprocess import reprocess
 from processors.config import load_config
 from processors.simulate_scan import simulate_scan_file
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     master = out / "raw" / "scan_master.h5"
     n = config.scan.shape[0] * config.scan.shape[1]
     print(f"1/3 simulating {n} frames of the model supercrystal -> {master}")
-    with tqdm(total=n, unit="frame", desc="simulate", dynamic_ncols=True) as bar:
+    with progress_bar(n, "simulate") as bar:
         sim = simulate_scan_file(config, master, progress=bar.update)
     results = out / "results.h5"
     print(f"2/3 reprocessing -> {results}")

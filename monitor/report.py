@@ -507,15 +507,18 @@ def _map_panels(data: ReportData) -> list[_MapPanel]:
     ]
     if data.phi0 is not None and np.isfinite(data.phi0).any():
         folded, median = wrap_orientation(data.phi0)
-        half = ORIENTATION_PERIOD_DEG / 2
+        # Orientation domains are a few degrees apart: a full 90° colour period would show
+        # them as one colour, so the cyclic map spans the robust spread around the median.
+        spread = np.nanpercentile(np.abs(folded - median), 98)
+        half = float(np.clip(np.ceil(1.2 * spread), 2.0, ORIENTATION_PERIOD_DEG / 2))
         panels.append(
             _MapPanel(
                 "phi0",
-                f"φ0 ({peak}) mod 90° about median {median:.1f}°",
+                f"φ0 ({peak}) mod 90°, median {median:.1f}° ± {half:.0f}°",
                 folded,
                 "",
                 "φ0 (°)",
-                "twilight",
+                "twilight_shifted",
                 norm=Normalize(median - half, median + half),
                 ticks=(median - half, median - half / 2, median, median + half / 2, median + half),
             )

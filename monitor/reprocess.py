@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from tqdm import tqdm
-
 from monitor.map_collector import MapCollector, RunCounters
+from monitor.progress import progress_bar
 from monitor.results_file import ResultsWriter
 from processors.config import ConfigError, NanomapsConfig, load_config
 from processors.executor import ExecutorHandle, open_executor
@@ -117,8 +116,7 @@ def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | 
             log.info("processing %d frames on %s", total, handle.description)
             frames = (fr for series, f in enumerate(files)
                       for fr in f.iter_frames(series=series, stop=max(0, scan.n_frames - offsets[series])))
-            bar = tqdm(total=min(total, scan.n_frames), unit="frame", desc="reprocess", disable=not progress,
-                       dynamic_ncols=True)
+            bar = progress_bar(min(total, scan.n_frames), "reprocess", enabled=progress)
             handle = _run_batches(handle, setup, _batches(frames, batch_size), collector, limiter, bar,
                                   lambda: writer.write(collector.result_maps(config.peaks, config.derived,
                                                                              config.williamson_hall_peaks),

@@ -88,7 +88,7 @@ class ResultsWriter:
         for name, values, motor in (("y", y, scan.motors[0]), ("x", x, scan.motors[1])):
             ds = scan_group.create_dataset(name, data=values)
             ds.attrs["units"] = units
-            ds.attrs["long_name"] = f"{motor} ({'µm' if units == 'um' else 'point index'})"
+            ds.attrs["long_name"] = motor if units == "um" else f"{motor} point"
             results[name] = ds  # hard link: every NXdata carries its axes
         scan_group.create_dataset("shape", data=np.asarray(scan.shape, dtype=np.int64))
         scan_group.create_dataset("snake", data=bool(scan.snake))

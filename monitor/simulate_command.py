@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tqdm import tqdm
-
+from monitor.progress import progress_bar
 from processors.config import ConfigError, load_config
 from processors.geometry import GeometryError
 from processors.simulate_scan import simulate_scan_file
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         total = config.scan.shape[0] * config.scan.shape[1] * config.scan.frames_per_point
-        with tqdm(total=total, unit="frame", desc="simulate", dynamic_ncols=True) as bar:
+        with progress_bar(total, "simulate") as bar:
             sim = simulate_scan_file(config, args.out, dtype=args.dtype, encoding=args.encoding, seed=args.seed,
                                      frames_per_file=args.frames_per_file, progress=bar.update)
     except (ConfigError, GeometryError, OSError) as exc:

@@ -23,11 +23,11 @@ Status codes (``STATUS_NAMES``) and what decides them, see
 ``processors.gaussian2d_kernel.fit_gaussian2d_kernel``:
 
 - FIT_TOO_FEW_BINS: fewer non-empty bins than ``max(min_bins, 7)``.
-- FIT_NO_PEAK: spot signal-to-noise Z = A·ΣcG² / √(A·ΣcG³ + B·ΣcG²) below ``min_snr`` (the
-  Poisson, matched-filter significance of the fitted spot's counts, its own shot noise
-  included), or a width pinned at its bound (unresolved spike / wider than the window).
-  Pure-noise windows are mostly rejected before iterating by a box search (best box of
-  blocks with (n − μ)/√n below 0.8·min_snr).
+- FIT_NO_PEAK: the amplitude is not significant, A / σ_A < ``min_snr`` with σ_A its
+  standard error below (position, widths, background free); or a fitted FWHM below one
+  bin (unresolved: a hot pixel) or at the upper bound (2 × the window). Pure-noise windows
+  are mostly rejected before any iteration by a box search (the best box of blocks has
+  (n − μ)/√n below 0.8·min_snr), in a few µs.
 - FIT_OUTSIDE_WINDOW: fitted centre at the window edge (the fit wanted it outside).
 - FIT_NOT_CONVERGED: ``max_iterations`` model evaluations were not enough.
 - FIT_SINGULAR: singular normal matrix or non-finite values.

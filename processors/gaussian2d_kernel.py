@@ -684,10 +684,15 @@ def fit_gaussian2d_kernel(sums, counts, q_centers, chi_centers, out_params, out_
     min_snr : significance threshold of the spot (see below) → FIT_NO_PEAK.
     max_iterations : model evaluations allowed → FIT_NOT_CONVERGED.
 
-    Significance (FIT_NO_PEAK): the photon-counting signal-to-noise of the fitted spot,
-    matched-filter weighted, Z = Σc·G·(m − B) / √(Σc·G²·(A·G + B)) = A·ΣcG² / √(A·ΣcG³ +
-    B·ΣcG²), must reach ``min_snr``. Before iterating, a window whose best box of blocks
-    has (n − μ)/√n below 0.8·min_snr is rejected without a fit.
+    FIT_NO_PEAK, in the order tested (the first two are cheap filters):
+      1. before iterating: the best box of 1–3 × 1–3 blocks has (n − μ)/√n below
+         0.8·min_snr (n its counts, μ the background estimate times its pixels);
+      2. after the fit, the fixed-shape signal-to-noise A·ΣcG² / √(A·ΣcG³ + B·ΣcG²) is
+         below min_snr (needs no inverse; in practice ≈ 1.45 × the test below);
+      3. a fitted FWHM below one bin (unresolved: a hot pixel) or at the upper bound;
+      4. the decision: A / σ_A < min_snr, σ_A the standard error of A below (position,
+         widths and background free), so a fit that latched onto noise, whose shape is
+         poorly defined, has a large σ_A.
 
     Errors: Poisson ("sandwich") covariance H⁻¹·(Σ c·f·J·Jᵀ)·H⁻¹ with H = Σ c·J·Jᵀ and f
     the fitted model (per-pixel variance = expected counts): the least-squares weights
