@@ -232,16 +232,17 @@ def test_figure_has_every_panel(results_file: Path) -> None:
         100 * np.nanmedian(read_report_data(results_file).microstrain))
 
 
-def test_phi0_panel_is_cyclic_over_90_degrees(results_file: Path) -> None:
+def test_phi0_panel_is_cyclic_and_centred_on_the_median(results_file: Path) -> None:
+    """φ0 is folded modulo 90° and shown on a cyclic map spanning its robust spread."""
     fig = draw_report(results_file, peak="110")  # fixture's 110 φ0 = 100 φ0 + 45°
     ax = _axes_by_label(fig)["phi0"]
     im = ax.get_images()[0]
     assert im.get_cmap().name.startswith("twilight")
     lo, hi = im.norm.vmin, im.norm.vmax
-    assert hi - lo == pytest.approx(90.0)
+    assert 4.0 <= hi - lo <= 90.0
     shown = np.ma.filled(im.get_array(), np.nan)
     finite = shown[np.isfinite(shown)]
-    assert finite.min() >= lo and finite.max() <= hi
+    assert np.mean((finite >= lo) & (finite <= hi)) >= 0.98
     median = (lo + hi) / 2
     assert median == pytest.approx(np.nanmedian(read_report_data(results_file).phi0) + 45.0, abs=0.5)
 
