@@ -30,8 +30,9 @@ Status codes (``STATUS_NAMES``) and what decides them, see
   (n − μ)/√n below 0.8·min_snr), in a few µs.
 - FIT_OUTSIDE_WINDOW: fitted centre at the window edge (the fit wanted it outside).
 - FIT_NOT_CONVERGED: ``max_iterations`` model evaluations were not enough.
-- FIT_SINGULAR: singular normal matrix or non-finite values.
-- FIT_BAD_INPUT: only from the unvalidated ``fit_gaussian2d_into`` (sizes disagree).
+- FIT_SINGULAR: singular normal matrix or non-finite values; from the unvalidated
+  ``fit_gaussian2d_into`` also when array sizes disagree or ``work`` is too small
+  (``fit_gaussian2d`` raises a ValueError for those).
 
 Standard errors: Poisson covariance H⁻¹(Σ c·f·J·Jᵀ)H⁻¹, H = Σ c·J·Jᵀ, f the fitted model,
 i.e. each pixel's variance is its expected counts. (s²·H⁻¹ with one s² for all pixels would
@@ -51,7 +52,6 @@ FIT_NO_PEAK = 2
 FIT_OUTSIDE_WINDOW = 3
 FIT_NOT_CONVERGED = 4
 FIT_SINGULAR = 5
-FIT_BAD_INPUT = 6
 
 STATUS_NAMES: dict[int, str] = {
     FIT_OK: "ok",
@@ -60,7 +60,6 @@ STATUS_NAMES: dict[int, str] = {
     FIT_OUTSIDE_WINDOW: "outside_window",
     FIT_NOT_CONVERGED: "not_converged",
     FIT_SINGULAR: "singular",
-    FIT_BAD_INPUT: "bad_input",
 }
 
 PARAM_NAMES = ("amplitude", "q0", "dq", "phi0", "dphi", "background")

@@ -39,9 +39,7 @@ FIT_TOO_FEW_BINS = 1
 FIT_NO_PEAK = 2
 FIT_OUTSIDE_WINDOW = 3
 FIT_NOT_CONVERGED = 4
-FIT_SINGULAR = 5
-#: Only from the unvalidated hot path: array sizes disagree or ``work`` is too small.
-FIT_BAD_INPUT = 6
+FIT_SINGULAR = 5  # also: array sizes disagree or ``work`` too small (unvalidated path)
 
 N_PARAMS = 6
 K4LN2 = 4.0 * math.log(2.0)
@@ -704,7 +702,9 @@ def fit_gaussian2d_kernel(sums, counts, q_centers, chi_centers, out_params, out_
             or chi_centers.size != nchi or nq < 2 or nchi < 2 or out_params.size < N_PARAMS
             or out_errors.size < N_PARAMS or work.size < work_size(nq, nchi)):
         _fill_nan(out_params, out_errors)
-        return FIT_BAD_INPUT
+        # The codes stay 0–5 (callers store them next to their own); the validating
+        # wrapper raises a ValueError for this instead.
+        return FIT_SINGULAR
     status = _fit(sums, counts, q_centers, chi_centers, out_params, out_errors, work,
                   min_bins, min_snr, max_iterations)
     if status != FIT_OK:
