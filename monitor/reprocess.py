@@ -81,8 +81,12 @@ def _open_inputs(masters: Sequence[str | Path]) -> list[DectrisFile]:
 
 def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | Path, *,
               workers: int | None = None, scheduler: str | None = None, batch_size: int | None = None,
-              progress: bool = True) -> ReprocessSummary:
+              progress: bool = True, read_in_workers: bool | None = None) -> ReprocessSummary:
     """Process every frame of ``masters`` (one scan, in order) and write ``out``.
+
+    ``read_in_workers``: workers read the chunks from the files themselves (default for
+    a local pool, which sees the same disk); otherwise this process reads them and ships
+    the bytes (default for a Dask cluster, whose workers may not see the files).
 
     Raises ConfigError / GeometryError / DectrisFileError before any work when the
     configuration, geometry or inputs cannot be used.
@@ -110,22 +114,27 @@ def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | 
         collector = MapCollector(scan, names, offsets)
         limiter = RateLimitedLog(log)
         batch_size = batch_size or config.executor.batch_size
+        workers = workers or config.executor.workers
+        scheduler = scheduler or config.executor.scheduler
+        lazy = (scheduler is None) if read_in_workers is None else read_in_workers
+
+        def checkpoint(final: bool = False) -> None:
+            maps = collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
+            writer.write(maps, collector.frames_table(), collector.counters, final=final)
+
         with ResultsWriter(out, config, scan, inputs=tuple(str(Path(m)) for m in masters),
                            poni_text=setup.poni_text, setup_id=setup.fingerprint) as writer, \
-                open_executor(workers or config.executor.workers, scheduler or config.executor.scheduler) as handle:
+                open_executor(workers, scheduler) as handle:
             log.info("processing %d frames on %s", total, handle.description)
             frames = (fr for series, f in enumerate(files)
-                      for fr in f.iter_frames(series=series, stop=max(0, scan.n_frames - offsets[series])))
+                      for fr in f.iter_frames(series=series, stop=max(0, scan.n_frames - offsets[series]),
+                                              lazy=lazy))
             bar = progress_bar(min(total, scan.n_frames), "reprocess", enabled=progress)
             handle = _run_batches(handle, setup, _batches(frames, batch_size), collector, limiter, bar,
-                                  lambda: writer.write(collector.result_maps(config.peaks, config.derived,
-                                                                             config.williamson_hall_peaks),
-                                                       collector.frames_table(), collector.counters),
-                                  workers or config.executor.workers, scheduler or config.executor.scheduler)
+                                  checkpoint, workers, scheduler)
             bar.close()
             limiter.flush()
-            writer.write(collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks),
-                         collector.frames_table(), collector.counters, final=True)
+            checkpoint(final=True)
             description = handle.description
     finally:
         for f in files:

@@ -14,6 +14,7 @@ from processors.polar_lut import PolarLUT, build_polar_lut
 from processors.polar_roi import PolarROI
 from processors.processing_setup import ProcessingSetup
 from stream.chunk_codec import ChunkDecoder, CorruptFrameError
+from stream.dectris_file import ChunkReader
 from stream.encoded_frame import DTYPES, EncodedFrame
 
 
@@ -43,6 +44,7 @@ class FrameProcessor:
         self.lut: PolarLUT = build_polar_lut(geometry, self.mask, setup.peaks, source="config")
         self.roi = PolarROI(self.lut, self.mask)
         self.decoder = ChunkDecoder()
+        self.reader = ChunkReader()
         self._buffer = np.empty(self.shape[0] * self.shape[1], dtype=np.uint32)
         self._works = [make_fit_work(w.nq, w.nchi) for w in self.lut.windows]
         n = len(self.lut.windows)
@@ -65,6 +67,8 @@ class FrameProcessor:
     def process_into(self, frame: EncodedFrame, rec) -> str:
         """Process ``frame`` into record ``rec`` (a structured-array element)."""
         t0 = time.perf_counter()
+        if frame.source is not None and not frame.blob and not frame.error:
+            frame = self.reader.read(frame)
         rec["series"] = frame.series
         rec["frame"] = frame.frame
         rec["receive_time"] = frame.receive_time

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +20,7 @@ import hdf5plugin  # noqa: F401  (registers the bitshuffle and LZ4 filters for f
 import numpy as np
 
 from stream.detector_metadata import DetectorMetadata
-from stream.encoded_frame import EncodedFrame
+from stream.encoded_frame import ChunkSource, EncodedFrame
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +201,23 @@ class DectrisFile:
         """Frames the series holds or should hold (readable + those of missing files)."""
         return max((p.first_frame + p.frames for p in self.parts), default=0)
 
-    def iter_frames(self, series: int = 0, start: int = 0, stop: int | None = None) -> Iterator[EncodedFrame]:
-        """Yield frames ``start <= frame < stop`` in series order, still compressed."""
+    def _chunk_location(self, part: DataPart) -> tuple[str, str]:
+        """Absolute file and dataset path holding ``part``'s frames."""
+        link = self._file["entry/data"].get(part.name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            target = Path(link.filename)
+            if not target.is_absolute():
+                target = self.path.parent / target
+            return str(target.resolve()), link.path
+        return str(self.path.resolve()), f"/entry/data/{part.name}"
+
+    def iter_frames(self, series: int = 0, start: int = 0, stop: int | None = None, *,
+                    lazy: bool = False) -> Iterator[EncodedFrame]:
+        """Yield frames ``start <= frame < stop`` in series order, still compressed.
+
+        ``lazy``: frames whose chunks can be read directly carry a :class:`ChunkSource`
+        instead of their bytes (see :class:`ChunkReader`).
+        """
         md = self.metadata
         shape = md.shape
         for part in self.parts:
@@ -218,8 +233,13 @@ class DectrisFile:
             encoding = _encoding_of(ds)
             dtype = ds.dtype.name
             fshape = (int(ds.shape[1]), int(ds.shape[2]))
+            location = self._chunk_location(part) if lazy and encoding is not None else None
             for k in range(lo_sel, hi_sel):
                 i = k - lo
+                if location is not None:
+                    yield EncodedFrame(series, k, encoding, dtype, fshape, b"",
+                                       source=ChunkSource(location[0], location[1], i))
+                    continue
                 try:
                     if encoding is None:
                         blob, enc = np.ascontiguousarray(ds[i]).tobytes(), "raw"
@@ -239,3 +259,42 @@ class DectrisFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ChunkReader:
+    """Reads the chunks of lazy frames (:class:`ChunkSource`), keeping a few files open.
+
+    One per worker process. A chunk whose filter was skipped by the writer (HDF5
+    filter mask) comes back as ``raw``.
+    """
+
+    def __init__(self, max_open: int = 4) -> None:
+        self.max_open = max_open
+        self._open: dict[str, h5py.File] = {}
+
+    def _dataset(self, source: ChunkSource) -> h5py.Dataset:
+        f = self._open.pop(source.path, None)
+        if f is None:
+            if len(self._open) >= self.max_open:
+                oldest = next(iter(self._open))
+                self._open.pop(oldest).close()
+            f = h5py.File(source.path, "r")
+        self._open[source.path] = f  # most recently used last
+        return f[source.dataset]
+
+    def read(self, frame: EncodedFrame) -> EncodedFrame:
+        """``frame`` with its bytes, or with ``error`` set when they cannot be read."""
+        source = frame.source
+        if source is None or frame.blob:
+            return frame
+        try:
+            filter_mask, blob = self._dataset(source).id.read_direct_chunk((source.index, 0, 0))
+        except (OSError, KeyError, ValueError) as exc:
+            return replace(frame, error=f"{Path(source.path).name} frame {source.index}: read failed ({exc})")
+        encoding = "raw" if (filter_mask & 1 and frame.encoding != "raw") else frame.encoding
+        return replace(frame, blob=blob, encoding=encoding)
+
+    def close(self) -> None:
+        for f in self._open.values():
+            f.close()
+        self._open.clear()

@@ -14,13 +14,28 @@ DTYPES = ("uint8", "uint16", "uint32")
 
 
 @dataclass(frozen=True, slots=True)
+class ChunkSource:
+    """Where a frame's chunk lies on disk: HDF5 file, dataset, index along the frame axis.
+
+    Offline, frames may travel as this small reference instead of their bytes, so that
+    workers that see the same files read the chunks themselves (no copy through the
+    main process).
+    """
+
+    path: str
+    dataset: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
 class EncodedFrame:
     """A still-compressed frame and where it belongs.
 
     ``shape`` is ``(rows, columns)`` of the decoded array (note: stream v1 says
     ``[x, y]``; the reader swaps it). ``error`` is non-empty when the frame is known to
     exist but could not be read at all (e.g. its data file is missing): ``blob`` is then
-    empty and the frame is reported, not processed.
+    empty and the frame is reported, not processed. With ``source`` set and ``blob``
+    empty, the bytes are still on disk (see :class:`ChunkSource`).
     """
 
     series: int
@@ -31,6 +46,7 @@ class EncodedFrame:
     blob: bytes
     receive_time: float = 0.0
     error: str = ""
+    source: ChunkSource | None = None
 
     @property
     def nbytes_decoded(self) -> int:

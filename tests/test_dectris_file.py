@@ -117,3 +117,22 @@ def test_not_a_master_file(tmp_path):
         f["x"] = 1
     with pytest.raises(DectrisFileError, match="no /entry/data"):
         DectrisFile(tmp_path / "other.h5")
+
+
+def test_lazy_frames_are_read_by_the_chunk_reader(tmp_path, frames):
+    """Offline workers read chunks themselves: same bytes as an eager read."""
+    from stream.dectris_file import ChunkReader
+
+    write_series(tmp_path / "s_master.h5", frames)
+    with DectrisFile(tmp_path / "s_master.h5") as f:
+        eager = list(f.iter_frames())
+        lazy = list(f.iter_frames(lazy=True))
+    assert all(fr.blob == b"" and fr.source is not None for fr in lazy)
+    assert lazy[4].source.path == str((tmp_path / "s_data_000002.h5").resolve()) and lazy[4].source.index == 1
+    reader = ChunkReader(max_open=2)
+    for e, l in zip(eager, lazy):
+        got = reader.read(l)
+        assert got.blob == e.blob and got.encoding == e.encoding and not got.error
+    os.remove(tmp_path / "s_data_000003.h5")
+    reader.close()
+    assert "read failed" in ChunkReader().read(lazy[6]).error
