@@ -22,6 +22,7 @@ class PolarROI:
             raise ValueError(f"mask shape {masked.shape} != LUT shape {lut.shape}")
         self.lut = lut
         self.masked_index = np.flatnonzero(masked).astype(np.int64)
+        self.bin_pixels = np.bincount(lut.bin_index, minlength=lut.n_bins).astype(np.float64)
         self.sums = np.zeros(lut.n_bins, dtype=np.float64)
         self.counts = np.zeros(lut.n_bins, dtype=np.float64)
 
@@ -39,7 +40,7 @@ class PolarROI:
         flat = self._check(frame)
         sentinel = int(np.iinfo(frame.dtype).max)
         return accumulate_polar_bins(flat, self.lut.pixel_index, self.lut.bin_index, sentinel,
-                                     self.sums, self.counts)
+                                     self.bin_pixels, self.sums, self.counts)
 
     def valid_sum(self, frame: np.ndarray) -> tuple[int, int]:
         """Integrated counts and number of valid pixels of the whole frame."""

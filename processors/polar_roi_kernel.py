@@ -14,23 +14,24 @@ _FASTMATH = {"contract", "arcp", "nsz", "afn"}  # no nnan/ninf: NaN checks must 
 
 @nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
 def accumulate_polar_bins(frame: np.ndarray, pixel_index: np.ndarray, bin_index: np.ndarray,
-                          sentinel: int, sums: np.ndarray, counts: np.ndarray) -> int:
-    """Add the LUT pixels of ``frame`` (flat) into ``sums``/``counts`` (zeroed first).
+                          sentinel: int, bin_pixels: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> int:
+    """Add the LUT pixels of ``frame`` (flat) into ``sums`` and ``counts`` (both overwritten).
 
-    Returns the number of LUT pixels skipped because they held ``sentinel``. Sums and
+    ``bin_pixels`` holds how many LUT pixels each bin has; a pixel at ``sentinel`` is
+    taken off its bin's count instead of counting every valid pixel, which saves a
+    scatter per pixel. Returns the number of LUT pixels at the sentinel. Sums and
     counts stay apart (pyFAI's habit): an empty bin is "no data", not a zero count.
     """
     sums[:] = 0.0
-    counts[:] = 0.0
+    counts[:] = bin_pixels
     skipped = 0
     for k in range(pixel_index.size):
         v = frame[pixel_index[k]]
         if v == sentinel:
+            counts[bin_index[k]] -= 1.0
             skipped += 1
-            continue
-        b = bin_index[k]
-        sums[b] += v
-        counts[b] += 1.0
+        else:
+            sums[bin_index[k]] += v
     return skipped
 
 
