@@ -164,10 +164,21 @@ def _run_batches(handle: ExecutorHandle, setup: ProcessingSetup, batches: Iterat
             limiter.log(logging.WARNING, kind, "%s", message)
         bar.update(len(batch))
 
+    def submit(batch: list[EncodedFrame]) -> bool:
+        """False when the pool is already broken (a worker died between tasks)."""
+        try:
+            in_flight[handle.executor.submit(process_batch, setup, batch)] = batch
+            return True
+        except BrokenProcessPool:
+            if not any(batch is s for s in suspects):
+                suspects.append(batch)
+            return False
+
     while in_flight or suspects or not exhausted:
+        broken = False
         if suspects:
             if not in_flight:
-                in_flight[handle.executor.submit(process_batch, setup, suspects[0])] = suspects[0]
+                broken = not submit(suspects[0])
         else:
             while not exhausted and len(in_flight) < 2 * handle.workers:
                 batch = next(batches, None)
@@ -175,34 +186,37 @@ def _run_batches(handle: ExecutorHandle, setup: ProcessingSetup, batches: Iterat
                     exhausted = True
                     break
                 collector.counters.received += len(batch)
-                in_flight[handle.executor.submit(process_batch, setup, batch)] = batch
-        if not in_flight:
-            continue
-        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-        broken = False
-        for future in done:
-            batch = in_flight.pop(future)
-            retrying = bool(suspects) and batch is suspects[0]
-            try:
-                result: BatchResult = future.result()
-            except BrokenProcessPool:
-                broken = True
-                collector.counters.worker_failures += 1
-                limiter.log(logging.ERROR, "worker", "a worker process died while processing frames %d-%d",
-                            batch[0].frame, batch[-1].frame)
+                if not submit(batch):
+                    broken = True
+                    break
+        if in_flight and not broken:
+            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for future in done:
+                batch = in_flight.pop(future)
+                retrying = bool(suspects) and batch is suspects[0]
+                try:
+                    result: BatchResult = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    collector.counters.worker_failures += 1
+                    limiter.log(logging.ERROR, "worker", "a worker process died while processing frames %d-%d",
+                                batch[0].frame, batch[-1].frame)
+                    if retrying:
+                        suspects.pop(0)
+                        finish(batch, BatchResult(failed_records(batch, n_peaks, FRAME_WORKER_FAILED)))
+                    else:
+                        suspects.append(batch)
+                    continue
+                except Exception as exc:  # a bug in a worker must not lose the run: count it, keep the traceback
+                    collector.counters.worker_failures += 1
+                    log.exception("processing frames %d-%d failed: %s", batch[0].frame, batch[-1].frame, exc)
+                    result = BatchResult(failed_records(batch, n_peaks, FRAME_WORKER_FAILED))
                 if retrying:
                     suspects.pop(0)
-                    finish(batch, BatchResult(failed_records(batch, n_peaks, FRAME_WORKER_FAILED)))
-                else:
-                    suspects.append(batch)
-                continue
-            except Exception as exc:  # a bug in a worker must not lose the run: count it, keep the traceback
-                collector.counters.worker_failures += 1
-                log.exception("processing frames %d-%d failed: %s", batch[0].frame, batch[-1].frame, exc)
-                result = BatchResult(failed_records(batch, n_peaks, FRAME_WORKER_FAILED))
-            if retrying:
-                suspects.pop(0)
-            finish(batch, result)
+                finish(batch, result)
+        elif broken:
+            collector.counters.worker_failures += 1
+            limiter.log(logging.ERROR, "worker", "the worker pool broke (a worker process died between tasks)")
         if broken:
             # every future of a broken pool fails: take all its batches back, start a new pool
             suspects.extend(b for b in in_flight.values() if not any(b is s for s in suspects))

@@ -210,3 +210,70 @@ def test_frame_count_mismatch_warns(simulated, tmp_path, caplog):
     cfg = load_config(make_config(tmp_path / "c", shape=(12, 12)))
     reprocess([sim.master_path], cfg, tmp_path / "r.h5", workers=1, progress=False)
     assert any("24 map points stay unmeasured" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.allow_error_log
+def test_dead_worker_is_replaced_and_nothing_is_lost(simulated, tmp_path):
+    """SIGKILL a real pool worker before it runs anything: its batches are retried in a new pool."""
+    import signal
+    import time as _time
+
+    from monitor.map_collector import MapCollector
+    from monitor.reprocess import _batches, _run_batches
+    from processors.executor import open_executor
+    from processors.processing_setup import ProcessingSetup
+    from stream.dectris_file import DectrisFile
+    from stream.rate_limited_log import RateLimitedLog
+    from stream.raster_scan import RasterScan
+
+    config, sim, results, _ = simulated
+    with DectrisFile(sim.master_path) as f:
+        setup = ProcessingSetup.from_config(config, pixel_mask=f.metadata.pixel_mask, shape=f.metadata.shape)
+        frames = list(f.iter_frames(lazy=True))
+    handle = open_executor(2)
+    handle.executor.submit(int, 1).result()  # the pool's processes exist now
+    children = [int(c) for t in os.listdir("/proc/self/task")
+                for c in open(f"/proc/self/task/{t}/children").read().split()]
+    victims = [pid for pid in children if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    assert victims
+    os.kill(victims[0], signal.SIGKILL)
+    _time.sleep(0.2)
+    scan = RasterScan(config.scan.shape, config.scan.snake)
+    collector = MapCollector(scan, tuple(p.name for p in config.peaks))
+
+    class Bar:
+        def update(self, n):
+            pass
+
+    handle = _run_batches(handle, setup, _batches(iter(frames), 8), collector, RateLimitedLog(
+        __import__("logging").getLogger("test")), Bar(), lambda: None, 2, None)
+    handle.close()
+    c = collector.counters
+    assert c.worker_failures >= 1
+    assert c.processed == len(frames) and c.worker_failed == 0
+    with h5py.File(results, "r") as r:
+        maps = collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
+        np.testing.assert_array_equal(maps.spots["100"]["q0"], r["entry/results/100/q0"][()])
+
+
+def test_user_mask_joins_the_detector_masks(simulated, tmp_path):
+    from processors.frame_processor import FrameProcessor
+    from processors.processing_setup import ProcessingSetup
+    from stream.dectris_file import DectrisFile
+
+    config, sim, _, _ = simulated
+    cfg_path = make_config(tmp_path / "c")
+    user = np.zeros((1065, 1030), bool)
+    user[100:110, 200:300] = True
+    np.save(tmp_path / "c" / "mask.npy", user)
+    text = cfg_path.read_text().replace('poni = "eiger1m_demo.poni"', 'poni = "eiger1m_demo.poni"\nmask = "mask.npy"')
+    cfg_path.write_text(text)
+    cfg = load_config(cfg_path)
+    with DectrisFile(sim.master_path) as f:
+        pixel_mask = f.metadata.pixel_mask
+        setup = ProcessingSetup.from_config(cfg, pixel_mask=pixel_mask, shape=f.metadata.shape)
+    processor = FrameProcessor(setup)
+    assert processor.mask[user].all()
+    assert processor.mask[pixel_mask != 0].all()
+    plain = FrameProcessor(ProcessingSetup.from_config(config, pixel_mask=pixel_mask))
+    assert processor.mask.sum() == (plain.mask | user).sum() > plain.mask.sum()
