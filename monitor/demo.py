@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         config_path.write_text(text)
     config = load_config(config_path)
     master = out / "raw" / "scan_master.h5"
-    n = config.scan.shape[0] * config.scan.shape[1]
+    n = config.scan.n_frames
     print(f"1/3 simulating {n} frames of the model supercrystal -> {master}")
     with progress_bar(n, "simulate") as bar:
         sim = simulate_scan_file(config, master, progress=bar.update)

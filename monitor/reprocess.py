@@ -31,7 +31,6 @@ from processors.process_batch import BatchResult, process_batch
 from processors.processing_setup import ProcessingSetup
 from stream.dectris_file import DectrisFile, DectrisFileError
 from stream.encoded_frame import EncodedFrame
-from stream.raster_scan import RasterScan
 from stream.rate_limited_log import RateLimitedLog
 
 log = logging.getLogger("nanomaps.reprocess")
@@ -97,8 +96,7 @@ def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | 
         first = files[0].metadata
         setup = ProcessingSetup.from_config(config, pixel_mask=first.pixel_mask, shape=first.shape)
         FrameProcessor(setup)  # fail fast: geometry, masks and windows checked before any work
-        scan = RasterScan(config.scan.shape, config.scan.snake, config.scan.frames_per_point,
-                          config.scan.step, config.scan.origin, config.scan.motors)
+        scan = config.scan
         offsets, total = {}, 0
         for series, f in enumerate(files):
             offsets[series] = total

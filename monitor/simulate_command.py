@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        total = config.scan.shape[0] * config.scan.shape[1] * config.scan.frames_per_point
+        total = config.scan.n_frames
         with progress_bar(total, "simulate") as bar:
             sim = simulate_scan_file(config, args.out, dtype=args.dtype, encoding=args.encoding, seed=args.seed,
                                      frames_per_file=args.frames_per_file, progress=bar.update)

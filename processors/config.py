@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stream.raster_scan import RasterScan
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message says where and how to fix it."""
@@ -74,18 +76,6 @@ class GeometryConfig:
 
     poni: Path
     mask: Path | None = None
-
-
-@dataclass(frozen=True)
-class ScanConfig:
-    """``[scan]``: map shape ``[rows (slow), cols (fast)]``, snake order, optional motor grid (µm)."""
-
-    shape: tuple[int, int]
-    snake: bool = False
-    frames_per_point: int = 1
-    step: tuple[float, float] | None = None
-    origin: tuple[float, float] = (0.0, 0.0)
-    motors: tuple[str, str] = ("y", "x")
 
 
 @dataclass(frozen=True)
@@ -164,7 +154,7 @@ class NanomapsConfig:
     path: Path
     text: str
     geometry: GeometryConfig
-    scan: ScanConfig
+    scan: RasterScan  # [scan]: shape [rows (slow), cols (fast)], snake, optional motor grid (µm)
     peaks: tuple[PeakConfig, ...]
     fit: FitConfig = FitConfig()
     derived: DerivedConfig = DerivedConfig()
@@ -273,7 +263,7 @@ def parse_config(text: str, path: str | Path = "<config>") -> NanomapsConfig:
         raise s.error("motors", f"expected two names (slow, fast), got {motors}", 'write motors = ["y", "x"]')
     if step is not None and 0 in step:
         raise s.error("step", f"{step} has a zero step", "give the step per row and column in µm")
-    scan = ScanConfig(shape=(shape[0], shape[1]), snake=snake, frames_per_point=fpp,
+    scan = RasterScan(shape=(shape[0], shape[1]), snake=snake, frames_per_point=fpp,
                       step=(float(step[0]), float(step[1])) if step else None,
                       origin=(float(origin[0]), float(origin[1])), motors=(motors[0], motors[1]))
 

@@ -16,7 +16,6 @@ from processors.supercrystal import SupercrystalTruth, model_supercrystal
 from stream.chunk_codec import encode_frame
 from stream.dectris_writer import DectrisWriter
 from stream.detector_metadata import DetectorMetadata
-from stream.raster_scan import RasterScan
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def simulate_scan_file(config: NanomapsConfig, master_path: str | Path, *, dtype
     dead = dead_pixels(shape, 200, seed)
     hkls = [p.hkl for p in config.peaks if p.hkl is not None]
     renderer = FrameRenderer(poni_text, truth, hkls, dtype=dtype, extra_mask=dead)
-    scan = RasterScan(config.scan.shape, config.scan.snake, config.scan.frames_per_point)
+    scan = config.scan
     total = scan.n_frames if n_frames is None else n_frames
     metadata = DetectorMetadata(
         description=f"nanomaps simulated {type(ai.detector).__name__}", x_pixels=shape[1], y_pixels=shape[0],

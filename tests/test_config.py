@@ -1,7 +1,7 @@
 """Config validation: every mistake gives one error naming the file, the key and the fix."""
 
 import shutil
-from pathlib import Path
+
 
 import pytest
 

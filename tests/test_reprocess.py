@@ -224,7 +224,6 @@ def test_dead_worker_is_replaced_and_nothing_is_lost(simulated, tmp_path):
     from processors.processing_setup import ProcessingSetup
     from stream.dectris_file import DectrisFile
     from stream.rate_limited_log import RateLimitedLog
-    from stream.raster_scan import RasterScan
 
     config, sim, results, _ = simulated
     with DectrisFile(sim.master_path) as f:
@@ -238,7 +237,7 @@ def test_dead_worker_is_replaced_and_nothing_is_lost(simulated, tmp_path):
     assert victims
     os.kill(victims[0], signal.SIGKILL)
     _time.sleep(0.2)
-    scan = RasterScan(config.scan.shape, config.scan.snake)
+    scan = config.scan
     collector = MapCollector(scan, tuple(p.name for p in config.peaks))
 
     class Bar:
