@@ -13,21 +13,17 @@ import argparse
 import logging
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from monitor.batch_runner import BatchRunner
 from monitor.map_collector import MapCollector, RunCounters
 from monitor.progress import progress_bar
 from monitor.results_file import ResultsWriter
 from processors.config import ConfigError, NanomapsConfig, load_config
-from processors.executor import ExecutorHandle, open_executor
 from processors.frame_processor import FrameProcessor
-from processors.frame_record import FRAME_WORKER_FAILED, failed_records
 from processors.geometry import GeometryError
-from processors.process_batch import BatchResult, process_batch
 from processors.processing_setup import ProcessingSetup
 from stream.dectris_file import DectrisFile, DectrisFileError
 from stream.encoded_frame import EncodedFrame
@@ -121,112 +117,42 @@ def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | 
             writer.write(maps, collector.frames_table(), collector.counters, final=final)
 
         with ResultsWriter(out, config, scan, inputs=tuple(str(Path(m)) for m in masters),
-                           poni_text=setup.poni_text, setup_id=setup.fingerprint) as writer, \
-                open_executor(workers, scheduler) as handle:
-            log.info("processing %d frames on %s", total, handle.description)
-            frames = (fr for series, f in enumerate(files)
-                      for fr in f.iter_frames(series=series, stop=max(0, scan.n_frames - offsets[series]),
-                                              lazy=lazy))
+                           poni_text=setup.poni_text, setup_id=setup.fingerprint) as writer:
             bar = progress_bar(min(total, scan.n_frames), "reprocess", enabled=progress)
-            handle = _run_batches(handle, setup, _batches(frames, batch_size), collector, limiter, bar,
-                                  checkpoint, workers, scheduler)
+
+            def on_result(batch, result) -> None:
+                collector.add(result)
+                for kind, message in result.messages:
+                    limiter.log(logging.WARNING, kind, "%s", message)
+                bar.update(len(batch))
+
+            runner = BatchRunner(workers, scheduler, on_result, collector.counters, limiter)
+            try:
+                log.info("processing %d frames on %s", total, runner.description)
+                frames = (fr for series, f in enumerate(files)
+                          for fr in f.iter_frames(series=series, stop=max(0, scan.n_frames - offsets[series]),
+                                                  lazy=lazy))
+                last_checkpoint = time.monotonic()
+                for batch in _batches(frames, batch_size):
+                    while not runner.can_submit():
+                        runner.poll()
+                        if time.monotonic() - last_checkpoint > CHECKPOINT_INTERVAL_S:
+                            checkpoint()
+                            last_checkpoint = time.monotonic()
+                    collector.counters.received += len(batch)
+                    runner.submit(setup, batch)
+                runner.drain()
+                description = runner.description
+            finally:
+                runner.close()
             bar.close()
             limiter.flush()
             checkpoint(final=True)
-            description = handle.description
     finally:
         for f in files:
             f.close()
     return ReprocessSummary(Path(out), collector.counters, total, scan.n_points, time.perf_counter() - t0,
                             description)
-
-
-def _run_batches(handle: ExecutorHandle, setup: ProcessingSetup, batches: Iterator[list[EncodedFrame]],
-                 collector: MapCollector, limiter: RateLimitedLog, bar, checkpoint,
-                 workers: int | None, scheduler: str | None) -> ExecutorHandle:
-    """Feed batches with a bounded number in flight; survive dead workers. Returns the live handle.
-
-    When the pool breaks, every batch that was in flight is a suspect: suspects are
-    retried one at a time in a new pool, so the one that kills its worker again is
-    found, marked ``worker_failed`` and counted, and the others complete normally.
-    """
-    in_flight: dict[Future, list[EncodedFrame]] = {}
-    suspects: list[list[EncodedFrame]] = []
-    n_peaks = len(setup.peaks)
-    last_checkpoint = time.monotonic()
-    exhausted = False
-
-    def finish(batch: list[EncodedFrame], result: BatchResult) -> None:
-        collector.add(result)
-        for kind, message in result.messages:
-            limiter.log(logging.WARNING, kind, "%s", message)
-        bar.update(len(batch))
-
-    def submit(batch: list[EncodedFrame]) -> bool:
-        """False when the pool is already broken (a worker died between tasks)."""
-        try:
-            in_flight[handle.executor.submit(process_batch, setup, batch)] = batch
-            return True
-        except BrokenProcessPool:
-            if not any(batch is s for s in suspects):
-                suspects.append(batch)
-            return False
-
-    while in_flight or suspects or not exhausted:
-        broken = False
-        if suspects:
-            if not in_flight:
-                broken = not submit(suspects[0])
-        else:
-            while not exhausted and len(in_flight) < 2 * handle.workers:
-                batch = next(batches, None)
-                if batch is None:
-                    exhausted = True
-                    break
-                collector.counters.received += len(batch)
-                if not submit(batch):
-                    broken = True
-                    break
-        if in_flight and not broken:
-            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-            for future in done:
-                batch = in_flight.pop(future)
-                retrying = bool(suspects) and batch is suspects[0]
-                try:
-                    result: BatchResult = future.result()
-                except BrokenProcessPool:
-                    broken = True
-                    collector.counters.worker_failures += 1
-                    limiter.log(logging.ERROR, "worker", "a worker process died while processing frames %d-%d",
-                                batch[0].frame, batch[-1].frame)
-                    if retrying:
-                        suspects.pop(0)
-                        finish(batch, BatchResult(failed_records(batch, n_peaks, FRAME_WORKER_FAILED)))
-                    else:
-                        suspects.append(batch)
-                    continue
-                except Exception as exc:  # a bug in a worker must not lose the run: count it, keep the traceback
-                    collector.counters.worker_failures += 1
-                    log.exception("processing frames %d-%d failed: %s", batch[0].frame, batch[-1].frame, exc)
-                    result = BatchResult(failed_records(batch, n_peaks, FRAME_WORKER_FAILED))
-                if retrying:
-                    suspects.pop(0)
-                finish(batch, result)
-        elif broken:
-            collector.counters.worker_failures += 1
-            limiter.log(logging.ERROR, "worker", "the worker pool broke (a worker process died between tasks)")
-        if broken:
-            # every future of a broken pool fails: take all its batches back, start a new pool
-            suspects.extend(b for b in in_flight.values() if not any(b is s for s in suspects))
-            in_flight.clear()
-            handle.close()
-            handle = open_executor(workers, scheduler)
-            log.warning("restarted the worker pool (%s); retrying %d batch(es) one at a time",
-                        handle.description, len(suspects))
-        if time.monotonic() - last_checkpoint > CHECKPOINT_INTERVAL_S:
-            checkpoint()
-            last_checkpoint = time.monotonic()
-    return handle
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -215,12 +215,12 @@ def test_frame_count_mismatch_warns(simulated, tmp_path, caplog):
 @pytest.mark.allow_error_log
 def test_dead_worker_is_replaced_and_nothing_is_lost(simulated, tmp_path):
     """SIGKILL a real pool worker before it runs anything: its batches are retried in a new pool."""
+    import logging
     import signal
     import time as _time
 
+    from monitor.batch_runner import BatchRunner
     from monitor.map_collector import MapCollector
-    from monitor.reprocess import _batches, _run_batches
-    from processors.executor import open_executor
     from processors.processing_setup import ProcessingSetup
     from stream.dectris_file import DectrisFile
     from stream.rate_limited_log import RateLimitedLog
@@ -229,29 +229,27 @@ def test_dead_worker_is_replaced_and_nothing_is_lost(simulated, tmp_path):
     with DectrisFile(sim.master_path) as f:
         setup = ProcessingSetup.from_config(config, pixel_mask=f.metadata.pixel_mask, shape=f.metadata.shape)
         frames = list(f.iter_frames(lazy=True))
-    handle = open_executor(2)
-    handle.executor.submit(int, 1).result()  # the pool's processes exist now
+    collector = MapCollector(config.scan, tuple(p.name for p in config.peaks))
+    runner = BatchRunner(2, None, lambda batch, result: collector.add(result), collector.counters,
+                         RateLimitedLog(logging.getLogger("test")))
+    runner.handle.executor.submit(int, 1).result()  # the pool's processes exist now
     children = [int(c) for t in os.listdir("/proc/self/task")
                 for c in open(f"/proc/self/task/{t}/children").read().split()]
     victims = [pid for pid in children if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()]
     assert victims
     os.kill(victims[0], signal.SIGKILL)
     _time.sleep(0.2)
-    scan = config.scan
-    collector = MapCollector(scan, tuple(p.name for p in config.peaks))
-
-    class Bar:
-        def update(self, n):
-            pass
-
-    handle = _run_batches(handle, setup, _batches(iter(frames), 8), collector, RateLimitedLog(
-        __import__("logging").getLogger("test")), Bar(), lambda: None, 2, None)
-    handle.close()
+    for start in range(0, len(frames), 8):
+        while not runner.can_submit():
+            runner.poll()
+        runner.submit(setup, frames[start:start + 8])
+    assert runner.drain(timeout=300)
+    runner.close()
     c = collector.counters
     assert c.worker_failures >= 1
     assert c.processed == len(frames) and c.worker_failed == 0
+    maps = collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
     with h5py.File(results, "r") as r:
-        maps = collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
         np.testing.assert_array_equal(maps.spots["100"]["q0"], r["entry/results/100/q0"][()])
 
 
