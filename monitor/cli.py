@@ -11,9 +11,12 @@ from monitor.results_file import nanomaps_version
 #: name -> (module, one-line description); each module has ``main(argv) -> int``.
 COMMANDS = {
     "demo": ("monitor.demo", "simulate a scan of the model supercrystal, process it, write results and pictures"),
+    "process": ("monitor.process_command", "live: receive a detector stream, fit every frame, keep results.h5 current"),
     "reprocess": ("monitor.reprocess", "fit recorded DECTRIS files (master + data) offline into results.h5"),
+    "replay": ("monitor.replay_command", "send a recording or DECTRIS file-writer output as a detector stream"),
+    "simulate": ("monitor.simulate_command", "a simulated EIGER over the model supercrystal: DECTRIS files or live"),
+    "record": ("monitor.record_command", "record a detector stream raw, in the DECTRIS layout"),
     "report": ("monitor.report", "draw the paper-style figure (maps, Williamson-Hall, a/b vs size) of results.h5"),
-    "simulate": ("monitor.simulate_command", "write a simulated scan of the model supercrystal as DECTRIS files"),
 }
 
 

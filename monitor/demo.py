@@ -8,9 +8,7 @@ how well the maps recover the known truth.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-from importlib import resources
 from pathlib import Path
 
 import h5py
@@ -20,18 +18,8 @@ from monitor import report
 from monitor.progress import progress_bar
 from monitor.reprocess import reprocess
 from processors.config import load_config
+from processors.demo_setup import write_demo_config
 from processors.simulate_scan import simulate_scan_file
-
-
-def demo_config_dir(out: Path) -> Path:
-    """Copy the embedded demo config and PONI into ``out/config`` and return that folder."""
-    target = out / "config"
-    target.mkdir(parents=True, exist_ok=True)
-    data = resources.files("processors") / "demo_data"
-    for name in ("demo.toml", "eiger1m_demo.poni"):
-        with resources.as_file(data / name) as src:
-            shutil.copyfile(src, target / name)
-    return target
 
 
 def truth_comparison(results_path: Path, truth_path: Path) -> dict[str, float]:
@@ -68,12 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shape", type=int, nargs=2, metavar=("ROWS", "COLS"), help="override the scan shape")
     args = p.parse_args(argv)
     out = Path(args.out)
-    cfg_dir = demo_config_dir(out)
-    config_path = cfg_dir / "demo.toml"
-    if args.shape:
-        text = config_path.read_text().replace("shape = [24, 32]", f"shape = [{args.shape[0]}, {args.shape[1]}]")
-        config_path.write_text(text)
-    config = load_config(config_path)
+    config = load_config(write_demo_config(out / "config", shape=args.shape))
     master = out / "raw" / "scan_master.h5"
     n = config.scan.n_frames
     print(f"1/3 simulating {n} frames of the model supercrystal -> {master}")

@@ -23,9 +23,11 @@ class RunCounters:
     """What happened to the frames of a run (written to ``/entry/process``)."""
 
     received: int = 0       # frames that arrived (read from file or socket)
-    processed: int = 0      # frames decoded and analysed
-    dropped: int = 0        # frames skipped by live processing (backlog); none offline
-    corrupt: int = 0        # blobs that did not decode
+    decoded: int = 0        # frames whose pixels were decoded
+    processed: int = 0      # frames decoded with valid pixels, spots fitted
+    dropped: int = 0        # frames skipped by live processing (backlog beyond its bound); none offline
+    corrupt: int = 0        # frames that did not decode, or stream messages that were malformed
+    late: int = 0           # images for a series that had already ended
     missing: int = 0        # frames known to exist but unreadable (missing data file)
     wrong_shape: int = 0
     wrong_dtype: int = 0
@@ -74,7 +76,8 @@ class MapCollector:
             return
         c = self.counters
         status = recs["status"]
-        c.processed += int(np.count_nonzero((status == FRAME_OK) | (status == FRAME_ALL_MASKED)))
+        c.decoded += int(np.count_nonzero((status == FRAME_OK) | (status == FRAME_ALL_MASKED)))
+        c.processed += int(np.count_nonzero(status == FRAME_OK))
         c.corrupt += int(np.count_nonzero(status == FRAME_CORRUPT))
         c.missing += int(np.count_nonzero(status == FRAME_MISSING))
         c.wrong_shape += int(np.count_nonzero(status == FRAME_WRONG_SHAPE))

@@ -132,8 +132,9 @@ class ResultsWriter:
         g["x"] = self._file["entry/scan/x"]
         return g
 
-    def write(self, maps: ResultMaps, frames: np.ndarray, counters: RunCounters, *, final: bool = False) -> None:
-        """Write all maps, the frames table and counters, then flush."""
+    def write(self, maps: ResultMaps, frames: np.ndarray, counters: RunCounters, *, final: bool = False,
+              timing: dict[str, float] | None = None) -> None:
+        """Write all maps, the frames table, counters and timing (``/entry/process/timing``), then flush."""
         results = self._file["entry/results"]
         self._put(results, "intensity", maps.intensity, "counts")
         self._put(results, "frame_status", maps.frame_status)
@@ -157,6 +158,11 @@ class ResultsWriter:
         counters_dict = counters.as_dict()
         for key, value in counters_dict.items():
             self._put(process, key, np.asarray(value, dtype=np.int64))
+        if timing:
+            group = process.require_group("timing")
+            group.attrs["NX_class"] = "NXcollection"
+            for key, value in timing.items():
+                self._put(group, key, np.asarray(value, dtype=np.float64), "ms" if key.endswith("_ms") else None)
         if final:
             del process["end_time"]
             process.create_dataset("end_time", data=_iso(time.time()))

@@ -129,6 +129,8 @@ class StreamConfig:
     protocol: str = "auto"
     channel: str = "threshold_1"
     socket: str = "pull"
+    batch_timeout_s: float = 0.1      # a batch leaves after this long even if not full
+    max_backlog_mb: float = 512.0     # compressed frames waiting or in flight; beyond: skipped (counted)
 
 
 @dataclass(frozen=True)
@@ -318,8 +320,14 @@ def parse_config(text: str, path: str | Path = "<config>") -> NanomapsConfig:
 
     st = _Table(data.get("stream", {}), "[stream]", source)
     stream = StreamConfig(connect=st.get("connect", "str", None), protocol=st.get("protocol", "str", "auto"),
-                          channel=st.get("channel", "str", "threshold_1"), socket=st.get("socket", "str", "pull"))
+                          channel=st.get("channel", "str", "threshold_1"), socket=st.get("socket", "str", "pull"),
+                          batch_timeout_s=float(st.get("batch_timeout_s", "float", StreamConfig.batch_timeout_s)),
+                          max_backlog_mb=float(st.get("max_backlog_mb", "float", StreamConfig.max_backlog_mb)))
     st.finish()
+    if not 0 < stream.batch_timeout_s <= 10:
+        raise st.error("batch_timeout_s", f"{stream.batch_timeout_s} s", "use a value in (0, 10] seconds")
+    if not stream.max_backlog_mb > 0:
+        raise st.error("max_backlog_mb", f"{stream.max_backlog_mb}", "use a positive size in MB")
     if stream.protocol not in ("auto", "stream1", "stream2"):
         raise st.error("protocol", f"{stream.protocol!r} is unknown", 'use "auto", "stream1" or "stream2"')
     if stream.socket not in ("pull", "sub"):

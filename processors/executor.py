@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
@@ -41,6 +42,11 @@ class ExecutorHandle:
         self.close()
 
 
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the parent, which stops feeding them and drains what is in flight."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def open_executor(workers: int | None = None, scheduler: str | None = None) -> ExecutorHandle:
     """A process pool of ``workers`` (default: one per core), or the Dask cluster at ``scheduler``.
 
@@ -66,5 +72,6 @@ def open_executor(workers: int | None = None, scheduler: str | None = None) -> E
     n = workers or default_workers()
     if n < 1:
         raise ValueError("workers must be >= 1")
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_ignore_interrupts)
     return ExecutorHandle(pool, n, f"local process pool ({n} workers)", lambda: pool.shutdown(wait=True))

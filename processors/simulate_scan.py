@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import h5py
 import numpy as np
@@ -49,6 +49,53 @@ def save_truth(path: Path, truth: SupercrystalTruth, config: NanomapsConfig) -> 
                 s.create_dataset(key, data=values)
 
 
+class ScanSimulator:
+    """Frames of ``config``'s scan over the model supercrystal, as the detector would send them.
+
+    ``metadata`` describes the detector (from the PONI file; ``pixel_mask`` = gaps and
+    a few dead pixels); :meth:`encoded_frames` yields ``(frame number, blob)`` in scan
+    order. ``background_pool`` > 0 reuses that many background frames (a live
+    simulator must keep pace; the spots are always drawn fresh).
+    """
+
+    def __init__(self, config: NanomapsConfig, *, dtype: str = "uint32", encoding: str = "bslz4", seed: int = 0,
+                 n_frames: int | None = None, background_pool: int = 0) -> None:
+        self.config = config
+        self.encoding = encoding
+        self.seed = seed
+        poni_text = read_poni(config.geometry.poni)
+        ai = load_integrator(poni_text, str(config.geometry.poni))
+        shape = tuple(ai.detector.shape)
+        self.truth = model_supercrystal(config.scan.shape, seed=seed)
+        hkls = [p.hkl for p in config.peaks if p.hkl is not None]
+        self.renderer = FrameRenderer(poni_text, self.truth, hkls, dtype=dtype,
+                                      extra_mask=dead_pixels(shape, 200, seed), background_pool=background_pool,
+                                      seed=seed)
+        self.n_frames = config.scan.n_frames if n_frames is None else n_frames
+        self.metadata = DetectorMetadata(
+            description=f"nanomaps simulated {type(ai.detector).__name__}", x_pixels=shape[1], y_pixels=shape[0],
+            dtype=dtype, x_pixel_size_m=ai.detector.pixel2, y_pixel_size_m=ai.detector.pixel1,
+            detector_distance_m=ai.dist, beam_center_x_px=ai.poni2 / ai.detector.pixel2,
+            beam_center_y_px=ai.poni1 / ai.detector.pixel1, wavelength_A=ai.wavelength * 1e10,
+            count_time_s=0.01, frame_time_s=0.01, nimages=self.n_frames, ntrigger=1, compression=encoding,
+            pixel_mask=self.renderer.mask.astype(np.uint32))
+
+    def encoded_frames(self) -> Iterator[tuple[int, bytes]]:
+        rng = np.random.default_rng(self.seed)
+        rows, cols = self.config.scan.points_of(np.arange(self.n_frames))
+        for k in range(self.n_frames):
+            # frames beyond the scan (row -1) get background only
+            yield k, encode_frame(self.renderer.render(int(rows[k]), int(cols[k]), rng), self.encoding)
+
+    def save_truth(self, path: Path) -> None:
+        save_truth(path, self.truth, self.config)
+
+
+def truth_path_for(master_path: Path) -> Path:
+    stem = master_path.name.removesuffix("_master.h5").removesuffix(".h5")
+    return master_path.with_name(f"{stem}_truth.h5")
+
+
 def simulate_scan_file(config: NanomapsConfig, master_path: str | Path, *, dtype: str = "uint32",
                        encoding: str = "bslz4", seed: int = 0, frames_per_file: int = 100,
                        n_frames: int | None = None, progress: Callable[[int], None] | None = None) -> SimulatedScan:
@@ -58,32 +105,12 @@ def simulate_scan_file(config: NanomapsConfig, master_path: str | Path, *, dtype
     reader's warnings). The truth goes to ``<name>_truth.h5`` next to the master file.
     """
     master_path = Path(master_path)
-    poni_text = read_poni(config.geometry.poni)
-    ai = load_integrator(poni_text, str(config.geometry.poni))
-    shape = tuple(ai.detector.shape)
-    truth = model_supercrystal(config.scan.shape, seed=seed)
-    dead = dead_pixels(shape, 200, seed)
-    hkls = [p.hkl for p in config.peaks if p.hkl is not None]
-    renderer = FrameRenderer(poni_text, truth, hkls, dtype=dtype, extra_mask=dead)
-    scan = config.scan
-    total = scan.n_frames if n_frames is None else n_frames
-    metadata = DetectorMetadata(
-        description=f"nanomaps simulated {type(ai.detector).__name__}", x_pixels=shape[1], y_pixels=shape[0],
-        dtype=dtype, x_pixel_size_m=ai.detector.pixel2, y_pixel_size_m=ai.detector.pixel1,
-        detector_distance_m=ai.dist, beam_center_x_px=ai.poni2 / ai.detector.pixel2,
-        beam_center_y_px=ai.poni1 / ai.detector.pixel1, wavelength_A=ai.wavelength * 1e10,
-        count_time_s=0.01, frame_time_s=0.01, nimages=total, ntrigger=1, compression=encoding,
-        pixel_mask=renderer.mask.astype(np.uint32))
-    rng = np.random.default_rng(seed)
-    rows, cols = scan.points_of(np.arange(total))
-    with DectrisWriter(master_path, metadata, encoding=encoding, frames_per_file=frames_per_file) as writer:
-        for k in range(total):
-            # frames beyond the scan (row -1) get background only
-            image = renderer.render(int(rows[k]), int(cols[k]), rng)
-            writer.write_chunk(encode_frame(image, encoding))
+    sim = ScanSimulator(config, dtype=dtype, encoding=encoding, seed=seed, n_frames=n_frames)
+    with DectrisWriter(master_path, sim.metadata, encoding=encoding, frames_per_file=frames_per_file) as writer:
+        for k, blob in sim.encoded_frames():
+            writer.write_chunk(blob, k)
             if progress is not None:
                 progress(1)
-    stem = master_path.name.removesuffix("_master.h5").removesuffix(".h5")
-    truth_path = master_path.with_name(f"{stem}_truth.h5")
-    save_truth(truth_path, truth, config)
-    return SimulatedScan(master_path, truth_path, truth, total)
+    truth_path = truth_path_for(master_path)
+    sim.save_truth(truth_path)
+    return SimulatedScan(master_path, truth_path, sim.truth, sim.n_frames)

@@ -247,7 +247,8 @@ class DectrisFile:
                         filter_mask, blob = ds.id.read_direct_chunk((i, 0, 0))
                         enc = "raw" if (filter_mask & 1 and encoding != "raw") else encoding
                     yield EncodedFrame(series, k, enc, dtype, fshape, blob)
-                except (OSError, KeyError, ValueError) as exc:
+                except (OSError, KeyError, ValueError, RuntimeError) as exc:
+                    # RuntimeError: an unallocated chunk (a frame the recorder never received)
                     yield EncodedFrame(series, k, "raw", dtype, fshape, b"",
                                        error=f"{part.filename} frame {i}: read failed ({exc})")
 
@@ -289,7 +290,8 @@ class ChunkReader:
             return frame
         try:
             filter_mask, blob = self._dataset(source).id.read_direct_chunk((source.index, 0, 0))
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            # RuntimeError: an unallocated chunk (a frame the recorder never received)
             return replace(frame, error=f"{Path(source.path).name} frame {source.index}: read failed ({exc})")
         encoding = "raw" if (filter_mask & 1 and frame.encoding != "raw") else frame.encoding
         return replace(frame, blob=blob, encoding=encoding)

@@ -48,10 +48,11 @@ def _scalar(group: h5py.Group, name: str, value, units: str | None = None, dtype
 class DectrisWriter:
     """Writes one series in the DECTRIS layout; a context manager.
 
-    ``write_chunk(blob)`` appends one already-encoded frame (encoding given at
-    construction: ``bslz4``, ``lz4`` or ``raw``). Data files roll over every
-    ``frames_per_file`` frames. The files are flushed after each data file and on close,
-    so an interrupted writer still leaves readable files.
+    ``write_chunk(blob, frame)`` stores one already-encoded frame (encoding given at
+    construction: ``bslz4``, ``lz4`` or ``raw``) as chunk ``frame``; data file ``k``
+    holds frames ``(k − 1) × frames_per_file`` onwards, as the DECTRIS file writer
+    does. Files are flushed on each new data file, on :meth:`flush` and on close, so
+    an interrupted writer still leaves readable files.
     """
 
     def __init__(self, master_path: str | Path, metadata: DetectorMetadata, *,
@@ -68,6 +69,7 @@ class DectrisWriter:
         self._data_file: h5py.File | None = None
         self._data_ds: h5py.Dataset | None = None
         self._data_index = 0
+        self._next_frame = 0
         self.master_path.parent.mkdir(parents=True, exist_ok=True)
         self._master = h5py.File(self.master_path, "w")
         self._write_master_metadata()
@@ -102,10 +104,11 @@ class DectrisWriter:
                                 chunks=True, compression="gzip", compression_opts=4)
         self._master.flush()
 
-    def _open_next_data_file(self) -> None:
+    def _open_data_file(self, index: int) -> None:
+        """Create data file ``index`` (1-based), holding frames from (index − 1) × frames_per_file."""
         self._close_data_file()
-        self._data_index += 1
-        name = data_file_name(self.master_path, self._data_index)
+        self._data_index = index
+        name = data_file_name(self.master_path, index)
         path = self.master_path.parent / name
         rows, cols = self.metadata.shape
         dtype = np.dtype(self.metadata.dtype)
@@ -116,10 +119,10 @@ class DectrisWriter:
         self._data_ds = data.create_dataset(
             "data", shape=(0, rows, cols), maxshape=(None, rows, cols), dtype=dtype,
             chunks=(1, rows, cols), **filters)
-        low = self.frames_written + 1
+        low = (index - 1) * self.frames_per_file + 1
         self._data_ds.attrs["image_nr_low"] = np.int32(low)
         self._data_ds.attrs["image_nr_high"] = np.int32(low - 1)
-        self._master["entry/data"][f"data_{self._data_index:06d}"] = h5py.ExternalLink(name, "/entry/data/data")
+        self._master["entry/data"][f"data_{index:06d}"] = h5py.ExternalLink(name, "/entry/data/data")
         self._master.flush()
 
     def _close_data_file(self) -> None:
@@ -128,16 +131,32 @@ class DectrisWriter:
             self._data_file = None
             self._data_ds = None
 
-    def write_chunk(self, blob: bytes) -> None:
-        """Append one frame, already encoded as this writer's ``encoding``."""
-        if self._data_ds is None or self._data_ds.shape[0] >= self.frames_per_file:
-            self._open_next_data_file()
+    def write_chunk(self, blob: bytes, frame: int | None = None) -> None:
+        """Store one frame, already encoded as this writer's ``encoding``.
+
+        ``frame`` (0-based series frame number) defaults to the next one; frames must
+        come in increasing order, gaps stay unallocated (a reader reports them as not
+        recorded) so that chunk ``k`` is always frame ``k``.
+        """
+        frame = self._next_frame if frame is None else frame
+        if frame < self._next_frame:
+            raise ValueError(f"frame {frame} written after frame {self._next_frame - 1}: frames must increase")
+        index = frame // self.frames_per_file + 1
+        if self._data_ds is None or index != self._data_index:
+            self._open_data_file(index)
         ds = self._data_ds
-        n = ds.shape[0]
-        ds.resize(n + 1, axis=0)
-        ds.id.write_direct_chunk((n, 0, 0), blob)
-        ds.attrs["image_nr_high"] = np.int32(self.frames_written + 1)
+        local = frame - (index - 1) * self.frames_per_file
+        if ds.shape[0] <= local:
+            ds.resize(local + 1, axis=0)
+        ds.id.write_direct_chunk((local, 0, 0), blob)
+        ds.attrs["image_nr_high"] = np.int32(frame + 1)
         self.frames_written += 1
+        self._next_frame = frame + 1
+
+    @property
+    def master(self) -> h5py.File:
+        """The open master file (to add groups next to the DECTRIS ones)."""
+        return self._master
 
     def flush(self) -> None:
         """Push what was written so far to disk."""

@@ -79,13 +79,18 @@ class SeriesEnd:
 
 @dataclass(frozen=True)
 class BadMessage:
-    """A message that cannot be used; ``reason`` says why (logged, rate-limited, counted)."""
+    """A message that cannot be used; ``reason`` says why (logged, rate-limited, counted).
+
+    ``kind`` is the counter it goes to: ``corrupt`` (malformed, inconsistent with its
+    series, out of order, repeated) or ``late`` (an image for a series already ended).
+    """
 
     reason: str
     protocol: str = ""
     series: int | None = None
     frame: int | None = None
     receive_time: float = 0.0
+    kind: str = "corrupt"
 
 
 Message = Union[SeriesStart, ImageMessage, SeriesEnd, BadMessage]

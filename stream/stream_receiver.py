@@ -1,0 +1,121 @@
+"""One ZeroMQ connection to an EIGER (or ``nanomaps replay``/``simulate``): receive, parse, validate.
+
+PULL by default (a PUSH socket deals each message to ONE consumer, so we are the only
+one); SUB can be chosen. Multipart messages are received without copying
+(``copy=False``) and parsed from the frames' buffers. The protocol is stream v1 or
+stream2, or detected per message (v1 parts are JSON, stream2 is one CBOR item).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import zmq
+
+from stream.series_validator import SeriesValidator
+from stream.stream1_codec import parse_stream1
+from stream.stream2_codec import parse_stream2
+from stream.stream_messages import BadMessage, ImageMessage, Message, SeriesEnd, SeriesStart
+
+SOCKET_TYPES = {"pull": zmq.PULL, "sub": zmq.SUB}
+
+
+@dataclass
+class ReceiverCounters:
+    """Messages seen on the wire, by what they turned out to be."""
+
+    messages: int = 0
+    headers: int = 0
+    images: int = 0
+    ends: int = 0
+    implicit_ends: int = 0
+    corrupt: int = 0
+    late: int = 0
+    bytes: int = 0
+
+
+class StreamReceiver:
+    """Receives and validates messages from ``endpoint`` (e.g. ``tcp://127.0.0.1:9999``).
+
+    :meth:`receive` returns the validated messages of one wire message (usually one;
+    two when a new header implicitly ends the open series), or [] on timeout.
+    """
+
+    def __init__(self, endpoint: str, *, socket_type: str = "pull", protocol: str = "auto",
+                 channel: str = "threshold_1", context: zmq.Context | None = None, rcvhwm: int = 1000) -> None:
+        if socket_type not in SOCKET_TYPES:
+            raise ValueError(f"socket type {socket_type!r} unknown; use 'pull' or 'sub'")
+        if protocol not in ("auto", "stream1", "stream2"):
+            raise ValueError(f"protocol {protocol!r} unknown; use auto, stream1 or stream2")
+        self.endpoint = endpoint
+        self.protocol = protocol
+        self.channel = channel
+        self._own_context = context is None
+        self._context = context or zmq.Context()
+        self._socket = self._context.socket(SOCKET_TYPES[socket_type])
+        self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        if socket_type == "sub":
+            self._socket.setsockopt(zmq.SUBSCRIBE, b"")
+        self._socket.connect(endpoint)
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self.validator = SeriesValidator()
+        self.counters = ReceiverCounters()
+
+    def _parse(self, frames: list[zmq.Frame], now: float) -> Message:
+        buffers = [f.buffer for f in frames]
+        protocol = self.protocol
+        if protocol == "auto":
+            first = buffers[0]
+            protocol = "stream1" if len(buffers) > 1 or (len(first) and first[0] == 0x7B) else "stream2"
+        if protocol == "stream1":
+            return parse_stream1(buffers, receive_time=now)
+        if len(buffers) != 1:
+            return BadMessage(f"stream2 message with {len(buffers)} parts (expected one CBOR item)", "stream2",
+                              receive_time=now)
+        return parse_stream2(buffers[0], channel=self.channel, receive_time=now)
+
+    def receive(self, timeout_ms: int = 100) -> list[Message]:
+        """Wait up to ``timeout_ms`` for one wire message and return what it validates to."""
+        if not self._poller.poll(timeout_ms):
+            return []
+        frames = self._socket.recv_multipart(copy=False)
+        now = time.time()
+        c = self.counters
+        c.messages += 1
+        c.bytes += sum(len(f.buffer) for f in frames)
+        out = self.validator.check(self._parse(frames, now))
+        for msg in out:
+            if isinstance(msg, SeriesStart):
+                c.headers += 1
+            elif isinstance(msg, ImageMessage):
+                c.images += 1
+            elif isinstance(msg, SeriesEnd):
+                c.ends += 1
+                c.implicit_ends += msg.implicit
+            elif isinstance(msg, BadMessage):
+                if msg.kind == "late":
+                    c.late += 1
+                else:
+                    c.corrupt += 1
+        return out
+
+    def finish(self) -> list[Message]:
+        """Close the open series (no end message came): an implicit :class:`SeriesEnd`, or []."""
+        out = self.validator.close_open_series(time.time())
+        self.counters.ends += len(out)
+        self.counters.implicit_ends += len(out)
+        return out
+
+    def close(self) -> None:
+        self._socket.close(0)
+        if self._own_context:
+            self._context.term()
+
+    def __enter__(self) -> "StreamReceiver":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

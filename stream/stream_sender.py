@@ -1,0 +1,89 @@
+"""The sending end of a detector stream: a bound PUSH socket and a pace keeper.
+
+Used by ``nanomaps replay`` and ``nanomaps simulate``. Sockets bind to loopback unless
+the caller explicitly allows another interface.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from urllib.parse import urlparse
+
+import zmq
+
+
+class BindAddressError(ValueError):
+    """A bind address that is not loopback, without permission to expose it."""
+
+
+def check_bind_address(endpoint: str, allow_remote: bool = False) -> None:
+    """Refuse to bind beyond loopback unless ``allow_remote`` (safe by default)."""
+    parsed = urlparse(endpoint)
+    if parsed.scheme in ("ipc", "inproc"):
+        return
+    if parsed.scheme != "tcp" or not parsed.hostname or parsed.port is None:
+        raise BindAddressError(f"{endpoint}: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:9999)")
+    host = parsed.hostname
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not allow_remote:
+        raise BindAddressError(f"{endpoint}: binding beyond loopback exposes the stream to the network. "
+                               "Fix: use tcp://127.0.0.1:PORT, or pass --allow-remote if that is intended")
+
+
+class StreamSender:
+    """A PUSH socket bound to ``endpoint``; :meth:`send` blocks while no receiver is connected."""
+
+    def __init__(self, endpoint: str, *, allow_remote: bool = False, sndhwm: int = 1000,
+                 context: zmq.Context | None = None) -> None:
+        check_bind_address(endpoint, allow_remote)
+        self._own_context = context is None
+        self._context = context or zmq.Context()
+        self._socket = self._context.socket(zmq.PUSH)
+        self._socket.setsockopt(zmq.SNDHWM, sndhwm)
+        self._socket.bind(endpoint)
+        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.messages_sent = 0
+        self.bytes_sent = 0
+
+    def send(self, message: bytes | list[bytes]) -> None:
+        """Send one message: a list of parts (stream v1) or one bytes object (stream2)."""
+        if isinstance(message, (bytes, bytearray, memoryview)):
+            self._socket.send(message, copy=False)
+            self.bytes_sent += len(message)
+        else:
+            self._socket.send_multipart(message, copy=False)
+            self.bytes_sent += sum(len(p) for p in message)
+        self.messages_sent += 1
+
+    def close(self, linger_s: float = 10.0) -> None:
+        """Close after up to ``linger_s`` seconds for queued messages to leave."""
+        self._socket.close(linger=int(linger_s * 1000))
+        if self._own_context:
+            self._context.term()
+
+    def __enter__(self) -> "StreamSender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Pacer:
+    """Keeps message ``k`` from leaving before ``start + offset_k``; ``rate`` None = as fast as possible."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def wait_until(self, offset_s: float) -> None:
+        delay = self.start + offset_s - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
