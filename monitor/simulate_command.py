@@ -60,33 +60,37 @@ def _config(args, tmp: Path):
 
 
 def stream_scan(sim: ScanSimulator, sender: StreamSender, *, protocol: str, rate: float | str, series: int,
-                header_detail: str, progress=None) -> tuple[int, float]:
-    """Send the simulated scan through ``sender``; returns (frames, seconds)."""
+                header_detail: str, progress=None, stop=None) -> tuple[int, float]:
+    """Send the simulated scan through ``sender``; returns (frames, seconds). ``stop`` (an Event) ends it early."""
     md = sim.metadata
     unique_id = f"nanomaps-sim-{sim.seed}-{series}"
     count_ns = int(md.count_time_s * 1e9)
     if protocol == "stream1":
-        sender.send(encode_stream1_start(series, md, header_detail))
+        sender.send(encode_stream1_start(series, md, header_detail), stop)
     else:
-        sender.send(encode_stream2_start(series, md, unique_id=unique_id, with_mask=header_detail != "none"))
+        sender.send(encode_stream2_start(series, md, unique_id=unique_id, with_mask=header_detail != "none"), stop)
     pacer = Pacer()
     n = 0
     for k, blob in sim.encoded_frames():
+        if stop is not None and stop.is_set():
+            break
         if rate != "max":
             pacer.wait_until(k / rate)
         frame = EncodedFrame(series, k, sim.encoding, md.dtype, md.shape, blob)
         start_ns = int(k * md.frame_time_s * 1e9)
         if protocol == "stream1":
-            sender.send(encode_stream1_image(frame, start_time_ns=start_ns, stop_time_ns=start_ns + count_ns,
-                                             real_time_ns=count_ns))
+            message = encode_stream1_image(frame, start_time_ns=start_ns, stop_time_ns=start_ns + count_ns,
+                                           real_time_ns=count_ns)
         else:
-            sender.send(encode_stream2_image(frame, unique_id=unique_id, start_time_ns=start_ns,
-                                             stop_time_ns=start_ns + count_ns, real_time_ns=count_ns))
+            message = encode_stream2_image(frame, unique_id=unique_id, start_time_ns=start_ns,
+                                           stop_time_ns=start_ns + count_ns, real_time_ns=count_ns)
+        if not sender.send(message, stop):
+            break
         n += 1
         if progress is not None:
             progress(1)
     seconds = pacer.elapsed()
-    sender.send(encode_stream1_end(series) if protocol == "stream1" else encode_stream2_end(series, unique_id))
+    sender.send(encode_stream1_end(series) if protocol == "stream1" else encode_stream2_end(series, unique_id), stop)
     return n, seconds
 
 

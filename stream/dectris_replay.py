@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +81,12 @@ def frame_times(n: int, rate: float | str, frame_time_s: float, table: np.ndarra
 
 def replay_file(master_path: str | Path, sender: StreamSender, *, protocol: str = "stream1",
                 rate: float | str = "original", header_detail: str = "all", series: int | None = None,
-                channel: str = "threshold_1", progress: Callable[[int], None] | None = None) -> ReplayStats:
-    """Send the whole series of ``master_path`` through ``sender``; returns what was achieved."""
+                channel: str = "threshold_1", progress: Callable[[int], None] | None = None,
+                stop: threading.Event | None = None) -> ReplayStats:
+    """Send the whole series of ``master_path`` through ``sender``; returns what was achieved.
+
+    Setting ``stop`` ends the replay early (the end message is still sent).
+    """
     if protocol not in ("stream1", "stream2"):
         raise ValueError(f"protocol {protocol!r}: use stream1 or stream2")
     master_path = Path(master_path)
@@ -99,13 +104,15 @@ def replay_file(master_path: str | Path, sender: StreamSender, *, protocol: str 
         count_ns = int(round(md.count_time_s * 1e9))
         frame_ns = int(round(md.frame_time_s * 1e9))
         if protocol == "stream1":
-            sender.send(encode_stream1_start(series, md, header_detail))
+            sender.send(encode_stream1_start(series, md, header_detail), stop)
         else:
             sender.send(encode_stream2_start(series, md, channel=channel, unique_id=unique_id,
-                                             with_mask=header_detail == "all"))
+                                             with_mask=header_detail == "all"), stop)
         pacer = Pacer()
         sent = skipped = 0
         for frame in f.iter_frames(series=series):
+            if stop is not None and stop.is_set():
+                break
             if frame.error:
                 skipped += 1
                 log.warning("frame %d not sent: %s", frame.frame, frame.error)
@@ -114,14 +121,16 @@ def replay_file(master_path: str | Path, sender: StreamSender, *, protocol: str 
             start_ns, stop_ns, real_ns = times_ns.get(
                 frame.frame, (frame.frame * frame_ns, frame.frame * frame_ns + count_ns, count_ns))
             if protocol == "stream1":
-                sender.send(encode_stream1_image(frame, start_time_ns=start_ns, stop_time_ns=stop_ns,
-                                                 real_time_ns=real_ns))
+                message = encode_stream1_image(frame, start_time_ns=start_ns, stop_time_ns=stop_ns,
+                                               real_time_ns=real_ns)
             else:
-                sender.send(encode_stream2_image(frame, unique_id=unique_id, channel=channel, start_time_ns=start_ns,
-                                                 stop_time_ns=stop_ns, real_time_ns=real_ns))
+                message = encode_stream2_image(frame, unique_id=unique_id, channel=channel, start_time_ns=start_ns,
+                                               stop_time_ns=stop_ns, real_time_ns=real_ns)
+            if not sender.send(message, stop):
+                break
             sent += 1
             if progress is not None:
                 progress(1)
         seconds = pacer.elapsed()
-        sender.send(encode_stream1_end(series) if protocol == "stream1" else encode_stream2_end(series, unique_id))
+        sender.send(encode_stream1_end(series) if protocol == "stream1" else encode_stream2_end(series, unique_id), stop)
     return ReplayStats(frames=sent, skipped=skipped, seconds=seconds, bytes=sender.bytes_sent)

@@ -286,7 +286,7 @@ def _header_array(views, parts, index, htype, types, problems) -> np.ndarray | N
         problems.append(bad.reason)
         return None
     if desc.get("htype") != htype:
-        problems.append(f"part {index} is {desc.get('htype')!r}, expected {htype}")
+        problems.append(f"part {index} has htype {desc.get('htype')!r}, expected {htype}")
         return None
     shape = _shape_xy(desc.get("shape"))
     type_ = desc.get("type")
@@ -312,7 +312,7 @@ def _parse_image(first: dict, views: list[memoryview], receive_time: float) -> I
         raise _Bad(f"image message needs 4 parts (5 with an appendix), got {len(views)}", series, frame)
     d = _json(views[1], "image descriptor (part 1)")
     if d.get("htype") != "dimage_d-1.0":
-        raise _Bad(f"part 1 is {d.get('htype')!r}, expected dimage_d-1.0", series, frame)
+        raise _Bad(f"part 1 has htype {d.get('htype')!r}, expected dimage_d-1.0", series, frame)
     shape = _shape_xy(d.get("shape"))
     if shape is None:
         raise _Bad(f"dimage_d-1.0 shape is {d.get('shape')!r}, not [x, y] positive integers", series, frame)
@@ -335,8 +335,10 @@ def _parse_image(first: dict, views: list[memoryview], receive_time: float) -> I
         raise _Bad(f"blob holds {len(blob)} bytes, {kind} the size {size} that dimage_d-1.0 says", series, frame)
     cfg = _json(views[3], "image config (part 3)")
     if cfg.get("htype") != "dconfig-1.0":
-        raise _Bad(f"part 3 is {cfg.get('htype')!r}, expected dconfig-1.0", series, frame)
+        raise _Bad(f"part 3 has htype {cfg.get('htype')!r}, expected dconfig-1.0", series, frame)
     nbytes = shape[0] * shape[1] * _ITEMSIZE[dtype]
+    if encoding == "lz4" and nbytes > 0xFFFFFFFF:
+        raise _Bad(f"lz4< frame of {nbytes} bytes is larger than one LZ4 block can be", series, frame)
     if encoding == "lz4":
         data = _reframe_lz4_block(blob, nbytes)
     else:

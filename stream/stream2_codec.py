@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -93,7 +94,9 @@ def _payload(value: Any, what: str) -> tuple[tuple[int, ...], _ArrayPayload]:
     """Unpack ``40 → [dims, typed → (56500 → [name, elem, bytes] | bytes)]``; raise _Bad."""
     if not isinstance(value, cbor2.CBORTag) or value.tag != TAG_MULTI_DIM:
         kind = f"tag {value.tag}" if isinstance(value, cbor2.CBORTag) else type(value).__name__
-        size = f" of {len(value)} bytes (a placeholder?)" if isinstance(value, (bytes, bytearray)) else ""
+        size = ""
+        if isinstance(value, (bytes, bytearray)):
+            size = f" of {len(value)} bytes" + (" (a placeholder?)" if len(value) <= 16 else "")
         raise _Bad(f"{what} is {kind}{size}, not a tag-40 multi-dimensional array")
     inner = value.value
     if not isinstance(inner, Sequence) or isinstance(inner, (str, bytes)) or len(inner) != 2:
@@ -131,6 +134,10 @@ def _to_numpy(dims: tuple[int, ...], p: _ArrayPayload, what: str) -> np.ndarray:
     nbytes = math.prod(dims) * p.dtype.itemsize
     data = p.data
     if p.compression:
+        declared = struct.unpack_from(">Q", data)[0] if len(data) >= 12 else None
+        if declared != nbytes:
+            raise _Bad(f"{what}: {p.compression} header declares {declared} decoded bytes, "
+                       f"dims {list(dims)} {p.dtype.name} need {nbytes}")
         try:
             data = _dectris.decompress(data, p.compression, elem_size=p.elem_size)
         except (RuntimeError, ValueError) as exc:

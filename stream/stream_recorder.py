@@ -117,8 +117,11 @@ class StreamRecorder:
             self.reencoded += 1
         self._writer.write_chunk(blob, frame.frame)
         self.frames_recorded += 1
-        self._table.append((frame.series, frame.frame, msg.start_time_ns or -1, msg.stop_time_ns or -1,
-                            msg.real_time_ns or -1, frame.receive_time))
+        def ns(value):
+            return -1 if value is None else value
+
+        self._table.append((frame.series, frame.frame, ns(msg.start_time_ns), ns(msg.stop_time_ns),
+                            ns(msg.real_time_ns), frame.receive_time))
 
     def on_end(self, end: SeriesEnd) -> None:
         if self._start is not None:

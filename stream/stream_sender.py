@@ -7,8 +7,8 @@ the caller explicitly allows another interface.
 from __future__ import annotations
 
 import ipaddress
+import threading
 import time
-from urllib.parse import urlparse
 
 import zmq
 
@@ -18,13 +18,16 @@ class BindAddressError(ValueError):
 
 
 def check_bind_address(endpoint: str, allow_remote: bool = False) -> None:
-    """Refuse to bind beyond loopback unless ``allow_remote`` (safe by default)."""
-    parsed = urlparse(endpoint)
-    if parsed.scheme in ("ipc", "inproc"):
+    """Refuse to bind beyond loopback unless ``allow_remote`` (safe by default).
+
+    ``tcp://HOST:PORT``; PORT may be ``*`` (any free port, see ``StreamSender.endpoint``).
+    """
+    if endpoint.startswith(("ipc://", "inproc://")):
         return
-    if parsed.scheme != "tcp" or not parsed.hostname or parsed.port is None:
+    host, sep, port = endpoint.removeprefix("tcp://").rpartition(":")
+    if not endpoint.startswith("tcp://") or not sep or not host or not (port == "*" or port.isdigit()):
         raise BindAddressError(f"{endpoint}: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:9999)")
-    host = parsed.hostname
+    host = host.strip("[]")
     if host == "localhost":
         return
     try:
@@ -51,8 +54,15 @@ class StreamSender:
         self.messages_sent = 0
         self.bytes_sent = 0
 
-    def send(self, message: bytes | list[bytes]) -> None:
-        """Send one message: a list of parts (stream v1) or one bytes object (stream2)."""
+    def send(self, message: bytes | list[bytes], stop: threading.Event | None = None) -> bool:
+        """Send one message: a list of parts (stream v1) or one bytes object (stream2).
+
+        Blocks while no receiver can take it (no peer connected, or its queue full),
+        but gives up and returns False as soon as ``stop`` is set.
+        """
+        while not self._socket.poll(200, zmq.POLLOUT):
+            if stop is not None and stop.is_set():
+                return False
         if isinstance(message, (bytes, bytearray, memoryview)):
             self._socket.send(message, copy=False)
             self.bytes_sent += len(message)
@@ -60,6 +70,7 @@ class StreamSender:
             self._socket.send_multipart(message, copy=False)
             self.bytes_sent += sum(len(p) for p in message)
         self.messages_sent += 1
+        return True
 
     def close(self, linger_s: float = 10.0) -> None:
         """Close after up to ``linger_s`` seconds for queued messages to leave."""

@@ -1,0 +1,202 @@
+"""Live processing end to end over loopback ZeroMQ: replay/simulate → process (+ record) → maps.
+
+The maps of a live run must equal those of ``reprocess`` on its own recording.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401
+import numpy as np
+import pytest
+import zmq
+
+from conftest import real_capture
+from monitor.live_processor import LiveOptions, LiveProcessor
+from monitor.reprocess import reprocess
+from monitor.simulate_command import stream_scan
+from processors.config import load_config
+from processors.demo_setup import write_demo_config
+from processors.simulate_scan import ScanSimulator, simulate_scan_file
+from stream.dectris_replay import replay_file
+from stream.stream_recorder import read_stored_parts
+from stream.stream1_codec import encode_stream1_start
+from stream.stream_sender import StreamSender
+
+pytestmark = pytest.mark.slow
+
+SHAPE = (8, 10)
+MAP_KEYS = ("intensity", "frame_status", "100/q0", "100/phi0", "110/dphi", "200/dq", "200/amplitude_error",
+            "derived/size", "derived/microstrain", "derived/a", "derived/b", "100/status")
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    d = tmp_path_factory.mktemp("live")
+    config = load_config(write_demo_config(d / "cfg", shape=SHAPE))
+    sim = simulate_scan_file(config, d / "sim" / "scan_master.h5", seed=11)
+    return config, sim
+
+
+def in_thread(fn, *args, **kwargs) -> threading.Thread:
+    t = threading.Thread(target=fn, args=args, kwargs=kwargs, daemon=True)
+    t.start()
+    return t
+
+
+def run_live(config, endpoint, out, **options) -> "LiveSummary":  # noqa: F821
+    opts = LiveOptions(endpoint=endpoint, out=out, workers=2, status=False, **options)
+    return LiveProcessor(config, opts).run(threading.Event())
+
+
+def assert_same_maps(a_path, b_path):
+    with h5py.File(a_path, "r") as a, h5py.File(b_path, "r") as b:
+        for key in MAP_KEYS:
+            np.testing.assert_array_equal(a[f"entry/results/{key}"][()], b[f"entry/results/{key}"][()],
+                                          err_msg=key)
+
+
+@pytest.mark.parametrize("protocol", ["stream1", "stream2"])
+def test_live_maps_equal_reprocess_of_the_recording(scan, tmp_path, protocol):
+    config, sim = scan
+    sender = StreamSender("tcp://127.0.0.1:*")
+    endpoint = sender.endpoint
+    replayer = in_thread(replay_file, sim.master_path, sender, protocol=protocol, rate="max", header_detail="all")
+    summary = run_live(config, endpoint, tmp_path / "live.h5", record=tmp_path / "raw" / "rec_master.h5")
+    replayer.join(30)
+    sender.close()
+    n = SHAPE[0] * SHAPE[1]
+    c = summary.counters
+    assert (c.received, c.processed, c.dropped, c.corrupt) == (n, n, 0, 0)
+    assert summary.stopped_by == "series"
+    (recording,) = summary.record_paths
+    # the recording opens in plain h5py + hdf5plugin with every frame, byte for byte what was sent
+    with h5py.File(recording, "r") as raw, h5py.File(sim.master_path, "r") as src:
+        assert raw["entry/data/data_000001"].shape[0] == n
+        np.testing.assert_array_equal(raw["entry/data/data_000001"][n - 1], src["entry/data/data_000001"][n - 1])
+        np.testing.assert_array_equal(raw["entry/instrument/detector/detectorSpecific/pixel_mask"][()],
+                                      src["entry/instrument/detector/detectorSpecific/pixel_mask"][()])
+        table = raw["entry/stream/frames"][()]
+        assert table["frame"].tolist() == list(range(n)) and (np.diff(table["receive_time"]) >= 0).all()
+        assert raw["entry/stream"].attrs["protocol"] == protocol
+        if protocol == "stream1":
+            from stream.dectris_file import DectrisFile
+            with DectrisFile(sim.master_path) as f:
+                sent = encode_stream1_start(1, f.metadata, "all")
+            assert read_stored_parts(raw["entry/stream/header_parts"]) == sent
+    with h5py.File(tmp_path / "live.h5", "r") as f:
+        p = f["entry/process"]
+        assert p["received"][()] == n and p["processed"][()] == n and p["late"][()] == 0
+        assert p["timing/latency_median_ms"][()] > 0
+    again = tmp_path / "reprocessed.h5"
+    reprocess([recording], config, again, workers=2, progress=False)
+    assert_same_maps(tmp_path / "live.h5", again)
+
+
+def test_live_simulator_recovers_the_truth(scan, tmp_path):
+    """`nanomaps simulate --bind` streams the model supercrystal; the live maps match its truth."""
+    config, _ = scan
+    sim = ScanSimulator(config, seed=5, background_pool=8)
+    sender = StreamSender("tcp://127.0.0.1:*")
+    endpoint = sender.endpoint
+    streamer = in_thread(stream_scan, sim, sender, protocol="stream2", rate=200.0, series=3, header_detail="all")
+    run_live(config, endpoint, tmp_path / "live.h5")
+    streamer.join(30)
+    sender.close()
+    with h5py.File(tmp_path / "live.h5", "r") as r:
+        for peak, hkl in (("100", (1, 0, 0)), ("200", (2, 0, 0))):
+            true = sim.truth.spot(hkl)
+            q0 = r[f"entry/results/{peak}/q0"][()]
+            assert np.isfinite(q0[sim.truth.on_crystal]).mean() > 0.9
+            assert np.nanmedian(np.abs(q0 - true["q0"])) < 1e-3
+            assert np.nanmedian(np.abs(r[f"entry/results/{peak}/dq"][()] / true["dq"] - 1)) < 0.03
+        size = r["entry/results/derived/size"][()]
+        assert np.nanmedian(np.abs(size / sim.truth.size_nm - 1)) < 0.05
+
+
+@pytest.mark.allow_error_log
+def test_backlog_is_bounded_and_the_recording_keeps_everything(scan, tmp_path):
+    """Processing cannot keep up (tiny backlog): frames are skipped and counted, never lost from the recording."""
+    from dataclasses import replace
+
+    config, sim = scan
+    config = replace(config, stream=replace(config.stream, max_backlog_mb=0.5))
+    sender = StreamSender("tcp://127.0.0.1:*")
+    endpoint = sender.endpoint
+    replayer = in_thread(replay_file, sim.master_path, sender, protocol="stream1", rate="max")
+    summary = run_live(config, endpoint, tmp_path / "live.h5", record=tmp_path / "rec_master.h5")
+    replayer.join(30)
+    sender.close()
+    c = summary.counters
+    n = SHAPE[0] * SHAPE[1]
+    assert c.dropped > 0 and c.received == n and c.processed + c.dropped == n
+    with h5py.File(summary.record_paths[0], "r") as raw:
+        assert len(raw["entry/stream/frames"]) == n
+    with h5py.File(tmp_path / "live.h5", "r") as f:
+        assert f["entry/process/dropped"][()] == c.dropped
+        measured = np.isfinite(f["entry/results/intensity"][()]).sum()
+        assert measured == c.processed
+
+
+def test_sigterm_leaves_valid_results_and_recording(scan, tmp_path):
+    """`nanomaps process` stopped by SIGTERM mid-series: both files open and hold what was received."""
+    config, sim = scan
+    sender = StreamSender("tcp://127.0.0.1:*")
+    endpoint = sender.endpoint
+    stop_replay = threading.Event()
+    replayer = in_thread(replay_file, sim.master_path, sender, protocol="stream1", rate=10.0, stop=stop_replay)
+    exe = str(Path(sys.executable).with_name("nanomaps"))
+    proc = subprocess.Popen([exe, "process", "--config", str(config.path), "--connect", endpoint, "--out",
+                             str(tmp_path / "live.h5"), "--record", str(tmp_path / "rec_master.h5"),
+                             "--workers", "2", "--no-status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sender.messages_sent < 30:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    stop_replay.set()
+    replayer.join(30)
+    sender.close(linger_s=0)
+    assert proc.returncode == 0, err[-2000:]
+    assert "stopped by signal" in out
+    with h5py.File(tmp_path / "live.h5", "r") as f:
+        processed = f["entry/process/processed"][()]
+        assert 10 <= processed < SHAPE[0] * SHAPE[1]
+        assert np.isfinite(f["entry/results/intensity"][()]).sum() == processed
+        assert f["entry/process/end_time"][()]
+    with h5py.File(tmp_path / "rec_master.h5", "r") as raw:
+        recorded = len(raw["entry/stream/frames"])
+        assert recorded >= processed
+        assert raw["entry/stream"].attrs["ended"] == "no end message"
+        raw["entry/data/data_000001"][recorded - 1]  # the last recorded frame decodes
+
+
+def test_real_capture_without_end_message_stops_when_idle(tmp_path):
+    """The real EIGER 1M capture never sends dseries_end: the idle timeout closes the series."""
+    config = load_config(write_demo_config(tmp_path / "cfg", shape=(3, 3)))
+    ctx = zmq.Context.instance()
+    push = ctx.socket(zmq.PUSH)
+    endpoint = f"tcp://127.0.0.1:{push.bind_to_random_port('tcp://127.0.0.1')}"
+
+    def send():
+        for parts in real_capture("eiger1m_stream1_all"):
+            push.send_multipart(parts)
+
+    sender = in_thread(send)
+    summary = run_live(config, endpoint, tmp_path / "live.h5", idle_timeout_s=1.5)
+    sender.join(10)
+    push.close(0)
+    assert summary.stopped_by == "idle"
+    assert summary.counters.received == 9 and summary.counters.processed == 9
+    with h5py.File(tmp_path / "live.h5", "r") as f:
+        frames = f["entry/results/frames"][()]
+        assert sorted(frames["frame"].tolist()) == list(range(9)) and set(frames["series"]) == {14}

@@ -1,0 +1,123 @@
+"""`nanomaps replay` and `nanomaps record` as users run them, over loopback sockets."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401
+import numpy as np
+import pytest
+
+from stream.chunk_codec import encode_frame
+from stream.dectris_writer import DectrisWriter
+from stream.detector_metadata import DetectorMetadata
+from stream.stream_messages import ImageMessage, SeriesEnd, SeriesStart
+from stream.stream_receiver import StreamReceiver
+from stream.stream_sender import BindAddressError, check_bind_address
+
+NANOMAPS = str(Path(sys.executable).with_name("nanomaps"))
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:9999", "tcp://localhost:1", "tcp://[::1]:5", "ipc:///tmp/x",
+                                      "tcp://127.0.0.1:*"])
+def test_loopback_binds_are_allowed(endpoint):
+    check_bind_address(endpoint)
+
+
+def test_other_interfaces_need_permission():
+    with pytest.raises(BindAddressError, match="--allow-remote"):
+        check_bind_address("tcp://0.0.0.0:9999")
+    with pytest.raises(BindAddressError, match="--allow-remote"):
+        check_bind_address("tcp://*:9999")
+    check_bind_address("tcp://0.0.0.0:9999", allow_remote=True)
+    with pytest.raises(BindAddressError, match="expected tcp://HOST:PORT"):
+        check_bind_address("127.0.0.1:9999")
+
+
+@pytest.fixture
+def small_file(tmp_path, rng):
+    def make(encoding="bslz4", dtype="uint16", n=12):
+        mask = np.zeros((20, 30), np.uint32)
+        mask[:, 7] = 1
+        md = DetectorMetadata("tiny EIGER", 30, 20, dtype, wavelength_A=0.95, detector_distance_m=0.1,
+                              frame_time_s=0.002, count_time_s=0.001, nimages=n, pixel_mask=mask)
+        frames = [rng.poisson(3, (20, 30)).astype(dtype) for _ in range(n)]
+        path = tmp_path / f"src_{encoding}_master.h5"
+        with DectrisWriter(path, md, encoding=encoding, frames_per_file=5) as w:
+            for f in frames:
+                w.write_chunk(encode_frame(f, encoding))
+        return path, frames, mask
+    return make
+
+
+def start_replay(path, protocol, rate="max", extra=()):
+    proc = subprocess.Popen([NANOMAPS, "replay", str(path), "--bind", "tcp://127.0.0.1:0".replace(":0", ":*"),
+                             "--protocol", protocol, "--rate", rate, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    endpoint = re.search(r"on (tcp://[\d.]+:\d+)", line).group(1)
+    return proc, endpoint
+
+
+@pytest.mark.parametrize("protocol, encoding", [("stream1", "lz4"), ("stream2", "bslz4"), ("stream1", "raw")])
+def test_replay_sends_headers_mask_and_every_frame(small_file, protocol, encoding):
+    path, frames, mask = small_file(encoding)
+    proc, endpoint = start_replay(path, protocol)
+    got = []
+    with StreamReceiver(endpoint) as receiver:
+        deadline = time.monotonic() + 30
+        while not (got and isinstance(got[-1], SeriesEnd)) and time.monotonic() < deadline:
+            got.extend(receiver.receive(100))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert isinstance(got[0], SeriesStart) and got[0].shape == (20, 30)
+    np.testing.assert_array_equal(got[0].pixel_mask, mask)
+    assert abs(float(got[0].config["wavelength"]) - 0.95) < 1e-6
+    images = [m for m in got if isinstance(m, ImageMessage)]
+    assert [m.frame.frame for m in images] == list(range(len(frames)))
+    from stream.chunk_codec import ChunkDecoder
+    dec = ChunkDecoder()
+    for m in images:
+        np.testing.assert_array_equal(dec.decode_into(m.frame, np.empty(600, np.uint32)), frames[m.frame.frame])
+    assert re.search(r"sent 12 frames .* frames/s", out)
+
+
+def test_replay_keeps_a_fixed_rate(small_file):
+    path, frames, _ = small_file(n=20)
+    proc, endpoint = start_replay(path, "stream1", rate="40")
+    with StreamReceiver(endpoint) as receiver:
+        deadline = time.monotonic() + 30
+        done = False
+        while not done and time.monotonic() < deadline:
+            done = any(isinstance(m, SeriesEnd) for m in receiver.receive(100))
+    out, _ = proc.communicate(timeout=30)
+    rate = float(re.search(r"([\d.]+) frames/s", out).group(1))
+    assert 30 < rate <= 42, out
+
+
+def test_record_then_replay_then_record_again_is_lossless(small_file, tmp_path):
+    """record → a DECTRIS recording; replaying it and recording again gives the same chunks."""
+    path, frames, mask = small_file("bslz4", "uint32")
+    first = tmp_path / "a_master.h5"
+    second = tmp_path / "b_master.h5"
+    for source, target, protocol in ((path, first, "stream2"), (first, second, "stream1")):
+        proc, endpoint = start_replay(source, protocol)
+        rec = subprocess.run([NANOMAPS, "record", "--connect", endpoint, "--out", str(target)],
+                             capture_output=True, text=True, timeout=60)
+        proc.communicate(timeout=30)
+        assert rec.returncode == 0, rec.stderr
+        assert "12 frames recorded" in rec.stdout
+    with h5py.File(path, "r") as a, h5py.File(second, "r") as b:
+        for k in range(12):
+            i, j = divmod(k, 5)
+            src = a[f"entry/data/data_{i + 1:06d}"].id.read_direct_chunk((j, 0, 0))[1]
+            dst = b["entry/data/data_000001"].id.read_direct_chunk((k, 0, 0))[1]
+            assert src == dst, k  # chunks travel untouched: no recompression anywhere
+        np.testing.assert_array_equal(b["entry/instrument/detector/detectorSpecific/pixel_mask"][()], mask)
+        assert b["entry/stream"].attrs["ended"] == "end message"
+        assert b["entry/stream/frames"]["frame"].tolist() == list(range(12))
