@@ -5,7 +5,6 @@ The maps of a live run must equal those of ``reprocess`` on its own recording.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 import zmq
 
 from conftest import real_capture
-from monitor.live_processor import LiveOptions, LiveProcessor
+from monitor.live_processor import LiveOptions, LiveProcessor, LiveSummary
 from monitor.reprocess import reprocess
 from monitor.simulate_command import stream_scan
 from processors.config import load_config
@@ -52,7 +51,7 @@ def in_thread(fn, *args, **kwargs) -> threading.Thread:
     return t
 
 
-def run_live(config, endpoint, out, **options) -> "LiveSummary":  # noqa: F821
+def run_live(config, endpoint, out, **options) -> LiveSummary:
     opts = LiveOptions(endpoint=endpoint, out=out, workers=2, status=False, **options)
     return LiveProcessor(config, opts).run(threading.Event())
 

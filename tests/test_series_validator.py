@@ -1,6 +1,5 @@
 """Stream context rules, without sockets: every bad-ordering case gives a reason, good frames pass."""
 
-import numpy as np
 import pytest
 
 from stream.encoded_frame import EncodedFrame
