@@ -14,7 +14,7 @@ from typing import Callable
 from monitor.map_collector import RunCounters
 from processors.executor import ExecutorHandle, open_executor
 from processors.frame_record import FRAME_WORKER_FAILED, failed_records
-from processors.process_batch import BatchResult, process_batch
+from processors.process_batch import BatchResult, process_batch, warm_up
 from processors.processing_setup import ProcessingSetup
 from stream.encoded_frame import EncodedFrame
 from stream.rate_limited_log import RateLimitedLog
@@ -79,6 +79,16 @@ class BatchRunner:
         self.counters.worker_failures += 1
         self.limiter.log(logging.ERROR, "worker", "the worker pool broke: a worker process died between tasks")
         self._restart("a worker process died between tasks")
+
+    def warm_up(self, setup: ProcessingSetup) -> list[Future]:
+        """Have every worker build its processor now, before frames arrive; the futures say when."""
+        futures = []
+        for _ in range(self.handle.workers):
+            try:
+                futures.append(self.handle.executor.submit(warm_up, setup))
+            except BrokenProcessPool:
+                break
+        return futures
 
     def poll(self, timeout: float | None = None) -> int:
         """Handle batches finished within ``timeout`` s (None: wait for one); returns how many."""

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from processors.geometry import GeometryError
 from processors.process_batch import BatchResult, processor_for
 from processors.processing_setup import ProcessingSetup
 from stream.rate_limited_log import RateLimitedLog
+from stream.shared_arena import ArenaSlice, SharedArena
 from stream.stream_messages import BadMessage, ImageMessage, SeriesEnd, SeriesStart
 from stream.stream_receiver import StreamReceiver
 from stream.stream_recorder import StreamRecorder
@@ -78,13 +79,21 @@ class LiveProcessor:
         self._pending_lock = threading.Lock()
         self._pending_bytes = 0
         self._budget = int(config.stream.max_backlog_mb * 1e6)
+        # local workers read frames from shared memory (one copy, no pipes); its size is the backlog bound
+        self.arena = SharedArena(self._budget) if options.scheduler is None else None
         self._latencies: deque[float] = deque(maxlen=5000)
         self._stage_s = np.zeros(2)  # decode, process: sums over frames
         self._stage_n = 0
         self.recorder: StreamRecorder | None = None
+        # geometry, tables and windows are checked before listening: a bad config fails now,
+        # and workers can build their tables while the detector is still arming
+        self.base_setup = ProcessingSetup.from_config(config)
+        processor_for(self.base_setup)
         self.receiver = StreamReceiver(options.endpoint, socket_type=config.stream.socket,
-                                       protocol=config.stream.protocol, channel=config.stream.channel)
+                                       protocol=config.stream.protocol, channel=config.stream.channel,
+                                       copy_blobs=self.arena is None)
         self.last_message_time = time.monotonic()
+        self.ready = threading.Event()  # set once the workers have built their tables
 
     # --- receiver thread -------------------------------------------------------------
     def _receive_loop(self) -> None:
@@ -117,22 +126,38 @@ class LiveProcessor:
             elif isinstance(msg, SeriesEnd):
                 recorder.on_end(msg)
         if isinstance(msg, ImageMessage):
-            size = len(msg.frame.blob)
-            with self._pending_lock:
-                if self._pending_bytes + size > self._budget:
-                    self.counters.received += 1
-                    self.counters.dropped += 1
-                    self.limiter.log(logging.WARNING, "backlog", "processing is behind: frame %d of series %d "
-                                     "skipped for live processing (still recorded)" if recorder else
-                                     "processing is behind: frame %d of series %d skipped", msg.frame.frame,
-                                     msg.frame.series)
-                    return
-                self._pending_bytes += size
+            frame = msg.frame
+            if self.arena is not None:
+                piece = self.arena.put(frame.blob)
+                if piece is not None:
+                    msg = replace(msg, frame=replace(frame, blob=b"", source=piece))
+            else:
+                with self._pending_lock:
+                    piece = None if self._pending_bytes + len(frame.blob) > self._budget else len(frame.blob)
+                    if piece is not None:
+                        self._pending_bytes += piece
+            if piece is None:
+                self.counters.received += 1
+                self.counters.dropped += 1
+                self.limiter.log(logging.WARNING, "backlog", "processing is behind: frame %d of series %d skipped "
+                                 "for live processing%s", frame.frame, frame.series,
+                                 " (still recorded)" if recorder else "")
+                return
         self._queue.put(msg)
 
     def _release(self, batch) -> None:
+        """The frames of ``batch`` are done with: their backlog space is free again."""
+        if self.arena is not None:
+            for f in batch:
+                if isinstance(f.source, ArenaSlice):
+                    self.arena.release(f.source)
+            return
         with self._pending_lock:
             self._pending_bytes -= sum(len(f.blob) for f in batch)
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self.arena.used if self.arena is not None else self._pending_bytes
 
     # --- main thread -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> LiveSummary:
@@ -155,6 +180,7 @@ class LiveProcessor:
                 self.limiter.log(logging.WARNING, kind, "%s", message)
 
         runner = BatchRunner(opt.workers, opt.scheduler, on_result, self.counters, self.limiter)
+        warming = runner.warm_up(self.base_setup)
         receiver_thread = threading.Thread(target=self._receive_loop, name="nanomaps-receiver", daemon=True)
         receiver_thread.start()
         log.info("listening on %s; processing on %s", opt.endpoint, runner.description)
@@ -229,6 +255,10 @@ class LiveProcessor:
                             self.counters.corrupt += 1
                         self.limiter.log(logging.WARNING, f"{msg.kind} message", "%s message: %s",
                                          msg.kind, msg.reason)
+                if warming and all(f.done() for f in warming):
+                    log.info("ready: %d worker(s) prepared in %.1f s", len(warming), time.monotonic() - t0)
+                    warming = []
+                    self.ready.set()
                 # 2. a batch leaves when full or old enough
                 if batch and time.monotonic() - batch_started >= cfg.stream.batch_timeout_s:
                     close_batch()
@@ -268,6 +298,8 @@ class LiveProcessor:
             status.update(self._status_text(runner, 0), force=True)
             status.close()
             self.receiver.close()
+            if self.arena is not None:
+                self.arena.close()
         p50, p95 = self._latency_percentiles()
         return LiveSummary(self.counters, time.monotonic() - t0, stopped_by, (p50, p95),
                            tuple(self.recorder.paths) if self.recorder else (), self._timing())
@@ -301,4 +333,4 @@ class LiveProcessor:
         behind = " BEHIND" if c.dropped else ""
         return (f"received {c.received} | processed {c.processed} | skipped {c.dropped}{behind} | corrupt {c.corrupt}"
                 f" | late {c.late} | queued {ready} in flight {runner.in_flight} | backlog "
-                f"{self._pending_bytes / 1e6:.0f} MB | latency {p50:.0f}/{p95:.0f} ms (p50/p95)")
+                f"{self.backlog_bytes / 1e6:.0f} MB | latency {p50:.0f}/{p95:.0f} ms (p50/p95)")

@@ -9,6 +9,7 @@ from pathlib import Path
 from monitor.live_processor import LiveOptions, LiveProcessor
 from monitor.stop_signals import stop_on_signals
 from processors.config import ConfigError, load_config
+from processors.geometry import GeometryError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,11 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, stream=replace(config.stream, protocol=args.protocol or config.stream.protocol,
                                                 channel=args.channel or config.stream.channel))
     options = LiveOptions(endpoint=endpoint, out=Path(args.out), record=Path(args.record) if args.record else None,
-                          workers=args.workers, scheduler=args.scheduler, series=max(0, args.series),
+                          workers=args.workers or config.executor.workers,
+                          scheduler=args.scheduler or config.executor.scheduler, series=max(0, args.series),
                           idle_timeout_s=args.idle_timeout, status=not args.no_status)
     try:
         processor = LiveProcessor(config, options)
-    except (ValueError, OSError) as exc:
+    except (ConfigError, GeometryError, ValueError, OSError) as exc:
         print(f"nanomaps process: {exc}", file=sys.stderr)
         return 2
     with stop_on_signals() as stop:

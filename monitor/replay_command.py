@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stream v1 header detail (all sends the pixel mask); stream2 sends the mask unless none")
     p.add_argument("--series", type=int, metavar="N", help="series number to announce (default: as recorded, or 1)")
     p.add_argument("--channel", default="threshold_1", help="stream2 threshold channel name")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="send the frames N times as one longer series (soak tests, benchmarks)")
     p.add_argument("--allow-remote", action="store_true", help="allow binding to a non-loopback interface")
     return p
 
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rate = parse_rate(args.rate)
         with DectrisFile(args.master) as f:
-            total = f.frame_count
+            total = f.frame_count * max(1, args.repeat)
         sender = StreamSender(args.bind, allow_remote=args.allow_remote)
     except (ValueError, BindAddressError, DectrisFileError) as exc:
         print(f"nanomaps replay: {exc}", file=sys.stderr)
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         with progress_bar(total, "replay") as bar:
             stats = replay_file(args.master, sender, protocol=args.protocol, rate=rate,
                                 header_detail=args.header_detail, series=args.series, channel=args.channel,
-                                progress=bar.update)
+                                progress=bar.update, repeat=max(1, args.repeat))
     except KeyboardInterrupt:
         print("nanomaps replay: interrupted", file=sys.stderr)
         sender.close(linger_s=0)

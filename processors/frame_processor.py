@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -15,6 +17,7 @@ from processors.polar_roi import PolarROI
 from processors.processing_setup import ProcessingSetup
 from stream.chunk_codec import ChunkDecoder, CorruptFrameError
 from stream.dectris_file import ChunkReader
+from stream.shared_arena import ArenaReader, ArenaSlice
 from stream.encoded_frame import DTYPES, EncodedFrame
 
 
@@ -22,6 +25,13 @@ def wrap_degrees(x: np.ndarray | float) -> np.ndarray | float:
     """Angle(s) in degrees taken into (−180, 180]."""
     w = np.mod(np.asarray(x, dtype=np.float64) + 180.0, 360.0) - 180.0
     return np.where(w == -180.0, 180.0, w)
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_pixel_geometry(poni_text: str, source: str):
+    """pyFAI's per-pixel arrays take seconds for a 4M detector: a new series that only
+    changes the mask (each header may send one) reuses them and rebuilds only the LUT."""
+    return pixel_geometry(poni_text, source)
 
 
 class FrameProcessor:
@@ -34,7 +44,7 @@ class FrameProcessor:
 
     def __init__(self, setup: ProcessingSetup) -> None:
         self.setup = setup
-        geometry = pixel_geometry(setup.poni_text, setup.poni_source)
+        geometry = _cached_pixel_geometry(setup.poni_text, setup.poni_source)
         if setup.shape is not None and tuple(setup.shape) != geometry.shape:
             raise GeometryError(
                 f"{setup.poni_source}: the PONI detector is {geometry.shape} (rows, cols) but the data are "
@@ -45,6 +55,7 @@ class FrameProcessor:
         self.roi = PolarROI(self.lut, self.mask)
         self.decoder = ChunkDecoder()
         self.reader = ChunkReader()
+        self.arena = ArenaReader()
         self._buffer = np.empty(self.shape[0] * self.shape[1], dtype=np.uint32)
         self._works = [make_fit_work(w.nq, w.nchi) for w in self.lut.windows]
         n = len(self.lut.windows)
@@ -67,8 +78,11 @@ class FrameProcessor:
     def process_into(self, frame: EncodedFrame, rec) -> str:
         """Process ``frame`` into record ``rec`` (a structured-array element)."""
         t0 = time.perf_counter()
-        if frame.source is not None and not frame.blob and not frame.error:
-            frame = self.reader.read(frame)
+        if frame.source is not None and not len(frame.blob) and not frame.error:
+            if isinstance(frame.source, ArenaSlice):
+                frame = replace(frame, blob=self.arena.view(frame.source))
+            else:
+                frame = self.reader.read(frame)
         rec["series"] = frame.series
         rec["frame"] = frame.frame
         rec["receive_time"] = frame.receive_time

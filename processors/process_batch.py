@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -41,6 +42,17 @@ class BatchResult:
 def processor_for(setup: ProcessingSetup) -> FrameProcessor:
     """This process's processor for ``setup``, built on first use."""
     return FrameProcessor(setup)
+
+
+def warm_up(setup: ProcessingSetup, hold_s: float = 0.5) -> str:
+    """Build this worker's processor ahead of the data (geometry, tables, compiled kernels).
+
+    Holding the worker a little after building lets the executor hand the next warm-up
+    task to another worker, so every worker gets one.
+    """
+    processor_for(setup)
+    time.sleep(hold_s)
+    return f"pid {os.getpid()}"
 
 
 def process_batch(setup: ProcessingSetup, frames: Sequence[EncodedFrame]) -> BatchResult:

@@ -47,12 +47,13 @@ def _load_c_decompress():
         return None
     fn.restype = ctypes.c_size_t
     fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t,
-                   ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t]
+                   ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
     probe = (np.arange(5000, dtype=np.uint32) * 2654435761 % 977).astype(np.uint32)
     for encoding in ("bslz4", "lz4"):
         blob = encode_frame(probe, encoding)
         out = np.zeros_like(probe)
-        n = fn(_ALGORITHM_ID[encoding], out.ctypes.data, out.nbytes, blob, len(blob), 4)
+        src = np.frombuffer(blob, dtype=np.uint8)
+        n = fn(_ALGORITHM_ID[encoding], out.ctypes.data, out.nbytes, src.ctypes.data, src.size, 4)
         if n != out.nbytes or not np.array_equal(out, probe):
             return None
     return fn
@@ -101,13 +102,15 @@ class ChunkDecoder:
             raise CorruptFrameError(
                 f"blob header says {declared} decoded bytes, frame {frame.shape} {frame.dtype} needs {nbytes}")
         if self._c_decompress is not None:
+            # any buffer (bytes, or a memoryview into shared memory) is passed by address
+            src = np.frombuffer(blob, dtype=np.uint8)
             n = self._c_decompress(_ALGORITHM_ID[frame.encoding], view.ctypes.data, nbytes,
-                                   blob, len(blob), dtype.itemsize)
+                                   src.ctypes.data, src.size, dtype.itemsize)
             if n != nbytes:
                 raise CorruptFrameError(f"{frame.encoding} stream is truncated or corrupt")
             return view
         try:
-            raw = _dectris.decompress(blob, frame.encoding, elem_size=dtype.itemsize)
+            raw = _dectris.decompress(bytes(blob), frame.encoding, elem_size=dtype.itemsize)
         except (RuntimeError, ValueError) as exc:
             raise CorruptFrameError(f"{frame.encoding} stream is truncated or corrupt ({exc})") from exc
         if len(raw) != nbytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -81,10 +81,12 @@ def frame_times(n: int, rate: float | str, frame_time_s: float, table: np.ndarra
 def replay_file(master_path: str | Path, sender: StreamSender, *, protocol: str = "stream1",
                 rate: float | str = "original", header_detail: str = "all", series: int | None = None,
                 channel: str = "threshold_1", progress: Callable[[int], None] | None = None,
-                stop: threading.Event | None = None) -> ReplayStats:
+                stop: threading.Event | None = None, repeat: int = 1) -> ReplayStats:
     """Send the whole series of ``master_path`` through ``sender``; returns what was achieved.
 
-    Setting ``stop`` ends the replay early (the end message is still sent).
+    ``repeat`` > 1 sends the frames that many times as one longer series (frame numbers
+    continue), for soak tests and benchmarks. Setting ``stop`` ends the replay early
+    (the end message is still sent).
     """
     if protocol not in ("stream1", "stream2"):
         raise ValueError(f"protocol {protocol!r}: use stream1 or stream2")
@@ -109,27 +111,32 @@ def replay_file(master_path: str | Path, sender: StreamSender, *, protocol: str 
                                              with_mask=header_detail == "all"), stop)
         pacer = Pacer()
         sent = skipped = 0
-        for frame in f.iter_frames(series=series):
-            if stop is not None and stop.is_set():
-                break
-            if frame.error:
-                skipped += 1
-                log.warning("frame %d not sent: %s", frame.frame, frame.error)
-                continue
-            pacer.wait_until(offsets[frame.frame] if frame.frame < len(offsets) else 0.0)
-            start_ns, stop_ns, real_ns = times_ns.get(
-                frame.frame, (frame.frame * frame_ns, frame.frame * frame_ns + count_ns, count_ns))
-            if protocol == "stream1":
-                message = encode_stream1_image(frame, start_time_ns=start_ns, stop_time_ns=stop_ns,
-                                               real_time_ns=real_ns)
-            else:
-                message = encode_stream2_image(frame, unique_id=unique_id, channel=channel, start_time_ns=start_ns,
-                                               stop_time_ns=stop_ns, real_time_ns=real_ns)
-            if not sender.send(message, stop):
-                break
-            sent += 1
-            if progress is not None:
-                progress(1)
+        period = (offsets[-1] + (offsets[-1] - offsets[-2] if n > 1 else 0.0)) if n else 0.0
+        for turn in range(repeat):
+            for frame in f.iter_frames(series=series):
+                if stop is not None and stop.is_set():
+                    break
+                if frame.error:
+                    skipped += 1
+                    log.warning("frame %d not sent: %s", frame.frame, frame.error)
+                    continue
+                k = frame.frame
+                if turn:  # a repeated pass continues the series: frame numbers go on
+                    frame = replace(frame, frame=k + turn * n)
+                pacer.wait_until(turn * period + (offsets[k] if k < len(offsets) else 0.0))
+                start_ns, stop_ns, real_ns = times_ns.get(
+                    frame.frame, (frame.frame * frame_ns, frame.frame * frame_ns + count_ns, count_ns))
+                if protocol == "stream1":
+                    message = encode_stream1_image(frame, start_time_ns=start_ns, stop_time_ns=stop_ns,
+                                                   real_time_ns=real_ns)
+                else:
+                    message = encode_stream2_image(frame, unique_id=unique_id, channel=channel,
+                                                   start_time_ns=start_ns, stop_time_ns=stop_ns, real_time_ns=real_ns)
+                if not sender.send(message, stop):
+                    break
+                sent += 1
+                if progress is not None:
+                    progress(1)
         seconds = pacer.elapsed()
         sender.send(encode_stream1_end(series) if protocol == "stream1" else encode_stream2_end(series, unique_id), stop)
     return ReplayStats(frames=sent, skipped=skipped, seconds=seconds, bytes=sender.bytes_sent)

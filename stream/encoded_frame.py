@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stream.shared_arena import ArenaSlice
 
 #: Encodings a frame blob can carry. ``bslz4`` and ``lz4`` use the HDF5 filter framing
 #: (12-byte big-endian header), exactly as the DECTRIS file writer stores chunks and as
@@ -35,7 +39,8 @@ class EncodedFrame:
     ``[x, y]``; the reader swaps it). ``error`` is non-empty when the frame is known to
     exist but could not be read at all (e.g. its data file is missing): ``blob`` is then
     empty and the frame is reported, not processed. With ``source`` set and ``blob``
-    empty, the bytes are still on disk (see :class:`ChunkSource`).
+    empty, the bytes are elsewhere: on disk (:class:`ChunkSource`) or in shared memory
+    (:class:`~stream.shared_arena.ArenaSlice`). ``blob`` may be a memoryview.
     """
 
     series: int
@@ -46,7 +51,7 @@ class EncodedFrame:
     blob: bytes
     receive_time: float = 0.0
     error: str = ""
-    source: ChunkSource | None = None
+    source: "ChunkSource | ArenaSlice | None" = None
 
     @property
     def nbytes_decoded(self) -> int:

@@ -199,10 +199,12 @@ def _shape_xy(value: Any) -> tuple[int, int] | None:
     return None
 
 
-def parse_stream1(parts: Sequence[Any], receive_time: float = 0.0) -> Message:
+def parse_stream1(parts: Sequence[Any], receive_time: float = 0.0, *, copy_blob: bool = True) -> Message:
     """Parse the parts of one stream v1 multipart message; never raises for bad input.
 
     ``parts`` are bytes-like (``bytes``, ``memoryview`` of ``zmq.Frame.buffer``, ...).
+    ``copy_blob=False`` leaves an image's blob as a view of its part (which must then
+    stay alive): the caller copies it once, where it is needed (e.g. shared memory).
     """
     try:
         views = [memoryview(p).cast("B") for p in parts]
@@ -225,7 +227,7 @@ def parse_stream1(parts: Sequence[Any], receive_time: float = 0.0) -> Message:
         if htype.startswith("dheader-"):
             return _parse_header(first, views, receive_time)
         if htype.startswith("dimage-"):
-            return _parse_image(first, views, receive_time)
+            return _parse_image(first, views, receive_time, copy_blob)
         if htype.startswith("dseries_end-"):
             return _parse_end(first, views, receive_time)
         raise _Bad(f"unknown htype {htype!r} in part 0; expected dheader-1.0, dimage-1.0 or dseries_end-1.0")
@@ -303,7 +305,7 @@ def _header_array(views, parts, index, htype, types, problems) -> np.ndarray | N
     return np.frombuffer(blob, dtype=np.dtype(type_).newbyteorder("<")).reshape(shape)
 
 
-def _parse_image(first: dict, views: list[memoryview], receive_time: float) -> ImageMessage:
+def _parse_image(first: dict, views: list[memoryview], receive_time: float, copy_blob: bool = True) -> ImageMessage:
     if first["htype"] != "dimage-1.0":
         raise _Bad(f"unsupported image version {first['htype']!r}; expected dimage-1.0")
     series = _uint(first, "series", "dimage-1.0")
@@ -342,7 +344,7 @@ def _parse_image(first: dict, views: list[memoryview], receive_time: float) -> I
     if encoding == "lz4":
         data = _reframe_lz4_block(blob, nbytes)
     else:
-        data = bytes(blob)
+        data = bytes(blob) if copy_blob else blob
     encoded = EncodedFrame(series, frame, encoding, dtype, shape, data, receive_time)
     problem = frame_blob_problem(encoded)
     if problem:

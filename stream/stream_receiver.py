@@ -40,10 +40,15 @@ class StreamReceiver:
 
     :meth:`receive` returns the validated messages of one wire message (usually one;
     two when a new header implicitly ends the open series), or [] on timeout.
+    ``rcvhwm`` bounds the messages libzmq queues for us (memory nobody else counts);
+    the caller must drain the socket faster than the detector sends. With
+    ``copy_blobs=False`` stream v1 image blobs stay views of the received frames (the
+    caller copies them once, e.g. into shared memory).
     """
 
     def __init__(self, endpoint: str, *, socket_type: str = "pull", protocol: str = "auto",
-                 channel: str = "threshold_1", context: zmq.Context | None = None, rcvhwm: int = 1000) -> None:
+                 channel: str = "threshold_1", context: zmq.Context | None = None, rcvhwm: int = 64,
+                 copy_blobs: bool = True) -> None:
         if socket_type not in SOCKET_TYPES:
             raise ValueError(f"socket type {socket_type!r} unknown; use 'pull' or 'sub'")
         if protocol not in ("auto", "stream1", "stream2"):
@@ -51,6 +56,7 @@ class StreamReceiver:
         self.endpoint = endpoint
         self.protocol = protocol
         self.channel = channel
+        self.copy_blobs = copy_blobs
         self._own_context = context is None
         self._context = context or zmq.Context()
         self._socket = self._context.socket(SOCKET_TYPES[socket_type])
@@ -71,7 +77,7 @@ class StreamReceiver:
             first = buffers[0]
             protocol = "stream1" if len(buffers) > 1 or (len(first) and first[0] == 0x7B) else "stream2"
         if protocol == "stream1":
-            return parse_stream1(buffers, receive_time=now)
+            return parse_stream1(buffers, receive_time=now, copy_blob=self.copy_blobs)
         if len(buffers) != 1:
             return BadMessage(f"stream2 message with {len(buffers)} parts (expected one CBOR item)", "stream2",
                               receive_time=now)

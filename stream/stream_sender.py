@@ -42,7 +42,7 @@ def check_bind_address(endpoint: str, allow_remote: bool = False) -> None:
 class StreamSender:
     """A PUSH socket bound to ``endpoint``; :meth:`send` blocks while no receiver is connected."""
 
-    def __init__(self, endpoint: str, *, allow_remote: bool = False, sndhwm: int = 1000,
+    def __init__(self, endpoint: str, *, allow_remote: bool = False, sndhwm: int = 32,
                  context: zmq.Context | None = None) -> None:
         check_bind_address(endpoint, allow_remote)
         self._own_context = context is None

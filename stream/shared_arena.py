@@ -1,0 +1,119 @@
+"""A shared-memory ring for compressed frames on their way to local worker processes.
+
+Sending a 1.5 MB frame through a process pool costs a pickle copy, a pipe transfer
+(hundreds of 64 KiB writes) and an unpickle copy; here the receiver copies each blob
+once into shared memory and the worker decodes it in place. The ring is also the
+bound on live backlog: when it is full, a frame is skipped for live processing (and
+counted) instead of growing memory. Space is reclaimed oldest first, so one slow
+batch holds back what was allocated after it (the bound stays exact).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+
+
+@dataclass(frozen=True, slots=True)
+class ArenaSlice:
+    """Where one blob lies in a shared arena: segment name, byte offset and length."""
+
+    name: str
+    offset: int
+    length: int
+    seq: int
+
+
+class SharedArena:
+    """Producer side: :meth:`put` copies a blob in (None when full), :meth:`release` frees it.
+
+    Thread-safe (one thread puts, another releases). ``close`` unlinks the segment.
+    """
+
+    def __init__(self, size_bytes: int) -> None:
+        if size_bytes < 1:
+            raise ValueError("arena size must be positive")
+        self._shm = shared_memory.SharedMemory(create=True, size=size_bytes)
+        self.name = self._shm.name
+        self.size = size_bytes
+        self._buf = self._shm.buf
+        self._lock = threading.Lock()
+        self._live: deque[list] = deque()  # [seq, offset, end, released] oldest first
+        self._head = 0
+        self._seq = 0
+        self.used = 0
+
+    def put(self, data) -> ArenaSlice | None:
+        """Copy ``data`` (bytes-like) into the ring; None when there is no room."""
+        n = len(data)
+        with self._lock:
+            offset = self._allocate(n)
+            if offset is None:
+                return None
+            self._buf[offset:offset + n] = data
+            self._seq += 1
+            self._live.append([self._seq, offset, offset + n, False])
+            self._head = offset + n
+            self.used += n
+            return ArenaSlice(self.name, offset, n, self._seq)
+
+    def _allocate(self, n: int) -> int | None:
+        n = max(n, 1)
+        if n > self.size:
+            return None
+        if not self._live:
+            self._head = 0
+            return 0
+        oldest = self._live[0][1]
+        if self._head > oldest:
+            # live blobs fill [oldest, head): room after head, or wrap to [0, oldest)
+            if self.size - self._head >= n:
+                return self._head
+            return 0 if n <= oldest else None
+        # wrapped: live blobs fill [oldest, size) and [0, head); room only in [head, oldest)
+        return self._head if oldest - self._head >= n else None
+
+    def release(self, piece: ArenaSlice) -> None:
+        """The blob is no longer needed; space is reclaimed once all older ones are too."""
+        with self._lock:
+            for entry in self._live:
+                if entry[0] == piece.seq:
+                    entry[3] = True
+                    break
+            while self._live and self._live[0][3]:
+                seq, start, end, _ = self._live.popleft()
+                self.used -= end - start
+            if not self._live:
+                self._head = 0
+
+    def close(self) -> None:
+        self._buf = None
+        self._shm.close()
+        try:
+            self._shm.unlink()
+        except FileNotFoundError:
+            pass
+
+
+class ArenaReader:
+    """Worker side: views of blobs in arenas created by another process (attached once)."""
+
+    def __init__(self) -> None:
+        self._segments: dict[str, shared_memory.SharedMemory] = {}
+
+    def view(self, piece: ArenaSlice) -> memoryview:
+        shm = self._segments.get(piece.name)
+        if shm is None:
+            # Workers are children of the creating process and share its resource
+            # tracker: attaching registers the name again (a no-op there), and the
+            # creator's unlink() unregisters it once. Never unregister here.
+            shm = shared_memory.SharedMemory(name=piece.name, create=False)
+            self._segments[piece.name] = shm
+        return shm.buf[piece.offset:piece.offset + piece.length]
+
+    def close(self) -> None:
+        for shm in self._segments.values():
+            shm.close()
+        self._segments.clear()

@@ -1,0 +1,78 @@
+"""The shared-memory ring: exact bound, oldest-first reclaim, readable from another process."""
+
+import multiprocessing
+
+import numpy as np
+import pytest
+
+from stream.shared_arena import ArenaReader, SharedArena
+
+
+def test_ring_allocates_wraps_and_reclaims_oldest_first():
+    arena = SharedArena(100)
+    try:
+        a = arena.put(b"a" * 40)
+        b = arena.put(b"b" * 40)
+        assert (a.offset, b.offset) == (0, 40)
+        assert arena.put(b"c" * 30) is None          # 20 left at the end, nothing free at the start
+        arena.release(b)                             # b is not the oldest: nothing reclaimed yet
+        assert arena.used == 80 and arena.put(b"c" * 30) is None
+        arena.release(a)                             # now both go
+        assert arena.used == 0
+        c = arena.put(b"c" * 70)
+        d = arena.put(b"d" * 30)
+        assert (c.offset, d.offset) == (0, 70) and arena.put(b"x") is None
+        arena.release(c)
+        e = arena.put(b"e" * 60)                     # wraps to the start, in front of d
+        assert e.offset == 0 and arena.put(b"f" * 11) is None and arena.put(b"f" * 10).offset == 60
+        reader = ArenaReader()
+        assert bytes(reader.view(d)) == b"d" * 30 and bytes(reader.view(e)) == b"e" * 60
+        reader.close()
+    finally:
+        arena.close()
+
+
+def test_random_traffic_never_overlaps(rng):
+    arena = SharedArena(10_000)
+    live = {}
+    try:
+        for step in range(3000):
+            if live and rng.random() < 0.5:
+                key = list(live)[int(rng.integers(len(live)))]
+                arena.release(live.pop(key)[0])
+            else:
+                data = bytes([step % 251]) * int(rng.integers(1, 900))
+                piece = arena.put(data)
+                if piece is not None:
+                    live[step] = (piece, data)
+            spans = sorted((p.offset, p.offset + p.length) for p, _ in live.values())
+            assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:]))
+            assert arena.used <= arena.size
+        reader = ArenaReader()
+        for piece, data in live.values():
+            assert bytes(reader.view(piece)) == data
+        reader.close()
+    finally:
+        arena.close()
+
+
+def _read_in_child(piece):
+    reader = ArenaReader()
+    try:
+        return int(np.frombuffer(reader.view(piece), np.uint8).sum())
+    finally:
+        reader.close()
+
+
+def test_another_process_reads_without_unlinking():
+    arena = SharedArena(1 << 20)
+    try:
+        data = np.arange(1000, dtype=np.uint8).tobytes()
+        piece = arena.put(data)
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            assert pool.apply(_read_in_child, (piece,)) == sum(data)
+            assert pool.apply(_read_in_child, (piece,)) == sum(data)  # still there after the child read it
+    finally:
+        arena.close()
+    with pytest.raises(FileNotFoundError):
+        ArenaReader().view(piece)
