@@ -187,10 +187,12 @@ _MEMORY_SAMPLER = """
 import os, threading, time
 
 def _rss_kib(pid):
+    # PSS: shared pages (the frame arena, libraries) are split between the processes
+    # that map them, so the tree's sum is the memory actually used
     try:
-        with open(f"/proc/{pid}/status") as fh:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith("Pss:"):
                     return int(line.split()[1])
     except OSError:
         pass
@@ -226,9 +228,9 @@ threading.Thread(target=_sample, daemon=True).start()
 def run_reprocess(master: Path, config: Path, out: Path, frames: int, workers: int) -> dict:
     """Run ``reprocess`` in a fresh process; wall time, steady-state rate and peak memory.
 
-    Memory is sampled from /proc every 20 ms: the main process and the whole process
-    tree (main + workers). ``ru_maxrss`` is not used: Linux carries it across exec,
-    so a child would inherit the parent's peak.
+    Memory (PSS) is sampled from /proc every 20 ms: the main process and the whole
+    process tree (main + workers). ``ru_maxrss`` is not used: Linux carries it across
+    exec, so a child would inherit the parent's peak.
     """
     code = _MEMORY_SAMPLER + (
         "import json\n"
@@ -257,7 +259,7 @@ def bench_reprocess(folder: Path, n_frames: int, baseline_ms: float) -> dict:
         st = run_reprocess(master, folder / f"rep{n}.toml", folder / f"rep{n}_results.h5", n, 2)
         results[n] = st
         print(f"  reprocess {n} EIGER 4M uint32 frames, 2 workers: {st['wall']:.2f} s in all, steady state "
-              f"{st['steady_fps']:.0f} frames/s; peak RSS main {st['main_mib']:.0f} MiB, "
+              f"{st['steady_fps']:.0f} frames/s; peak PSS main {st['main_mib']:.0f} MiB, "
               f"main + workers {st['tree_mib']:.0f} MiB", flush=True)
     st = results[2 * n_frames]
     per_frame_ms = 1e3 / st["steady_fps"]

@@ -91,7 +91,10 @@ class LiveProcessor:
         processor_for(self.base_setup)
         self.receiver = StreamReceiver(options.endpoint, socket_type=config.stream.socket,
                                        protocol=config.stream.protocol, channel=config.stream.channel,
-                                       copy_blobs=self.arena is None)
+                                       copy_blobs=self.arena is None,
+                                       # the workers decode every frame and count a truncated one as
+                                       # corrupt: the socket thread need not walk its blocks too
+                                       check_blocks=False)
         self.last_message_time = time.monotonic()
         self.ready = threading.Event()  # set once the workers have built their tables
 

@@ -15,6 +15,8 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
+import numpy as np
+
 
 @dataclass(frozen=True, slots=True)
 class ArenaSlice:
@@ -39,6 +41,11 @@ class SharedArena:
         self.name = self._shm.name
         self.size = size_bytes
         self._buf = self._shm.buf
+        # touch every page now: a first write into fresh shared memory page-faults at
+        # ~1.5 GB/s, thirty times slower than a copy into mapped pages
+        zeros = np.frombuffer(self._buf, dtype=np.uint8)
+        zeros[:] = 0
+        del zeros
         self._lock = threading.Lock()
         self._live: deque[list] = deque()  # [seq, offset, end, released] oldest first
         self._head = 0

@@ -227,8 +227,13 @@ def _channels(msg: Mapping[str, Any]) -> list[str] | None:
     return None
 
 
-def parse_stream2(data: Any, channel: str = "threshold_1", receive_time: float = 0.0) -> Message:
-    """Parse one stream2 CBOR message for ``channel``; never raises for bad input."""
+def parse_stream2(data: Any, channel: str = "threshold_1", receive_time: float = 0.0, *,
+                  check_blocks: bool = True) -> Message:
+    """Parse one stream2 CBOR message for ``channel``; never raises for bad input.
+
+    ``check_blocks=False`` skips the walk over compressed blocks (see
+    :func:`~stream.stream1_codec.frame_blob_problem`).
+    """
     try:
         view = memoryview(data).cast("B")
     except (TypeError, ValueError) as exc:
@@ -260,7 +265,7 @@ def parse_stream2(data: Any, channel: str = "threshold_1", receive_time: float =
         if mtype == "start":
             return _parse_start(msg, view, channel, unique_id, receive_time)
         if mtype == "image":
-            return _parse_image(msg, channel, unique_id, receive_time)
+            return _parse_image(msg, channel, unique_id, receive_time, check_blocks)
         return SeriesEnd(protocol=PROTOCOL, series=series, unique_id=unique_id, parts=(bytes(view),),
                          receive_time=receive_time)
     except _Bad as bad:
@@ -323,7 +328,8 @@ def _channel_array(per_channel: Any, channel: str, what: str, shape, problems: l
         return None
 
 
-def _parse_image(msg: Mapping[str, Any], channel: str, unique_id: str, receive_time: float) -> ImageMessage:
+def _parse_image(msg: Mapping[str, Any], channel: str, unique_id: str, receive_time: float,
+                 check_blocks: bool = True) -> ImageMessage:
     series = msg["series_id"]
     frame = msg.get("image_id")
     if not _is_int(frame) or frame < 0:
@@ -348,7 +354,7 @@ def _parse_image(msg: Mapping[str, Any], channel: str, unique_id: str, receive_t
             blob = np.frombuffer(blob, dtype=p.dtype).astype(p.dtype.newbyteorder("<")).tobytes()
     dtype = f"uint{8 * p.dtype.itemsize}"
     encoded = EncodedFrame(series, frame, p.compression or "raw", dtype, shape, blob, receive_time)
-    problem = frame_blob_problem(encoded)
+    problem = frame_blob_problem(encoded, walk=check_blocks)
     if problem:
         raise _Bad(f"data.{channel}: dims {list(dims)}: {problem}")
     return ImageMessage(protocol=PROTOCOL, frame=encoded,

@@ -43,12 +43,13 @@ class StreamReceiver:
     ``rcvhwm`` bounds the messages libzmq queues for us (memory nobody else counts);
     the caller must drain the socket faster than the detector sends. With
     ``copy_blobs=False`` stream v1 image blobs stay views of the received frames (the
-    caller copies them once, e.g. into shared memory).
+    caller copies them once, e.g. into shared memory). ``check_blocks=False`` leaves
+    the walk over compressed blocks to whoever decodes the frames.
     """
 
     def __init__(self, endpoint: str, *, socket_type: str = "pull", protocol: str = "auto",
                  channel: str = "threshold_1", context: zmq.Context | None = None, rcvhwm: int = 64,
-                 copy_blobs: bool = True) -> None:
+                 copy_blobs: bool = True, check_blocks: bool = True) -> None:
         if socket_type not in SOCKET_TYPES:
             raise ValueError(f"socket type {socket_type!r} unknown; use 'pull' or 'sub'")
         if protocol not in ("auto", "stream1", "stream2"):
@@ -57,6 +58,7 @@ class StreamReceiver:
         self.protocol = protocol
         self.channel = channel
         self.copy_blobs = copy_blobs
+        self.check_blocks = check_blocks
         self._own_context = context is None
         self._context = context or zmq.Context()
         self._socket = self._context.socket(SOCKET_TYPES[socket_type])
@@ -77,11 +79,12 @@ class StreamReceiver:
             first = buffers[0]
             protocol = "stream1" if len(buffers) > 1 or (len(first) and first[0] == 0x7B) else "stream2"
         if protocol == "stream1":
-            return parse_stream1(buffers, receive_time=now, copy_blob=self.copy_blobs)
+            return parse_stream1(buffers, receive_time=now, copy_blob=self.copy_blobs,
+                                 check_blocks=self.check_blocks)
         if len(buffers) != 1:
             return BadMessage(f"stream2 message with {len(buffers)} parts (expected one CBOR item)", "stream2",
                               receive_time=now)
-        return parse_stream2(buffers[0], channel=self.channel, receive_time=now)
+        return parse_stream2(buffers[0], channel=self.channel, receive_time=now, check_blocks=self.check_blocks)
 
     def receive(self, timeout_ms: int = 100) -> list[Message]:
         """Wait up to ``timeout_ms`` for one wire message and return what it validates to."""

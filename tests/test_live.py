@@ -199,3 +199,45 @@ def test_real_capture_without_end_message_stops_when_idle(tmp_path):
     with h5py.File(tmp_path / "live.h5", "r") as f:
         frames = f["entry/results/frames"][()]
         assert sorted(frames["frame"].tolist()) == list(range(9)) and set(frames["series"]) == {14}
+
+
+def test_bad_messages_in_a_live_run_are_counted_and_good_frames_kept(scan, tmp_path):
+    """Garbage, a truncated blob, a repeated frame, a late frame: counted; every good frame is in the maps."""
+    from stream.dectris_file import DectrisFile
+    from stream.stream1_codec import encode_stream1_end, encode_stream1_image
+
+    config, sim = scan
+    with DectrisFile(sim.master_path) as f:
+        md = f.metadata
+        frames = list(f.iter_frames(series=9))
+    sender = StreamSender("tcp://127.0.0.1:*")
+    truncated = encode_stream1_image(frames[5])
+    truncated[2] = truncated[2][: len(truncated[2]) // 2]
+    import json as _json
+    d = _json.loads(truncated[1])
+    d["size"] = len(truncated[2])
+    truncated[1] = _json.dumps(d).encode()
+
+    def send():
+        sender.send([b"\x00not a message"])
+        sender.send(encode_stream1_start(9, md, "all"))
+        for fr in frames:
+            sender.send(truncated if fr.frame == 5 else encode_stream1_image(fr))
+            if fr.frame == 7:
+                sender.send(encode_stream1_image(fr))        # repeated
+                sender.send([b'{"htype": "dimage-1.0", '])   # JSON that does not parse
+        sender.send(encode_stream1_end(9))
+        sender.send(encode_stream1_image(frames[0]))         # after the end: late
+
+    t = in_thread(send)
+    summary = run_live(config, sender.endpoint, tmp_path / "live.h5", idle_timeout_s=2.0, series=0)
+    t.join(10)
+    sender.close(linger_s=0)
+    c = summary.counters
+    n = len(frames)
+    assert c.corrupt == 4 and c.late == 1            # garbage, truncated (found by the decoder), repeat, bad JSON
+    assert c.processed == n - 1
+    with h5py.File(tmp_path / "live.h5", "r") as f:
+        assert f["entry/process/corrupt"][()] == 4 and f["entry/process/late"][()] == 1
+        status = f["entry/results/frames"][()]
+        assert sorted(status["frame"][status["status"] == 0].tolist()) == [k for k in range(n) if k != 5]
