@@ -122,12 +122,7 @@ class LiveProcessor:
     def _route(self, msg, recorder: StreamRecorder | None) -> None:
         self.last_message_time = time.monotonic()
         if recorder is not None:
-            if isinstance(msg, SeriesStart):
-                recorder.on_start(msg)
-            elif isinstance(msg, ImageMessage):
-                recorder.on_image(msg)
-            elif isinstance(msg, SeriesEnd):
-                recorder.on_end(msg)
+            recorder.on_message(msg)
         if isinstance(msg, ImageMessage):
             frame = msg.frame
             if self.arena is not None:

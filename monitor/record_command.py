@@ -10,7 +10,7 @@ from pathlib import Path
 from monitor.status_line import StatusLine
 from monitor.stop_signals import stop_on_signals
 from stream.rate_limited_log import RateLimitedLog
-from stream.stream_messages import BadMessage, ImageMessage, SeriesEnd, SeriesStart
+from stream.stream_messages import BadMessage, SeriesEnd
 from stream.stream_receiver import StreamReceiver
 from stream.stream_recorder import StreamRecorder
 
@@ -47,12 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             while not stop.is_set() and not (args.series and done >= args.series):
                 for msg in receiver.receive(100):
-                    if isinstance(msg, SeriesStart):
-                        recorder.on_start(msg)
-                    elif isinstance(msg, ImageMessage):
-                        recorder.on_image(msg)
-                    elif isinstance(msg, SeriesEnd):
-                        recorder.on_end(msg)
+                    recorder.on_message(msg)
+                    if isinstance(msg, SeriesEnd):
                         done += 1
                     elif isinstance(msg, BadMessage):
                         limiter.log(logging.WARNING, msg.kind, "%s message not recorded: %s", msg.kind, msg.reason)

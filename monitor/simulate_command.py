@@ -14,9 +14,8 @@ from processors.geometry import GeometryError
 from processors.simulate_scan import ScanSimulator, simulate_scan_file
 from stream.dectris_replay import parse_rate
 from stream.encoded_frame import EncodedFrame
-from stream.stream1_codec import encode_stream1_end, encode_stream1_image, encode_stream1_start
-from stream.stream2_codec import encode_stream2_end, encode_stream2_image, encode_stream2_start
 from stream.stream_sender import BindAddressError, Pacer, StreamSender
+from stream.wire_encoder import WireEncoder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,12 +62,9 @@ def stream_scan(sim: ScanSimulator, sender: StreamSender, *, protocol: str, rate
                 header_detail: str, progress=None, stop=None) -> tuple[int, float]:
     """Send the simulated scan through ``sender``; returns (frames, seconds). ``stop`` (an Event) ends it early."""
     md = sim.metadata
-    unique_id = f"nanomaps-sim-{sim.seed}-{series}"
+    wire = WireEncoder(protocol, series, header_detail, unique_id=f"nanomaps-sim-{sim.seed}-{series}")
     count_ns = int(md.count_time_s * 1e9)
-    if protocol == "stream1":
-        sender.send(encode_stream1_start(series, md, header_detail), stop)
-    else:
-        sender.send(encode_stream2_start(series, md, unique_id=unique_id, with_mask=header_detail != "none"), stop)
+    sender.send(wire.start(md), stop)
     pacer = Pacer()
     n = 0
     for k, blob in sim.encoded_frames():
@@ -78,19 +74,13 @@ def stream_scan(sim: ScanSimulator, sender: StreamSender, *, protocol: str, rate
             pacer.wait_until(k / rate)
         frame = EncodedFrame(series, k, sim.encoding, md.dtype, md.shape, blob)
         start_ns = int(k * md.frame_time_s * 1e9)
-        if protocol == "stream1":
-            message = encode_stream1_image(frame, start_time_ns=start_ns, stop_time_ns=start_ns + count_ns,
-                                           real_time_ns=count_ns)
-        else:
-            message = encode_stream2_image(frame, unique_id=unique_id, start_time_ns=start_ns,
-                                           stop_time_ns=start_ns + count_ns, real_time_ns=count_ns)
-        if not sender.send(message, stop):
+        if not sender.send(wire.image(frame, start_ns, start_ns + count_ns, count_ns), stop):
             break
         n += 1
         if progress is not None:
             progress(1)
     seconds = pacer.elapsed()
-    sender.send(encode_stream1_end(series) if protocol == "stream1" else encode_stream2_end(series, unique_id), stop)
+    sender.send(wire.end(), stop)
     return n, seconds
 
 

@@ -9,7 +9,6 @@ the receiver takes them.
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,9 +18,8 @@ import h5py
 import numpy as np
 
 from stream.dectris_file import DectrisFile
-from stream.stream1_codec import encode_stream1_end, encode_stream1_image, encode_stream1_start
-from stream.stream2_codec import encode_stream2_end, encode_stream2_image, encode_stream2_start
 from stream.stream_sender import Pacer, StreamSender
+from stream.wire_encoder import WireEncoder
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +95,15 @@ def replay_file(master_path: str | Path, sender: StreamSender, *, protocol: str 
         recorded = raw.get("entry/stream")
         if series is None:
             series = int(recorded.attrs.get("series", 1)) if recorded is not None else 1
-        unique_id = (str(recorded.attrs.get("unique_id", "")) if recorded is not None else "") or secrets.token_hex(13)
+        unique_id = str(recorded.attrs.get("unique_id", "")) if recorded is not None else ""
         n = f.frame_count
         offsets = frame_times(n, rate, md.frame_time_s, table)
         times_ns = {int(r["frame"]): (int(r["start_time_ns"]), int(r["stop_time_ns"]), int(r["real_time_ns"]))
                     for r in table} if table is not None else {}
         count_ns = int(round(md.count_time_s * 1e9))
         frame_ns = int(round(md.frame_time_s * 1e9))
-        if protocol == "stream1":
-            sender.send(encode_stream1_start(series, md, header_detail), stop)
-        else:
-            sender.send(encode_stream2_start(series, md, channel=channel, unique_id=unique_id,
-                                             with_mask=header_detail == "all"), stop)
+        wire = WireEncoder(protocol, series, header_detail, channel, unique_id)
+        sender.send(wire.start(md), stop)
         pacer = Pacer()
         sent = skipped = 0
         period = (offsets[-1] + (offsets[-1] - offsets[-2] if n > 1 else 0.0)) if n else 0.0
@@ -126,17 +121,11 @@ def replay_file(master_path: str | Path, sender: StreamSender, *, protocol: str 
                 pacer.wait_until(turn * period + (offsets[k] if k < len(offsets) else 0.0))
                 start_ns, stop_ns, real_ns = times_ns.get(
                     frame.frame, (frame.frame * frame_ns, frame.frame * frame_ns + count_ns, count_ns))
-                if protocol == "stream1":
-                    message = encode_stream1_image(frame, start_time_ns=start_ns, stop_time_ns=stop_ns,
-                                                   real_time_ns=real_ns)
-                else:
-                    message = encode_stream2_image(frame, unique_id=unique_id, channel=channel,
-                                                   start_time_ns=start_ns, stop_time_ns=stop_ns, real_time_ns=real_ns)
-                if not sender.send(message, stop):
+                if not sender.send(wire.image(frame, start_ns, stop_ns, real_ns), stop):
                     break
                 sent += 1
                 if progress is not None:
                     progress(1)
         seconds = pacer.elapsed()
-        sender.send(encode_stream1_end(series) if protocol == "stream1" else encode_stream2_end(series, unique_id), stop)
+        sender.send(wire.end(), stop)
     return ReplayStats(frames=sent, skipped=skipped, seconds=seconds, bytes=sender.bytes_sent)

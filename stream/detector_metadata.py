@@ -36,6 +36,15 @@ class DetectorMetadata:
         """Frame shape ``(rows, cols)`` = ``(y_pixels, x_pixels)``."""
         return (self.y_pixels, self.x_pixels)
 
+    def mask_or_zeros(self) -> np.ndarray:
+        """The pixel mask as little-endian uint32 ``(rows, cols)``, zeros when there is none."""
+        if self.pixel_mask is None:
+            return np.zeros(self.shape, dtype="<u4")
+        mask = np.asarray(self.pixel_mask)
+        if mask.shape != self.shape:
+            raise ValueError(f"pixel_mask shape {mask.shape} is not the detector's {self.shape}")
+        return mask.astype("<u4", copy=False)
+
     @property
     def frames_expected(self) -> int:
         """Frames the series should hold: ``nimages × ntrigger``."""

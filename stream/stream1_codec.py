@@ -431,13 +431,7 @@ def encode_stream1_start(series: int, metadata: DetectorMetadata, header_detail:
         parts.append(_dumps(stream1_config(metadata)))
     if header_detail == "all":
         rows, cols = metadata.shape
-        if metadata.pixel_mask is None:
-            mask = np.zeros((rows, cols), dtype="<u4")
-        else:
-            mask = np.asarray(metadata.pixel_mask)
-            if mask.shape != (rows, cols):
-                raise ValueError(f"pixel_mask shape {mask.shape} is not the detector's {(rows, cols)}")
-            mask = mask.astype("<u4", copy=False)
+        mask = metadata.mask_or_zeros()
         table = _countrate_table()
         xy = [cols, rows]
         parts += [

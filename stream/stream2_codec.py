@@ -422,12 +422,7 @@ def encode_stream2_start(series: int, metadata: DetectorMetadata, *, channel: st
     if metadata.wavelength_A > 0:
         msg["incident_energy"] = 12398.419843320026 / metadata.wavelength_A
     if with_mask:
-        if metadata.pixel_mask is None:
-            mask = np.zeros((rows, cols), dtype="<u4")
-        else:
-            mask = np.asarray(metadata.pixel_mask)
-            if mask.shape != (rows, cols):
-                raise ValueError(f"pixel_mask shape {mask.shape} is not the detector's {(rows, cols)}")
+        mask = metadata.mask_or_zeros()
         msg["flatfield"] = {channel: _array(np.ones((rows, cols), dtype="<f4"), 85)}
         msg["flatfield_enabled"] = True
         msg["pixel_mask"] = {channel: _array(mask, 70)}

@@ -74,6 +74,15 @@ class StreamRecorder:
         self._table: list[tuple] = []
         self._decoder: ChunkDecoder | None = None
 
+    def on_message(self, msg) -> None:
+        """Take any validated message; what is not part of a series is ignored."""
+        if isinstance(msg, SeriesStart):
+            self.on_start(msg)
+        elif isinstance(msg, ImageMessage):
+            self.on_image(msg)
+        elif isinstance(msg, SeriesEnd):
+            self.on_end(msg)
+
     def on_start(self, start: SeriesStart) -> None:
         if self._start is not None:
             self._finish(None)
