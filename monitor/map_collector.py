@@ -43,6 +43,23 @@ class RunCounters:
         return asdict(self)
 
 
+def count_records(c: RunCounters, recs: np.ndarray) -> None:
+    """Add what the frame records say (decoded, processed, corrupt, ... fits) to ``c``."""
+    status = recs["status"]
+    c.decoded += int(np.count_nonzero((status == FRAME_OK) | (status == FRAME_ALL_MASKED)))
+    c.processed += int(np.count_nonzero(status == FRAME_OK))
+    c.corrupt += int(np.count_nonzero(status == FRAME_CORRUPT))
+    c.missing += int(np.count_nonzero(status == FRAME_MISSING))
+    c.wrong_shape += int(np.count_nonzero(status == FRAME_WRONG_SHAPE))
+    c.wrong_dtype += int(np.count_nonzero(status == FRAME_WRONG_DTYPE))
+    c.all_masked += int(np.count_nonzero(status == FRAME_ALL_MASKED))
+    c.worker_failed += int(np.count_nonzero(status == FRAME_WORKER_FAILED))
+    ok = status == FRAME_OK
+    fit_ok = recs["fit_status"][ok] == 0
+    c.fits_ok += int(fit_ok.sum())
+    c.fits_rejected += int(fit_ok.size - fit_ok.sum())
+
+
 @dataclass(frozen=True)
 class ResultMaps:
     """All maps of a run, ``[rows, cols]``; see :mod:`monitor.results_file` for the layout."""
@@ -67,7 +84,24 @@ class MapCollector:
         self.series_offsets = dict(series_offsets or {})
         self.records = empty_records(scan.n_frames, len(peak_names))
         self.counters = RunCounters()
-        self.messages_seen = 0
+
+    def grow(self, n_frames: int) -> None:
+        """Make room for ``n_frames`` frames in a 1-D strip (a scan of unknown geometry)."""
+        if n_frames <= self.scan.n_frames:
+            return
+        if self.scan.shape[0] != 1 or self.scan.frames_per_point != 1:
+            raise ValueError("only a 1-D strip can grow")
+        more = empty_records(n_frames - self.scan.n_frames, len(self.peak_names))
+        self.records = np.concatenate([self.records, more])
+        self.scan = RasterScan((1, n_frames), motors=self.scan.motors)
+
+    def slot_of_point(self, row: int, col: int) -> int:
+        """Index into :attr:`records` of the first frame of map point (row, col); -1 if outside."""
+        rows, cols = self.scan.shape
+        if not (0 <= row < rows and 0 <= col < cols):
+            return -1
+        point = row * cols + (cols - 1 - col if self.scan.snake and row % 2 else col)
+        return point * self.scan.frames_per_point
 
     def add(self, result: BatchResult) -> None:
         """Take one batch's records; counts problems, keeps the first result per frame."""
@@ -75,19 +109,7 @@ class MapCollector:
         if recs.size == 0:
             return
         c = self.counters
-        status = recs["status"]
-        c.decoded += int(np.count_nonzero((status == FRAME_OK) | (status == FRAME_ALL_MASKED)))
-        c.processed += int(np.count_nonzero(status == FRAME_OK))
-        c.corrupt += int(np.count_nonzero(status == FRAME_CORRUPT))
-        c.missing += int(np.count_nonzero(status == FRAME_MISSING))
-        c.wrong_shape += int(np.count_nonzero(status == FRAME_WRONG_SHAPE))
-        c.wrong_dtype += int(np.count_nonzero(status == FRAME_WRONG_DTYPE))
-        c.all_masked += int(np.count_nonzero(status == FRAME_ALL_MASKED))
-        c.worker_failed += int(np.count_nonzero(status == FRAME_WORKER_FAILED))
-        ok = status == FRAME_OK
-        fit_ok = recs["fit_status"][ok] == 0
-        c.fits_ok += int(fit_ok.sum())
-        c.fits_rejected += int(fit_ok.size - fit_ok.sum())
+        count_records(c, recs)
         offsets = np.array([self.series_offsets.get(int(s), 0) for s in recs["series"]], dtype=np.int64)
         slot = recs["frame"] + offsets
         inside = (slot >= 0) & (slot < self.scan.n_frames)

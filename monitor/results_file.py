@@ -62,11 +62,12 @@ class ResultsWriter:
     """Creates ``path`` with the static parts; :meth:`write` (re)writes maps and counters."""
 
     def __init__(self, path: str | Path, config: NanomapsConfig, scan: RasterScan, *,
-                 inputs: tuple[str, ...] = (), poni_text: str = "", setup_id: str = "") -> None:
+                 inputs: tuple[str, ...] = (), poni_text: str = "", setup_id: str = "", run_uid: str = "",
+                 parent_uid: str = "", geometry: str = "config") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.config = config
-        self.scan = scan
+        self.scan: RasterScan | None = None
         self.start_time = time.time()
         self._file = h5py.File(self.path, "w")
         f = self._file
@@ -79,21 +80,6 @@ class ResultsWriter:
         results.attrs["axes"] = ["y", "x"]
         scan_group = entry.create_group("scan")
         scan_group.attrs["NX_class"] = "NXcollection"
-        positions = scan.axis_positions()
-        if positions is None:
-            y, x = np.arange(scan.shape[0], dtype=np.float64), np.arange(scan.shape[1], dtype=np.float64)
-            units = "point"
-        else:
-            (y, x), units = positions, "um"
-        for name, values, motor in (("y", y, scan.motors[0]), ("x", x, scan.motors[1])):
-            ds = scan_group.create_dataset(name, data=values)
-            ds.attrs["units"] = units
-            ds.attrs["long_name"] = motor if units == "um" else f"{motor} point"
-            results[name] = ds  # hard link: every NXdata carries its axes
-        scan_group.create_dataset("shape", data=np.asarray(scan.shape, dtype=np.int64))
-        scan_group.create_dataset("snake", data=bool(scan.snake))
-        scan_group.create_dataset("frames_per_point", data=scan.frames_per_point)
-        scan_group.create_dataset("motors", data=list(scan.motors))
         process = entry.create_group("process")
         process.attrs["NX_class"] = "NXprocess"
         process.create_dataset("program", data="nanomaps")
@@ -103,10 +89,48 @@ class ResultsWriter:
         process.create_dataset("poni", data=poni_text)
         process.create_dataset("inputs", data=list(inputs) if inputs else [""])
         process.create_dataset("setup_id", data=setup_id)
+        process.create_dataset("run_uid", data=run_uid)          # bluesky run (live) or "" (offline)
+        process.create_dataset("parent_uid", data=parent_uid)    # the run a rescan was drawn on
+        process.create_dataset("geometry", data=geometry)        # where the map shape came from
         process.create_dataset("start_time", data=_iso(self.start_time))
         process.create_dataset("end_time", data="")
         process.create_dataset("status_codes", data=[f"{k}: {v}" for k, v in sorted(FRAME_STATUS_NAMES.items())])
+        self._write_scan(scan)
         f.flush()
+
+    def _write_scan(self, scan: RasterScan) -> None:
+        """Scan description and map axes; every NXdata group links the axes."""
+        group = self._file["entry/scan"]
+        for name in ("x", "y", "shape", "snake", "frames_per_point", "motors"):
+            if name in group:
+                del group[name]
+        positions = scan.axis_positions()
+        if positions is None:
+            y, x = np.arange(scan.shape[0], dtype=np.float64), np.arange(scan.shape[1], dtype=np.float64)
+            units = "point"
+        else:
+            (y, x), units = positions, "um"
+        for name, values, motor in (("y", y, scan.motors[0]), ("x", x, scan.motors[1])):
+            ds = group.create_dataset(name, data=values)
+            ds.attrs["units"] = units
+            ds.attrs["long_name"] = motor if units == "um" else f"{motor} point"
+        group.create_dataset("shape", data=np.asarray(scan.shape, dtype=np.int64))
+        group.create_dataset("snake", data=bool(scan.snake))
+        group.create_dataset("frames_per_point", data=scan.frames_per_point)
+        group.create_dataset("motors", data=list(scan.motors))
+        results = self._file["entry/results"]
+        for nxdata in [results] + [g for g in results.values() if isinstance(g, h5py.Group)]:
+            for name in ("y", "x"):
+                if name in nxdata:
+                    del nxdata[name]
+                nxdata[name] = group[name]  # hard link: every NXdata carries its axes
+        self.scan = scan
+
+    def set_scan(self, scan: RasterScan) -> None:
+        """The map grew or its geometry became known (e.g. a 1-D strip of unknown length)."""
+        if scan != self.scan:
+            self._write_scan(scan)
+            self._file.flush()
 
     def _put(self, group: h5py.Group, name: str, data: np.ndarray, units: str | None = None) -> None:
         if name in group and group[name].shape == data.shape and group[name].dtype == data.dtype:

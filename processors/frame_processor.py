@@ -28,7 +28,7 @@ def wrap_degrees(x: np.ndarray | float) -> np.ndarray | float:
 
 
 @functools.lru_cache(maxsize=1)
-def _cached_pixel_geometry(poni_text: str, source: str):
+def cached_pixel_geometry(poni_text: str, source: str):
     """pyFAI's per-pixel arrays take seconds for a 4M detector: a new series that only
     changes the mask (each header may send one) reuses them and rebuilds only the LUT."""
     return pixel_geometry(poni_text, source)
@@ -44,7 +44,7 @@ class FrameProcessor:
 
     def __init__(self, setup: ProcessingSetup) -> None:
         self.setup = setup
-        geometry = _cached_pixel_geometry(setup.poni_text, setup.poni_source)
+        geometry = cached_pixel_geometry(setup.poni_text, setup.poni_source)
         if setup.shape is not None and tuple(setup.shape) != geometry.shape:
             raise GeometryError(
                 f"{setup.poni_source}: the PONI detector is {geometry.shape} (rows, cols) but the data are "
