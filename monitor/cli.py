@@ -16,6 +16,7 @@ COMMANDS = {
     "replay": ("monitor.replay_command", "send a recording or DECTRIS file-writer output as a detector stream"),
     "simulate": ("monitor.simulate_command", "a simulated EIGER over the model supercrystal: DECTRIS files or live"),
     "record": ("monitor.record_command", "record a detector stream raw, in the DECTRIS layout"),
+    "monitor": ("monitor.monitor_command", "the live viewer: maps, frame inspector, rescans (attach to `process`)"),
     "report": ("monitor.report", "draw the paper-style figure (maps, Williamson-Hall, a/b vs size) of results.h5"),
 }
 

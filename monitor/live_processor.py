@@ -16,20 +16,29 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import zmq
 
 from monitor.batch_runner import BatchRunner
-from monitor.map_collector import MapCollector, RunCounters
+from monitor.bluesky_documents import geometry_from_start
+from monitor.frame_link import FrameServer, FrameUnavailable
+from monitor.frame_views import frame_view
+from monitor.map_collector import MapCollector, RunCounters, count_records
+from monitor.map_snapshot import FrameView, MapSnapshot
+from monitor.snapshot_link import SnapshotPublisher
 from monitor.results_file import ResultsWriter
 from monitor.status_line import StatusLine
 from processors.config import ConfigError, NanomapsConfig
 from processors.geometry import GeometryError
+from processors.frame_processor import cached_pixel_geometry
 from processors.process_batch import BatchResult, processor_for
 from processors.processing_setup import ProcessingSetup
+from stream.encoded_frame import EncodedFrame
+from stream.raster_scan import RasterScan
 from stream.rate_limited_log import RateLimitedLog
 from stream.shared_arena import ArenaSlice, SharedArena
 from stream.stream_messages import BadMessage, ImageMessage, SeriesEnd, SeriesStart
@@ -54,6 +63,8 @@ class LiveOptions:
     idle_timeout_s: float | None = None  # stop when nothing arrived for this long (after data came)
     status: bool = True
     drain_timeout_s: float = 120.0
+    publish: str | None = None         # map snapshots for viewers (PUB), e.g. tcp://127.0.0.1:5557
+    frames: str | None = None          # frames on demand for the inspector (REP), e.g. tcp://127.0.0.1:5558
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,68 @@ class LiveSummary:
     latency_ms: tuple[float, float]      # median, 95th percentile (receive → result)
     record_paths: tuple[Path, ...] = ()
     timing: dict = field(default_factory=dict)
+    results: tuple[Path, ...] = ()       # one results file per run
+
+
+@dataclass(eq=False)
+class RunState:
+    """One run (one map): from a bluesky start document, or the config's [scan]."""
+
+    uid: str
+    index: int
+    geometry: str               # "bluesky", "config" or "strip"
+    parent: str
+    collector: MapCollector
+    writer: ResultsWriter
+    out: Path
+    next_offset: int = 0
+    done: bool = False
+    closed: bool = False
+    dirty_file: bool = True
+    dirty_snapshot: bool = True
+    last_publish: float = 0.0
+
+
+class RateMeter:
+    """Frames per second over the last few seconds."""
+
+    def __init__(self, window_s: float = 3.0) -> None:
+        self.window_s = window_s
+        self._events: deque[tuple[float, int]] = deque()
+
+    def add(self, n: int) -> None:
+        now = time.monotonic()
+        self._events.append((now, n))
+        while self._events and now - self._events[0][0] > self.window_s:
+            self._events.popleft()
+
+    def rate(self) -> float:
+        if not self._events:
+            return 0.0
+        span = max(time.monotonic() - self._events[0][0], 1e-3)
+        return sum(n for _, n in self._events) / span
+
+
+class RecentFrames:
+    """The last ``capacity`` frames received, by (series, frame), for the frame inspector.
+
+    Holds references only (blobs are views of received messages or shared bytes): no copy.
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._lock = threading.Lock()
+        self._frames: "OrderedDict[tuple[int, int], EncodedFrame]" = OrderedDict()
+        self.capacity = capacity
+
+    def add(self, frame: EncodedFrame) -> None:
+        with self._lock:
+            self._frames[(frame.series, frame.frame)] = frame
+            while len(self._frames) > self.capacity:
+                self._frames.popitem(last=False)
+
+    def get(self, key: tuple[int, int]) -> EncodedFrame | None:
+        with self._lock:
+            return self._frames.get(key)
 
 
 class LiveProcessor:
@@ -97,6 +170,19 @@ class LiveProcessor:
                                        check_blocks=False)
         self.last_message_time = time.monotonic()
         self.ready = threading.Event()  # set once the workers have built their tables
+        self.runs: dict[str, RunState] = {}
+        self.series_setup: dict[int, ProcessingSetup | None] = {}
+        self.recent = RecentFrames()
+        self._rate = RateMeter()
+        self.publisher = self.frame_server = None
+        try:
+            self.publisher = SnapshotPublisher(options.publish) if options.publish else None
+            self.frame_server = FrameServer(options.frames, self._frame_for) if options.frames else None
+        except zmq.ZMQError as exc:
+            # processing matters more than viewing: go on, but say clearly why no viewer will connect
+            log.error("cannot serve maps/frames on %s / %s (%s): viewers will not see this session. "
+                      "Fix: pass --publish tcp://127.0.0.1:FREE_PORT", options.publish, options.frames, exc)
+            self.close_links()
 
     # --- receiver thread -------------------------------------------------------------
     def _receive_loop(self) -> None:
@@ -125,6 +211,7 @@ class LiveProcessor:
             recorder.on_message(msg)
         if isinstance(msg, ImageMessage):
             frame = msg.frame
+            self.recent.add(frame)
             if self.arena is not None:
                 piece = self.arena.put(frame.blob)
                 if piece is not None:
@@ -135,8 +222,7 @@ class LiveProcessor:
                     if piece is not None:
                         self._pending_bytes += piece
             if piece is None:
-                self.counters.received += 1
-                self.counters.dropped += 1
+                self._queue.put(("dropped", frame.series))  # counted by the main thread, for its run
                 self.limiter.log(logging.WARNING, "backlog", "processing is behind: frame %d of series %d skipped "
                                  "for live processing%s", frame.frame, frame.series,
                                  " (still recorded)" if recorder else "")
@@ -157,23 +243,123 @@ class LiveProcessor:
     def backlog_bytes(self) -> int:
         return self.arena.used if self.arena is not None else self._pending_bytes
 
+    # --- runs --------------------------------------------------------------------------
+    def on_document(self, name: str, doc: dict) -> None:
+        """A bluesky document (any thread): a start document gives the next series its map."""
+        if name == "start":
+            self._queue.put(("start-document", doc))
+
+    def _new_run(self, doc: dict | None) -> "RunState":
+        """A run from a bluesky start document, or from the config's [scan] when there is none."""
+        cfg = self.config
+        index = len(self.runs) + 1
+        if doc is None:
+            scan, geometry, uid, parent = cfg.scan, "config", f"run-{index}", ""
+        else:
+            uid, parent = str(doc.get("uid", f"run-{index}")), str(doc.get("parent_uid") or "")
+            scan = geometry_from_start(doc)
+            geometry = "bluesky"
+            if scan is None:  # no grid in the start document: a 1-D strip that grows
+                motors = tuple(doc.get("motors") or ("", "point"))[-2:]
+                scan = RasterScan((1, max(1, int(doc.get("num_points") or 1))),
+                                  motors=(motors[0] if len(motors) == 2 else "", motors[-1]))
+                geometry = "strip"
+        out = self.options.out if index == 1 else self.options.out.with_name(
+            f"{self.options.out.stem}_{index}{self.options.out.suffix}")
+        writer = ResultsWriter(out, cfg, scan, inputs=(self.options.endpoint,), poni_text=self.base_setup.poni_text,
+                               run_uid=uid, parent_uid=parent, geometry=geometry)
+        run = RunState(uid, index, geometry, parent, MapCollector(scan, tuple(p.name for p in cfg.peaks), {}),
+                       writer, out)
+        self.runs[uid] = run
+        log.info("run %s: %s map %d × %d (%s)%s → %s", uid[:8], geometry, scan.shape[0], scan.shape[1],
+                 "snake" if scan.snake else "raster", f", rescan of {parent[:8]}" if parent else "", out)
+        return run
+
+    def _write_run(self, run: "RunState", final: bool = False) -> None:
+        cfg = self.config
+        run.writer.set_scan(run.collector.scan)
+        maps = run.collector.result_maps(cfg.peaks, cfg.derived, cfg.williamson_hall_peaks)
+        run.writer.write(maps, run.collector.frames_table(), run.collector.counters, final=final,
+                         timing=self._timing())
+        run.dirty_file = False
+
+    def _publish(self, run: "RunState") -> None:
+        if self.publisher is None:
+            return
+        cfg = self.config
+        maps = run.collector.result_maps(cfg.peaks, cfg.derived, cfg.williamson_hall_peaks)
+        flat = {"intensity": maps.intensity}
+        for peak, params in maps.spots.items():
+            for key in ("amplitude", "q0", "dq", "phi0", "dphi", "dphi_do"):
+                flat[f"{peak}/{key}"] = params[key]
+        for key, values in maps.derived.items():
+            flat[f"derived/{key}"] = values
+        scan = run.collector.scan
+        positions = scan.axis_positions()
+        y, x = positions if positions is not None else (np.arange(scan.shape[0], dtype=float),
+                                                        np.arange(scan.shape[1], dtype=float))
+        measured = int(np.isfinite(maps.intensity).sum())
+        p50, p95 = self._latency_percentiles()
+        snap = MapSnapshot(run=run.uid, maps={k: v.astype(np.float32) for k, v in flat.items()}, x=x, y=y,
+                           motors=scan.motors, snake=scan.snake, counters=run.collector.counters.as_dict(),
+                           rates={"frames_per_s": self._rate.rate(), "latency_median_ms": p50, "latency_p95_ms": p95},
+                           progress=measured / max(scan.n_points, 1), geometry=run.geometry, parent_run=run.parent,
+                           peaks=tuple(p.name for p in cfg.peaks), behind=self.counters.dropped > 0, done=run.done)
+        self.publisher.publish(snap)
+        run.dirty_snapshot = False
+
+    # --- frames on demand ------------------------------------------------------------
+    def _frame_for(self, run_id: str, row: int, col: int) -> FrameView:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise FrameUnavailable(f"no run {run_id!r} in this processor (runs: {', '.join(self.runs) or 'none'})")
+        slot = run.collector.slot_of_point(row, col)
+        if slot < 0:
+            raise FrameUnavailable(f"point ({row}, {col}) is outside the {run.collector.scan.shape} map")
+        rec = run.collector.records[slot]
+        series, number = int(rec["series"]), int(rec["frame"])
+        if number < 0:
+            raise FrameUnavailable(f"point ({row}, {col}) has no frame yet")
+        frame = self.recent.get((series, number))
+        source = "ring buffer of recent frames"
+        if frame is None and self.recorder is not None:
+            frame = self.recorder.read_frame(series, number)
+            source = "recording"
+        if frame is None:
+            raise FrameUnavailable(f"frame {number} of series {series} is no longer in memory"
+                                   + ("" if self.recorder else "; record the run (--record) to inspect older frames"))
+        setup = self.series_setup.get(series) or self.base_setup
+        processor = processor_for(setup)
+        geometry = cached_pixel_geometry(setup.poni_text, setup.poni_source)
+        try:
+            return frame_view(processor, frame, run=run_id, row=row, col=col, q_map=geometry.q_A,
+                              chi_map=geometry.chi_deg, source=source)
+        except ValueError as exc:
+            raise FrameUnavailable(f"frame {number} of series {series}: {exc}") from exc
+
     # --- main thread -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> LiveSummary:
         cfg, opt = self.config, self.options
         t0 = time.monotonic()
-        collector = MapCollector(cfg.scan, tuple(p.name for p in cfg.peaks), {})
-        collector.counters = self.counters
         status = StatusLine(enabled=opt.status)
-        writer = ResultsWriter(opt.out, cfg, cfg.scan, inputs=(opt.endpoint,), poni_text=cfg.geometry.poni.read_text())
+        series_run: dict[int, RunState] = {}
+        pending_doc: list[dict] = []
+        early = RunCounters()  # bad messages before the first run
 
         def on_result(batch, result: BatchResult) -> None:
-            collector.add(result)
             self._release(batch)
             rec = result.records
+            count_records(self.counters, rec)
+            for series in np.unique(rec["series"]):
+                run = series_run.get(int(series))
+                if run is not None:
+                    run.collector.add(BatchResult(rec[rec["series"] == series]))
+                    run.dirty_file = run.dirty_snapshot = True
             ok = rec["status"] == 0
             self._latencies.extend((rec["done_time"] - rec["receive_time"])[ok] * 1e3)
             self._stage_s += (float(rec["decode_s"][ok].sum()), float(rec["process_s"][ok].sum()))
             self._stage_n += int(ok.sum())
+            self._rate.add(int(ok.sum()))
             for kind, message in result.messages:
                 self.limiter.log(logging.WARNING, kind, "%s", message)
 
@@ -181,29 +367,27 @@ class LiveProcessor:
         warming = runner.warm_up(self.base_setup)
         receiver_thread = threading.Thread(target=self._receive_loop, name="nanomaps-receiver", daemon=True)
         receiver_thread.start()
-        log.info("listening on %s; processing on %s", opt.endpoint, runner.description)
+        log.info("listening on %s; processing on %s%s", opt.endpoint, runner.description,
+                 f"; maps on {self.publisher.endpoint}, frames on {self.frame_server.endpoint}"
+                 if self.publisher else "")
 
         setup: ProcessingSetup | None = None
+        current: RunState | None = None
         batch: list = []
         batch_started = 0.0
         ready: deque = deque()
         series_seen = 0
         series_done = 0
-        next_offset = 0
         last_frame: dict[int, int] = {}
         receiving = True
         stopped_by = "series"
-        last_write = time.monotonic()
+        last_write = last_publish = time.monotonic()
 
         def close_batch() -> None:
             nonlocal batch
             if batch:
                 ready.append((setup, batch))
                 batch = []
-
-        def write(final: bool = False) -> None:
-            maps = collector.result_maps(cfg.peaks, cfg.derived, cfg.williamson_hall_peaks)
-            writer.write(maps, collector.frames_table(), self.counters, final=final, timing=self._timing())
 
         try:
             while True:
@@ -216,13 +400,31 @@ class LiveProcessor:
                     if msg is _RECEIVER_DONE:
                         receiving = False
                         break
-                    if isinstance(msg, ImageMessage):
+                    if isinstance(msg, tuple) and msg[0] == "start-document":
+                        pending_doc.append(msg[1])
+                    elif isinstance(msg, tuple) and msg[0] == "dropped":
+                        self.counters.received += 1
+                        self.counters.dropped += 1
+                        run = series_run.get(msg[1])
+                        if run is not None:
+                            run.collector.counters.received += 1
+                            run.collector.counters.dropped += 1
+                            run.dirty_file = run.dirty_snapshot = True
+                    elif isinstance(msg, ImageMessage):
                         self.counters.received += 1
                         frame = msg.frame
-                        if setup is None:
+                        run = series_run.get(frame.series)
+                        if run is not None:
+                            run.collector.counters.received += 1
+                        if setup is None or run is None:
                             self.counters.dropped += 1
+                            if run is not None:
+                                run.collector.counters.dropped += 1
                             self._release([frame])
                             continue
+                        slot = run.collector.series_offsets.get(frame.series, 0) + frame.frame
+                        if run.geometry == "strip" and slot >= run.collector.scan.n_frames:
+                            run.collector.grow(max(2 * run.collector.scan.n_frames, slot + 1))
                         last_frame[frame.series] = max(last_frame.get(frame.series, -1), frame.frame)
                         if not batch:
                             batch_started = time.monotonic()
@@ -232,16 +434,34 @@ class LiveProcessor:
                     elif isinstance(msg, SeriesStart):
                         close_batch()
                         series_seen += 1
-                        if msg.series not in collector.series_offsets:
-                            collector.series_offsets[msg.series] = next_offset
+                        if pending_doc or current is None or current.geometry != "config":
+                            # a bluesky run begins (or the first run): a new map and results file
+                            if current is not None and current.geometry != "config":
+                                current.done = True
+                                self._write_run(current, final=True)
+                                self._publish(current)
+                            current = self._new_run(pending_doc.pop(0) if pending_doc else None)
+                            pending_doc.clear()
+                            current.collector.counters.corrupt += early.corrupt
+                            current.collector.counters.late += early.late
+                            early = RunCounters()
+                            current.next_offset = 0
+                        series_run[msg.series] = current
+                        if msg.series not in current.collector.series_offsets:
+                            current.collector.series_offsets[msg.series] = current.next_offset
+                        if current.geometry == "strip" and msg.nimages:
+                            current.collector.grow(current.next_offset + msg.nimages)
                         for problem in msg.problems:
                             log.warning("series %d header: %s", msg.series, problem)
                         setup = self._setup_for(msg)
+                        self.series_setup[msg.series] = setup
                     elif isinstance(msg, SeriesEnd):
                         close_batch()
                         series_done += 1
-                        next_offset = collector.series_offsets.get(msg.series, next_offset) + \
-                            last_frame.get(msg.series, -1) + 1
+                        run = series_run.get(msg.series)
+                        if run is not None:
+                            run.next_offset = run.collector.series_offsets.get(msg.series, 0) + \
+                                last_frame.get(msg.series, -1) + 1
                         log.info("series %d ended%s (%d/%s)", msg.series, " without an end message" if msg.implicit
                                  else "", series_done, opt.series or "∞")
                         if opt.series and series_done >= opt.series:
@@ -251,6 +471,10 @@ class LiveProcessor:
                             self.counters.late += 1
                         else:
                             self.counters.corrupt += 1
+                        # a bad message belongs to the run being received (or the first one to come)
+                        key = "late" if msg.kind == "late" else "corrupt"
+                        counters = current.collector.counters if current is not None else early
+                        setattr(counters, key, getattr(counters, key) + 1)
                         self.limiter.log(logging.WARNING, f"{msg.kind} message", "%s message: %s",
                                          msg.kind, msg.reason)
                 if warming and all(f.done() for f in warming):
@@ -278,10 +502,19 @@ class LiveProcessor:
                     self._stop_receiving.set()
                 if not receiving and not ready and not batch:
                     break
-                # 5. results at least once per second; the status line
-                if time.monotonic() - last_write >= cfg.monitor.flush_interval_s:
-                    write()
-                    last_write = time.monotonic()
+                # 5. results at least once per second, maps to viewers a few times per second
+                now = time.monotonic()
+                if now - last_write >= cfg.monitor.flush_interval_s:
+                    for run in self.runs.values():
+                        if run.dirty_file and not run.closed:
+                            self._write_run(run)
+                    last_write = now
+                if now - last_publish >= 0.25:
+                    for run in self.runs.values():
+                        if run.dirty_snapshot or now - run.last_publish > 2.0:
+                            self._publish(run)
+                            run.last_publish = now
+                    last_publish = now
                 status.update(self._status_text(runner, len(ready)))
             if not runner.drain(opt.drain_timeout_s):
                 log.error("workers did not finish within %.0f s: %d batch(es) abandoned", opt.drain_timeout_s,
@@ -291,16 +524,34 @@ class LiveProcessor:
             receiver_thread.join(timeout=10)
             runner.close()
             self.limiter.flush()
-            write(final=True)
-            writer.close()
+            if not self.runs:  # nothing ever arrived: still leave a (empty) results file
+                self._new_run(None)
+            for run in self.runs.values():
+                run.done = True
+                if not run.closed:
+                    self._write_run(run, final=True)
+                    self._publish(run)
+                    run.writer.close()
+                    run.closed = True
             status.update(self._status_text(runner, 0), force=True)
             status.close()
             self.receiver.close()
+            self.close_links()
             if self.arena is not None:
                 self.arena.close()
         p50, p95 = self._latency_percentiles()
         return LiveSummary(self.counters, time.monotonic() - t0, stopped_by, (p50, p95),
-                           tuple(self.recorder.paths) if self.recorder else (), self._timing())
+                           tuple(self.recorder.paths) if self.recorder else (), self._timing(),
+                           tuple(r.out for r in self.runs.values()))
+
+    def close_links(self) -> None:
+        """Stop serving maps and frames (the viewer then shows "no data")."""
+        if self.frame_server is not None:
+            self.frame_server.close()
+            self.frame_server = None
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
 
     def _setup_for(self, start: SeriesStart) -> ProcessingSetup | None:
         """The setup for a new series, checked here so a bad geometry is reported once, clearly."""

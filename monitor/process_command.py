@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=("auto", "stream1", "stream2"), help="override [stream] protocol")
     p.add_argument("--channel", help="stream2 threshold channel (default: [stream] channel, threshold_1)")
     p.add_argument("--no-status", action="store_true", help="no live status line")
+    p.add_argument("--publish", metavar="tcp://HOST:PORT",
+                   help="map snapshots for `nanomaps monitor` (default: [monitor] publish; 'none' to disable); "
+                        "frames on demand are served on the next port")
+    p.add_argument("--bluesky", metavar="tcp://HOST:PORT",
+                   help="bluesky 0MQ proxy (msgpack documents): each run's start document sets its map geometry")
+    p.add_argument("--gui", action="store_true", help="also open the monitor window")
     return p
 
 
@@ -56,7 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         from dataclasses import replace
         config = replace(config, stream=replace(config.stream, protocol=args.protocol or config.stream.protocol,
                                                 channel=args.channel or config.stream.channel))
+    publish = args.publish or config.monitor.publish
+    publish = None if publish.lower() == "none" else publish
+    frames = None
+    if publish:
+        from monitor.monitor_command import default_frames_endpoint
+        frames = default_frames_endpoint(publish)
     options = LiveOptions(endpoint=endpoint, out=Path(args.out), record=Path(args.record) if args.record else None,
+                          publish=publish, frames=frames,
                           workers=args.workers or config.executor.workers,
                           scheduler=args.scheduler or config.executor.scheduler, series=max(0, args.series),
                           idle_timeout_s=args.idle_timeout, status=not args.no_status)
@@ -65,8 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, GeometryError, ValueError, OSError) as exc:
         print(f"nanomaps process: {exc}", file=sys.stderr)
         return 2
-    with stop_on_signals() as stop:
-        summary = processor.run(stop)
+    documents = None
+    if args.bluesky:
+        from monitor.bluesky_documents import DocumentSubscriber
+        documents = DocumentSubscriber(args.bluesky, processor.on_document)
+    try:
+        if args.gui:
+            summary = _run_with_gui(processor, config, publish, frames)
+        else:
+            with stop_on_signals() as stop:
+                summary = processor.run(stop)
+    finally:
+        if documents is not None:
+            documents.close()
     c = summary.counters
     p50, p95 = summary.latency_ms
     print(f"{args.out}: {c.processed} of {c.received} frames processed in {summary.seconds:.1f} s "
@@ -78,3 +102,35 @@ def main(argv: list[str] | None = None) -> int:
         print("nanomaps process: no frame could be processed", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_with_gui(processor, config, publish, frames):
+    """Processing in a thread, the monitor window in the main thread (Qt's rule)."""
+    import threading
+
+    from PySide6 import QtCore, QtWidgets
+
+    from monitor.frame_link import FrameClient
+    from monitor.monitor_window import MonitorWindow
+    from monitor.snapshot_link import SnapshotSubscriber
+
+    if not publish:
+        raise SystemExit("nanomaps process: --gui needs map snapshots: do not disable --publish")
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    stop = threading.Event()
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("summary", processor.run(stop)), daemon=True)
+    worker.start()
+    feed = SnapshotSubscriber(publish)
+    client = FrameClient(frames)
+    window = MonitorWindow(feed, client, None, config.rescan)
+    window.show()
+    timer = QtCore.QTimer()
+    timer.timeout.connect(lambda: app.quit() if not worker.is_alive() else None)
+    timer.start(500)
+    app.exec()
+    stop.set()
+    worker.join()
+    feed.close()
+    client.close()
+    return result["summary"]
