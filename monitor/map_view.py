@@ -220,6 +220,7 @@ class MapView(QtWidgets.QWidget):
         controls.addWidget(self.select_button)
         self.controls = controls
 
+        self._last_rect: QtCore.QRectF | None = None
         self.view_box = _MapViewBox()
         self.graphics = pg.GraphicsLayoutWidget()
         self.plot: pg.PlotItem = self.graphics.addPlot(viewBox=self.view_box)
@@ -296,7 +297,9 @@ class MapView(QtWidgets.QWidget):
 
     @staticmethod
     def _run_label(s: MapSnapshot) -> str:
-        return f"{s.run} (rescan of {s.parent_run})" if s.parent_run else s.run
+        # bluesky uids are long: their first 8 characters tell runs apart in a menu
+        label = f"{s.run[:8]} · {s.shape[0]}×{s.shape[1]}"
+        return f"{label} (rescan of {s.parent_run[:8]})" if s.parent_run else label
 
     def select_run(self, run: str) -> None:
         """Show ``run`` (must have been received)."""
@@ -371,6 +374,9 @@ class MapView(QtWidgets.QWidget):
         self.displayed = data
         self.image_item.setImage(data, autoLevels=False, levels=levels)
         self.image_item.setRect(rect)
+        if rect != self._last_rect:  # a new run or a grown strip: show all of it
+            self._last_rect = rect
+            self.view_box.autoRange(padding=0.03)
         self.histogram.setLevels(*levels)
         self._label_axes(snap, key, strip)
         self.redraws += 1
@@ -387,7 +393,7 @@ class MapView(QtWidgets.QWidget):
             # plain text, not units=: pyqtgraph would add SI prefixes ("kµm")
             self.plot.setLabel("bottom", f"{snap.motors[1]} (µm)")
             self.plot.setLabel("left", f"{snap.motors[0]} (µm)")
-        title = f"{snap.run} · {quantity_label(key)}"
+        title = f"{snap.run[:8]} · {quantity_label(key)}"
         if self.angle_centre is not None:
             title += f" mod {ANGLE_PERIOD_DEG:g}°, centre {self.angle_centre:.1f}°"
         self.plot.setTitle(title, size="10pt")

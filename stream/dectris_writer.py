@@ -154,6 +154,17 @@ class DectrisWriter:
         self._next_frame = frame + 1
 
     @property
+    def data_index(self) -> int:
+        """1-based index of the data file being written (0 before the first frame)."""
+        return self._data_index if self._data_ds is not None else 0
+
+    def read_chunk(self, local: int) -> tuple[int, bytes]:
+        """``(filter mask, bytes)`` of chunk ``local`` of the open data file (reading back while recording)."""
+        if self._data_ds is None:
+            raise KeyError("no data file is open")
+        return self._data_ds.id.read_direct_chunk((local, 0, 0))
+
+    @property
     def master(self) -> h5py.File:
         """The open master file (to add groups next to the DECTRIS ones)."""
         return self._master

@@ -12,14 +12,16 @@ reprocess``/``replay`` accept it.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from stream.chunk_codec import ChunkDecoder, CorruptFrameError, encode_frame
-from stream.dectris_writer import DectrisWriter
+from stream.dectris_writer import DectrisWriter, data_file_name
 from stream.detector_metadata import DetectorMetadata
+from stream.encoded_frame import EncodedFrame
 from stream.stream_messages import ImageMessage, SeriesEnd, SeriesStart
 
 log = logging.getLogger(__name__)
@@ -73,15 +75,40 @@ class StreamRecorder:
         self._writer: DectrisWriter | None = None
         self._table: list[tuple] = []
         self._decoder: ChunkDecoder | None = None
+        # series → (master path, frames per file, encoding, dtype, shape), for reading frames back
+        self._series_files: dict[int, tuple[Path, int, str, str, tuple[int, int]]] = {}
+        self._lock = threading.RLock()  # the receiver thread writes, a frame server may read
 
     def on_message(self, msg) -> None:
         """Take any validated message; what is not part of a series is ignored."""
-        if isinstance(msg, SeriesStart):
-            self.on_start(msg)
-        elif isinstance(msg, ImageMessage):
-            self.on_image(msg)
-        elif isinstance(msg, SeriesEnd):
-            self.on_end(msg)
+        with self._lock:
+            if isinstance(msg, SeriesStart):
+                self.on_start(msg)
+            elif isinstance(msg, ImageMessage):
+                self.on_image(msg)
+            elif isinstance(msg, SeriesEnd):
+                self.on_end(msg)
+
+    def read_frame(self, series: int, frame: int) -> EncodedFrame | None:
+        """A recorded frame, still compressed, or None (not recorded, or not this run's series)."""
+        with self._lock:
+            info = self._series_files.get(series)
+            if info is None:
+                return None
+            master, per_file, encoding, dtype, shape = info
+            index, local = divmod(frame, per_file)
+            writer = self._writer
+            try:
+                if writer is not None and writer.master_path == master and writer.data_index == index + 1:
+                    filter_mask, blob = writer.read_chunk(local)
+                else:
+                    path = master.parent / data_file_name(master, index + 1)
+                    with h5py.File(path, "r") as f:
+                        filter_mask, blob = f["entry/data/data"].id.read_direct_chunk((local, 0, 0))
+            except (OSError, KeyError, ValueError, RuntimeError):
+                return None  # never written (a frame that did not arrive) or beyond the recording
+            return EncodedFrame(series, frame, "raw" if (filter_mask & 1 and encoding != "raw") else encoding,
+                                dtype, shape, blob)
 
     def on_start(self, start: SeriesStart) -> None:
         if self._start is not None:
@@ -96,6 +123,8 @@ class StreamRecorder:
         metadata = metadata_from_header(start, frame.dtype, tuple(frame.shape), frame.encoding)
         self._writer = DectrisWriter(path, metadata, encoding=frame.encoding, frames_per_file=self.frames_per_file)
         self.paths.append(path)
+        self._series_files[start.series] = (path, self.frames_per_file, frame.encoding, frame.dtype,
+                                            tuple(frame.shape))
         stream = self._writer.master.create_group("entry/stream")
         stream.attrs["NX_class"] = "NXcollection"
         stream.attrs["protocol"] = start.protocol
@@ -138,6 +167,10 @@ class StreamRecorder:
 
     def flush(self) -> None:
         """Write the frame table so far and flush (called about once per second)."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         if self._writer is not None:
             self._write_table()
             self._writer.flush()
@@ -165,8 +198,9 @@ class StreamRecorder:
 
     def close(self) -> None:
         """End the open series (if any) and close its files."""
-        if self._start is not None:
-            self._finish(None)
+        with self._lock:
+            if self._start is not None:
+                self._finish(None)
 
 
 def _store_parts(group: h5py.Group, parts) -> None:

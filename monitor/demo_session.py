@@ -1,0 +1,149 @@
+"""Everything of the demo in one process: motors, a simulated EIGER, bluesky, processing.
+
+A bluesky RunEngine (worker thread) drives ``ophyd.sim`` motors through grid scans; the
+simulated EIGER renders each frame from the motor positions on the model supercrystal
+and pushes it over loopback ZeroMQ in the real wire format; the run's documents travel
+through a bluesky 0MQ proxy (msgpack) to the live processor, whose maps and frames the
+monitor window shows. Nothing is mocked: the same parts run at a beamline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from ophyd.sim import SynAxis
+
+from monitor.bluesky_documents import DocumentProxy, DocumentPublisher, DocumentSubscriber, wait_until_linked
+from monitor.live_processor import LiveOptions, LiveProcessor, LiveSummary
+from monitor.plan_runner import GridScanRequest
+from monitor.run_engine_runner import RunEngineRunner
+from monitor.simulated_eiger import SimulatedEiger
+from processors.config import NanomapsConfig, load_config
+from processors.demo_setup import write_demo_config
+from stream.stream_sender import StreamSender
+
+log = logging.getLogger("nanomaps.demo")
+
+
+class DemoSession:
+    """Starts all parts on loopback; :meth:`close` stops them in order. A context manager."""
+
+    def __init__(self, out: str | Path, *, shape: tuple[int, int] | None = None, workers: int | None = None,
+                 protocol: str = "stream1", record: bool = True) -> None:
+        self.out = Path(out)
+        self.config: NanomapsConfig = load_config(write_demo_config(self.out / "config", shape=shape))
+        self._closers: list = []
+        try:
+            self._start(workers, protocol, record)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, workers, protocol, record) -> None:
+        self.sender = StreamSender("tcp://127.0.0.1:*")
+        self._closers.append(lambda: self.sender.close(linger_s=0))
+        self.proxy = DocumentProxy()
+        self._closers.append(self.proxy.close)
+        self.documents = DocumentPublisher(self.proxy.in_address)
+        self._closers.append(self.documents.close)
+        motors = self.config.scan.motors
+        self.slow = SynAxis(name=motors[0])
+        self.fast = SynAxis(name=motors[1])
+        self.eiger = SimulatedEiger.from_config("eiger", self.config, motors=(self.slow, self.fast),
+                                                sender=self.sender, protocol=protocol)
+        options = LiveOptions(endpoint=self.sender.endpoint, out=self.out / "results.h5", workers=workers, series=0,
+                              status=False, publish="tcp://127.0.0.1:*", frames="tcp://127.0.0.1:*",
+                              record=self.out / "raw" / "scan_master.h5" if record else None)
+        self.processor = LiveProcessor(self.config, options)
+        self.subscriber = DocumentSubscriber(self.proxy.out_address, self.processor.on_document)
+        self._closers.append(self.subscriber.close)
+        wait_until_linked(self.documents, self.subscriber)
+        self.runner = RunEngineRunner([self.eiger], {motors[0]: self.slow, motors[1]: self.fast},
+                                      callbacks=[self.documents])
+        self._closers.append(self.runner.close)
+        self._stop = threading.Event()
+        self._summary: dict[str, LiveSummary] = {}
+        self._thread = threading.Thread(target=lambda: self._summary.setdefault("s", self.processor.run(self._stop)),
+                                        name="nanomaps-demo-processor", daemon=True)
+        self._thread.start()
+
+    @property
+    def snapshots_endpoint(self) -> str:
+        return self.processor.publisher.endpoint
+
+    @property
+    def frames_endpoint(self) -> str:
+        return self.processor.frame_server.endpoint
+
+    def main_scan(self) -> GridScanRequest:
+        """The config's [scan] as a grid scan request (motor positions in µm)."""
+        scan = self.config.scan
+        (rows, cols), (dy, dx), (y0, x0) = scan.shape, scan.step, scan.origin
+        return GridScanRequest(scan.motors[0], y0, y0 + dy * (rows - 1), rows,
+                               scan.motors[1], x0, x0 + dx * (cols - 1), cols, snake=scan.snake)
+
+    def run_scan(self, request: GridScanRequest, timeout: float = 600.0) -> str:
+        """Run ``request`` and wait until its frames are processed; returns the run uid."""
+        outcome = self.runner.run_blocking(request, timeout=timeout)
+        uid = outcome.run_uid
+        self.wait_processed(uid, request.slow_num * request.fast_num, timeout)
+        return uid
+
+    def wait_processed(self, uid: str, n: int, timeout: float = 600.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.processor.runs.get(uid)
+            if run is not None:
+                c = run.collector.counters
+                if c.decoded + c.corrupt + c.dropped + c.worker_failed >= n:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"run {uid} was not processed within {timeout:.0f} s")
+
+    def finish(self, timeout: float = 120.0) -> LiveSummary:
+        """Stop processing (after what was received) and return its summary."""
+        self._stop.set()
+        self._thread.join(timeout)
+        return self._summary.get("s")
+
+    def close(self) -> None:
+        if hasattr(self, "_stop"):
+            self._stop.set()
+            self._thread.join(60)
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                closer()
+            except Exception:  # shutting down: report, keep closing the rest
+                log.exception("closing a demo part failed")
+
+    def __enter__(self) -> "DemoSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def interesting_region(results: Path, config: NanomapsConfig, width_um: float = 3.0,
+                       height_um: float = 2.5) -> tuple[float, float, float, float]:
+    """A rectangle (y0, y1, x0, x1 µm) worth a closer look: around the largest nanocrystals."""
+    import h5py
+
+    with h5py.File(results, "r") as f:
+        size = f["entry/results/derived/size"][()]
+        y = f["entry/scan/y"][()]
+        x = f["entry/scan/x"][()]
+    if not np.isfinite(size).any():
+        r, c = size.shape[0] // 2, size.shape[1] // 2
+    else:
+        r, c = np.unravel_index(np.nanargmax(size), size.shape)
+    limits = config.rescan.limits
+    ylo, yhi = limits.get(config.scan.motors[0], (y.min(), y.max()))
+    xlo, xhi = limits.get(config.scan.motors[1], (x.min(), x.max()))
+    y0 = float(np.clip(y[r] - height_um / 2, max(ylo, y.min()), min(yhi, y.max()) - height_um))
+    x0 = float(np.clip(x[c] - width_um / 2, max(xlo, x.min()), min(xhi, x.max()) - width_um))
+    return y0, y0 + height_um, x0, x0 + width_um

