@@ -367,9 +367,9 @@ class LiveProcessor:
         warming = runner.warm_up(self.base_setup)
         receiver_thread = threading.Thread(target=self._receive_loop, name="nanomaps-receiver", daemon=True)
         receiver_thread.start()
-        log.info("listening on %s; processing on %s%s", opt.endpoint, runner.description,
-                 f"; maps on {self.publisher.endpoint}, frames on {self.frame_server.endpoint}"
-                 if self.publisher else "")
+        log.info("listening on %s; processing on %s%s%s", opt.endpoint, runner.description,
+                 f"; maps on {self.publisher.endpoint}" if self.publisher else "",
+                 f"; frames on {self.frame_server.endpoint}" if self.frame_server else "")
 
         setup: ProcessingSetup | None = None
         current: RunState | None = None

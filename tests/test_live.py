@@ -241,3 +241,72 @@ def test_bad_messages_in_a_live_run_are_counted_and_good_frames_kept(scan, tmp_p
         assert f["entry/process/corrupt"][()] == 4 and f["entry/process/late"][()] == 1
         status = f["entry/results/frames"][()]
         assert sorted(status["frame"][status["status"] == 0].tolist()) == [k for k in range(n) if k != 5]
+
+
+def test_bluesky_runs_get_their_own_maps_and_frames_are_served(scan, tmp_path):
+    """Start documents give each series its map; frames come back on demand, recent or recorded."""
+    from monitor.frame_link import FrameClient, FrameUnavailable
+    from monitor.snapshot_link import SnapshotSubscriber
+    from stream.chunk_codec import ChunkDecoder
+    from stream.dectris_file import DectrisFile
+
+    config, sim = scan
+    sender = StreamSender("tcp://127.0.0.1:*")
+    opts = LiveOptions(endpoint=sender.endpoint, out=tmp_path / "live.h5", workers=2, status=False, series=2,
+                       publish="tcp://127.0.0.1:*", frames="tcp://127.0.0.1:*", record=tmp_path / "rec_master.h5")
+    lp = LiveProcessor(config, opts)
+    feed = SnapshotSubscriber(lp.publisher.endpoint)
+    client = FrameClient(lp.frame_server.endpoint)
+    grid = {"uid": "run-grid", "plan_name": "grid_scan", "shape": [8, 10], "extents": [[2.0, 5.5], [1.0, 5.5]],
+            "snaking": [False, True], "motors": ["piezo_y", "piezo_x"], "num_points": 80}
+    count = {"uid": "run-count", "plan_name": "count", "num_points": 7, "parent_uid": "run-grid"}
+    fetched = {}
+
+    def drive():
+        lp.on_document("start", grid)
+        replay_file(sim.master_path, sender, protocol="stream1", rate="max", series=1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and ("run-grid" not in lp.runs
+                                               or lp.runs["run-grid"].collector.counters.decoded < 80):
+            time.sleep(0.05)
+        # the newest frames are in memory, the first ones only in the recording
+        for key, (r, c) in {"recent": (7, 0), "recorded": (0, 0)}.items():
+            try:
+                fetched[key] = client.fetch("run-grid", r, c)
+            except FrameUnavailable as exc:
+                fetched[key] = exc
+        lp.on_document("start", count)
+        replay_file(sim.master_path, sender, protocol="stream2", rate="max", series=2)
+
+    driver = in_thread(drive)
+    summary = lp.run(threading.Event())
+    driver.join(60)
+    sender.close()
+    snaps = feed.latest()
+    feed.close()
+    client.close()
+    assert summary.results == (tmp_path / "live.h5", tmp_path / "live_2.h5")
+    with h5py.File(tmp_path / "live.h5", "r") as f:
+        assert f["entry/process/run_uid"][()] == b"run-grid" and f["entry/process/geometry"][()] == b"bluesky"
+        np.testing.assert_allclose(f["entry/scan/y"][()], np.linspace(2.0, 5.5, 8))
+        np.testing.assert_allclose(f["entry/scan/x"][()], np.linspace(1.0, 5.5, 10))
+        assert f["entry/process/processed"][()] == 80
+    with h5py.File(tmp_path / "live_2.h5", "r") as f:
+        # no grid in the start document: a 1-D strip as long as the series
+        assert f["entry/process/geometry"][()] == b"strip" and f["entry/process/parent_uid"][()] == b"run-grid"
+        assert f["entry/results/intensity"].shape == (1, 80)
+        assert np.isfinite(f["entry/results/intensity"][()]).all()
+    assert set(snaps) == {"run-grid", "run-count"} and snaps["run-count"].geometry == "strip"
+    assert snaps["run-grid"].maps["intensity"].shape == (8, 10) and snaps["run-grid"].done
+    decoder = ChunkDecoder()
+    with DectrisFile(sim.master_path) as f:
+        source = {fr.frame: fr for fr in f.iter_frames()}
+    for key, (r, c) in {"recent": (7, 0), "recorded": (0, 0)}.items():
+        view = fetched[key]
+        assert not isinstance(view, Exception), view
+        k = r * 10 + (9 - c if r % 2 else c)  # snake: odd rows run backwards
+        assert (view.row, view.col, view.frame) == (r, c, k)
+        expected = decoder.decode_into(source[k], np.empty(source[k].nbytes_decoded, np.uint8))
+        np.testing.assert_array_equal(view.image, expected.astype(np.float32))
+        assert [p.name for p in view.peaks] == ["100", "110", "200"]
+    assert fetched["recent"].source.startswith("ring") and fetched["recorded"].source == "recording"
