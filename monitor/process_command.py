@@ -121,8 +121,9 @@ def _run_with_gui(processor, config, publish, frames):
     result = {}
     worker = threading.Thread(target=lambda: result.setdefault("summary", processor.run(stop)), daemon=True)
     worker.start()
-    feed = SnapshotSubscriber(publish)
-    client = FrameClient(frames)
+    # the bound addresses: "tcp://127.0.0.1:*" asks for any free port
+    feed = SnapshotSubscriber(processor.publisher.endpoint if processor.publisher else publish)
+    client = FrameClient(processor.frame_server.endpoint if processor.frame_server else frames)
     window = MonitorWindow(feed, client, None, config.rescan)
     window.show()
     timer = QtCore.QTimer()

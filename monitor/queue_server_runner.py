@@ -189,6 +189,15 @@ class QueueServerRunner:
     def close(self) -> None:
         """Close the connection (the server, its environment and its queue stay as they are)."""
         self._api.close()
+        # bluesky-queueserver 0.0.25's ZMQCommSendThreads.close() closes its socket but never its
+        # zmq.Context (a ResourceWarning when it is collected): end its receive thread, then the context
+        client = getattr(self._api, "_client", None)
+        thread = getattr(client, "_zmq_receive_thread", None)
+        if thread is not None:
+            thread.join(2.0)
+        context = getattr(client, "_ctx", None)
+        if context is not None and not context.closed and (thread is None or not thread.is_alive()):
+            context.destroy(linger=0)
 
     def __enter__(self) -> "QueueServerRunner":
         return self

@@ -5,6 +5,7 @@ The maps of a live run must equal those of ``reprocess`` on its own recording.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -310,3 +311,21 @@ def test_bluesky_runs_get_their_own_maps_and_frames_are_served(scan, tmp_path):
         np.testing.assert_array_equal(view.image, expected.astype(np.float32))
         assert [p.name for p in view.peaks] == ["100", "110", "200"]
     assert fetched["recent"].source.startswith("ring") and fetched["recorded"].source == "recording"
+
+
+def test_process_with_gui_ends_with_its_series(scan, tmp_path):
+    """`nanomaps process --gui`: processing in a thread, the monitor window in the main thread."""
+    config, sim = scan
+    sender = StreamSender("tcp://127.0.0.1:*")
+    stop_replay = threading.Event()
+    replayer = in_thread(replay_file, sim.master_path, sender, protocol="stream1", rate=40.0, stop=stop_replay)
+    exe = str(Path(sys.executable).with_name("nanomaps"))
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    proc = subprocess.run([exe, "process", "--config", str(config.path), "--connect", sender.endpoint, "--out",
+                           str(tmp_path / "live.h5"), "--workers", "2", "--no-status", "--gui",
+                           "--publish", "tcp://127.0.0.1:*"], capture_output=True, text=True, timeout=300, env=env)
+    stop_replay.set()
+    replayer.join(30)
+    sender.close(linger_s=0)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{SHAPE[0] * SHAPE[1]} of {SHAPE[0] * SHAPE[1]} frames processed" in proc.stdout
