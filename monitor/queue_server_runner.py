@@ -73,7 +73,9 @@ def queue_server_command(*, zmq_control_addr: str, zmq_info_addr: str, redis_add
 class QueueServerRunner:
     """Submits rescans to bluesky-queueserver at ``zmq_control_addr`` (e.g. ``tcp://127.0.0.1:60615``).
 
-    ``detectors`` are the detector names in the server's startup code. ``md`` is added
+    ``detectors`` are the detector names in the server's startup code; ``zmq_info_addr``
+    is the server's console-output address (unused here, but the API connects to it,
+    default ``tcp://localhost:60625``). ``md`` is added
     to every start document, with ``parent_uid`` and ``nanomaps_request``.
     ``status_polling_period`` (s) sets how fast waits notice a change (the API's
     default, 1 s, makes an abort take seconds). Requests fail with
@@ -83,12 +85,14 @@ class QueueServerRunner:
     """
 
     def __init__(self, zmq_control_addr: str, *, detectors: Sequence[str] = ("det",), md: dict | None = None,
-                 status_polling_period: float = 0.1, timeout_s: float = 30.0) -> None:
+                 zmq_info_addr: str | None = None, status_polling_period: float = 0.1,
+                 timeout_s: float = 30.0) -> None:
         self.zmq_control_addr = zmq_control_addr
         self.detectors = list(detectors)
         self.timeout_s = timeout_s
         self._md = dict(md or {})
-        self._api = REManagerAPI(zmq_control_addr=zmq_control_addr, status_polling_period=status_polling_period,
+        self._api = REManagerAPI(zmq_control_addr=zmq_control_addr, zmq_info_addr=zmq_info_addr,
+                                 status_polling_period=status_polling_period,
                                  status_expiration_period=min(status_polling_period, 0.5))
         self._submitted: list[str] = []
 
@@ -189,15 +193,30 @@ class QueueServerRunner:
     def close(self) -> None:
         """Close the connection (the server, its environment and its queue stay as they are)."""
         self._api.close()
-        # bluesky-queueserver 0.0.25's ZMQCommSendThreads.close() closes its socket but never its
-        # zmq.Context (a ResourceWarning when it is collected): end its receive thread, then the context
+        self._release_library_contexts()
+
+    def _release_library_contexts(self) -> None:
+        """Destroy the zmq contexts bluesky-queueserver-api 0.0.13 leaves open after ``close()``.
+
+        Its request client (``_client._ctx``) and its console and system-info monitors
+        (``_rco._socket``) each keep a context that is never closed; collected later they
+        raise ResourceWarnings in whatever code runs then. Best effort on private names:
+        whatever is not there (another version) is left alone.
+        """
         client = getattr(self._api, "_client", None)
         thread = getattr(client, "_zmq_receive_thread", None)
         if thread is not None:
             thread.join(2.0)
-        context = getattr(client, "_ctx", None)
-        if context is not None and not context.closed and (thread is None or not thread.is_alive()):
-            context.destroy(linger=0)
+        contexts = []
+        if client is not None and getattr(client, "_ctx", None) is not None and not (thread and thread.is_alive()):
+            contexts.append(client._ctx)
+        for monitor in (getattr(self._api, "_console_monitor", None), getattr(self._api, "_system_info_monitor", None)):
+            socket = getattr(getattr(monitor, "_rco", None), "_socket", None)
+            if socket is not None:
+                contexts.append(socket.context)
+        for context in contexts:
+            if not context.closed:
+                context.destroy(linger=0)
 
     def __enter__(self) -> "QueueServerRunner":
         return self

@@ -62,7 +62,7 @@ class QueueServer:
         self.folder = folder
         self.redis_port = free_port()
         self.control_addr = f"tcp://127.0.0.1:{free_port()}"
-        info_addr = f"tcp://127.0.0.1:{free_port()}"
+        self.info_addr = info_addr = f"tcp://127.0.0.1:{free_port()}"
         self.redis_log = folder / "redis.log"
         self.manager_log = folder / "re-manager.log"
         self.procs: list[subprocess.Popen] = []
@@ -126,7 +126,7 @@ class QueueServer:
 def server(tmp_path_factory):
     threads_before = set(threading.enumerate())
     qs = QueueServer(tmp_path_factory.mktemp("qserver"))
-    runner = QueueServerRunner(qs.control_addr, detectors=["det"], md={"beamline": "test"})
+    runner = QueueServerRunner(qs.control_addr, zmq_info_addr=qs.info_addr, detectors=["det"], md={"beamline": "test"})
     docs: list[tuple[str, dict]] = []
     subscriber = DocumentSubscriber(qs.proxy.out_address, lambda n, d: docs.append((n, d)))
     local = DocumentPublisher(qs.proxy.in_address)
