@@ -32,10 +32,9 @@ from ophyd.status import DeviceStatus
 from processors.config import NanomapsConfig
 from processors.diffraction_simulator import FrameRenderer
 from processors.geometry import load_integrator, read_poni
-from processors.simulate_scan import dead_pixels
+from processors.simulate_scan import dead_pixels, simulated_detector_metadata
 from processors.supercrystal import SupercrystalTruth, model_supercrystal
 from stream.chunk_codec import encode_frame
-from stream.detector_metadata import DetectorMetadata
 from stream.encoded_frame import EncodedFrame
 from stream.raster_scan import RasterScan
 from stream.stream_sender import StreamSender
@@ -131,13 +130,7 @@ class FrameSource:
         self.renderer = FrameRenderer(poni_text, self.sample.truth, hkls, dtype=dtype,
                                       extra_mask=dead_pixels(shape, 200, seed), background_pool=background_pool,
                                       seed=seed)
-        self.metadata = DetectorMetadata(
-            description=f"nanomaps simulated {type(ai.detector).__name__}", x_pixels=shape[1], y_pixels=shape[0],
-            dtype=dtype, x_pixel_size_m=ai.detector.pixel2, y_pixel_size_m=ai.detector.pixel1,
-            detector_distance_m=ai.dist, beam_center_x_px=ai.poni2 / ai.detector.pixel2,
-            beam_center_y_px=ai.poni1 / ai.detector.pixel1, wavelength_A=ai.wavelength * 1e10,
-            count_time_s=0.01, frame_time_s=0.01, nimages=0, ntrigger=1, compression=encoding,
-            pixel_mask=self.renderer.mask.astype(np.uint32))
+        self.metadata = simulated_detector_metadata(ai, dtype, encoding, self.renderer.mask, 0)
 
     def render(self, slow_um: float, fast_um: float, rng: np.random.Generator) -> np.ndarray:
         """The frame ``(rows, cols)`` at the beam position (background only off the sample)."""

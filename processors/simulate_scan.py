@@ -49,6 +49,18 @@ def save_truth(path: Path, truth: SupercrystalTruth, config: NanomapsConfig) -> 
                 s.create_dataset(key, data=values)
 
 
+def simulated_detector_metadata(ai, dtype: str, encoding: str, mask: np.ndarray, nimages: int) -> DetectorMetadata:
+    """What a simulated EIGER on pyFAI integrator ``ai`` announces (10 ms frames; gaps and dead pixels masked)."""
+    rows, cols = ai.detector.shape
+    return DetectorMetadata(
+        description=f"nanomaps simulated {type(ai.detector).__name__}", x_pixels=cols, y_pixels=rows,
+        dtype=dtype, x_pixel_size_m=ai.detector.pixel2, y_pixel_size_m=ai.detector.pixel1,
+        detector_distance_m=ai.dist, beam_center_x_px=ai.poni2 / ai.detector.pixel2,
+        beam_center_y_px=ai.poni1 / ai.detector.pixel1, wavelength_A=ai.wavelength * 1e10,
+        count_time_s=0.01, frame_time_s=0.01, nimages=nimages, ntrigger=1, compression=encoding,
+        pixel_mask=mask.astype(np.uint32))
+
+
 class ScanSimulator:
     """Frames of ``config``'s scan over the model supercrystal, as the detector would send them.
 
@@ -72,13 +84,7 @@ class ScanSimulator:
                                       extra_mask=dead_pixels(shape, 200, seed), background_pool=background_pool,
                                       seed=seed)
         self.n_frames = config.scan.n_frames if n_frames is None else n_frames
-        self.metadata = DetectorMetadata(
-            description=f"nanomaps simulated {type(ai.detector).__name__}", x_pixels=shape[1], y_pixels=shape[0],
-            dtype=dtype, x_pixel_size_m=ai.detector.pixel2, y_pixel_size_m=ai.detector.pixel1,
-            detector_distance_m=ai.dist, beam_center_x_px=ai.poni2 / ai.detector.pixel2,
-            beam_center_y_px=ai.poni1 / ai.detector.pixel1, wavelength_A=ai.wavelength * 1e10,
-            count_time_s=0.01, frame_time_s=0.01, nimages=self.n_frames, ntrigger=1, compression=encoding,
-            pixel_mask=self.renderer.mask.astype(np.uint32))
+        self.metadata = simulated_detector_metadata(ai, dtype, encoding, self.renderer.mask, self.n_frames)
 
     def encoded_frames(self) -> Iterator[tuple[int, bytes]]:
         rng = np.random.default_rng(self.seed)
