@@ -57,6 +57,7 @@ class DemoSession:
                                                 sender=self.sender, protocol=protocol)
         options = LiveOptions(endpoint=self.sender.endpoint, out=self.out / "results.h5", workers=workers, series=0,
                               status=False, publish="tcp://127.0.0.1:*", frames="tcp://127.0.0.1:*",
+                              expect_documents=True,
                               record=self.out / "raw" / "scan_master.h5" if record else None)
         self.processor = LiveProcessor(self.config, options)
         self.subscriber = DocumentSubscriber(self.proxy.out_address, self.processor.on_document)
@@ -86,14 +87,14 @@ class DemoSession:
         return GridScanRequest(scan.motors[0], y0, y0 + dy * (rows - 1), rows,
                                scan.motors[1], x0, x0 + dx * (cols - 1), cols, snake=scan.snake)
 
-    def run_scan(self, request: GridScanRequest, timeout: float = 600.0) -> str:
+    def run_scan(self, request: GridScanRequest, timeout: float = 180.0) -> str:
         """Run ``request`` and wait until its frames are processed; returns the run uid."""
         outcome = self.runner.run_blocking(request, timeout=timeout)
         uid = outcome.run_uid
         self.wait_processed(uid, request.slow_num * request.fast_num, timeout)
         return uid
 
-    def wait_processed(self, uid: str, n: int, timeout: float = 600.0) -> None:
+    def wait_processed(self, uid: str, n: int, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             run = self.processor.runs.get(uid)

@@ -63,6 +63,8 @@ class LiveOptions:
     idle_timeout_s: float | None = None  # stop when nothing arrived for this long (after data came)
     status: bool = True
     drain_timeout_s: float = 120.0
+    expect_documents: bool = False     # bluesky start documents will come (give each series time to get one)
+    document_wait_s: float = 5.0       # how long a series waits for its start document
     publish: str | None = None         # map snapshots for viewers (PUB), e.g. tcp://127.0.0.1:5557
     frames: str | None = None          # frames on demand for the inspector (REP), e.g. tcp://127.0.0.1:5558
 
@@ -171,6 +173,7 @@ class LiveProcessor:
         self.last_message_time = time.monotonic()
         self.ready = threading.Event()  # set once the workers have built their tables
         self.runs: dict[str, RunState] = {}
+        self._documents_seen = False
         self.series_setup: dict[int, ProcessingSetup | None] = {}
         self.recent = RecentFrames()
         self._rate = RateMeter()
@@ -247,6 +250,7 @@ class LiveProcessor:
     def on_document(self, name: str, doc: dict) -> None:
         """A bluesky document (any thread): a start document gives the next series its map."""
         if name == "start":
+            self._documents_seen = True
             self._queue.put(("start-document", doc))
 
     def _new_run(self, doc: dict | None) -> "RunState":
@@ -345,16 +349,24 @@ class LiveProcessor:
         series_run: dict[int, RunState] = {}
         pending_doc: list[dict] = []
         early = RunCounters()  # bad messages before the first run
+        # bluesky stages the detector (series header) before it opens the run (start document),
+        # and the two travel by different sockets: a series may wait for its document a while
+        awaiting: dict[int, tuple[float, SeriesStart]] = {}
+        held: dict[int, list] = {}            # records of awaiting series
+        held_received: dict[int, int] = {}    # frames received for awaiting series
 
         def on_result(batch, result: BatchResult) -> None:
             self._release(batch)
             rec = result.records
             count_records(self.counters, rec)
             for series in np.unique(rec["series"]):
+                mine = rec[rec["series"] == series]
                 run = series_run.get(int(series))
                 if run is not None:
-                    run.collector.add(BatchResult(rec[rec["series"] == series]))
+                    run.collector.add(BatchResult(mine))
                     run.dirty_file = run.dirty_snapshot = True
+                elif int(series) in awaiting:
+                    held.setdefault(int(series), []).append(mine)
             ok = rec["status"] == 0
             self._latencies.extend((rec["done_time"] - rec["receive_time"])[ok] * 1e3)
             self._stage_s += (float(rec["decode_s"][ok].sum()), float(rec["process_s"][ok].sum()))
@@ -389,6 +401,31 @@ class LiveProcessor:
                 ready.append((setup, batch))
                 batch = []
 
+        def begin_run(doc: dict | None) -> RunState:
+            """A new map: the previous bluesky run is complete, its file written a last time."""
+            nonlocal current, early
+            if current is not None and current.geometry != "config":
+                current.done = True
+                self._write_run(current, final=True)
+                self._publish(current)
+            current = self._new_run(doc)
+            current.collector.counters.corrupt += early.corrupt
+            current.collector.counters.late += early.late
+            early = RunCounters()
+            return current
+
+        def assign(series: int, run: RunState, header: SeriesStart) -> None:
+            series_run[series] = run
+            if series not in run.collector.series_offsets:
+                run.collector.series_offsets[series] = run.next_offset
+            if run.geometry == "strip":
+                seen = run.next_offset + max(header.nimages, last_frame.get(series, -1) + 1)
+                run.collector.grow(max(seen, 1))
+            run.collector.counters.received += held_received.pop(series, 0)
+            for records in held.pop(series, []):
+                run.collector.add(BatchResult(records))
+            run.dirty_file = run.dirty_snapshot = True
+
         try:
             while True:
                 # 1. take what the receiver has (a bounded number per turn keeps the rest lively)
@@ -401,7 +438,12 @@ class LiveProcessor:
                         receiving = False
                         break
                     if isinstance(msg, tuple) and msg[0] == "start-document":
-                        pending_doc.append(msg[1])
+                        if awaiting:  # the series header came first: this document is its run
+                            series = next(iter(awaiting))
+                            _, header = awaiting.pop(series)
+                            assign(series, begin_run(msg[1]), header)
+                        else:
+                            pending_doc.append(msg[1])
                     elif isinstance(msg, tuple) and msg[0] == "dropped":
                         self.counters.received += 1
                         self.counters.dropped += 1
@@ -416,15 +458,18 @@ class LiveProcessor:
                         run = series_run.get(frame.series)
                         if run is not None:
                             run.collector.counters.received += 1
-                        if setup is None or run is None:
+                        elif frame.series in awaiting:
+                            held_received[frame.series] = held_received.get(frame.series, 0) + 1
+                        if setup is None or (run is None and frame.series not in awaiting):
                             self.counters.dropped += 1
                             if run is not None:
                                 run.collector.counters.dropped += 1
                             self._release([frame])
                             continue
-                        slot = run.collector.series_offsets.get(frame.series, 0) + frame.frame
-                        if run.geometry == "strip" and slot >= run.collector.scan.n_frames:
-                            run.collector.grow(max(2 * run.collector.scan.n_frames, slot + 1))
+                        if run is not None and run.geometry == "strip":
+                            slot = run.collector.series_offsets.get(frame.series, 0) + frame.frame
+                            if slot >= run.collector.scan.n_frames:
+                                run.collector.grow(max(2 * run.collector.scan.n_frames, slot + 1))
                         last_frame[frame.series] = max(last_frame.get(frame.series, -1), frame.frame)
                         if not batch:
                             batch_started = time.monotonic()
@@ -434,23 +479,14 @@ class LiveProcessor:
                     elif isinstance(msg, SeriesStart):
                         close_batch()
                         series_seen += 1
-                        if pending_doc or current is None or current.geometry != "config":
-                            # a bluesky run begins (or the first run): a new map and results file
-                            if current is not None and current.geometry != "config":
-                                current.done = True
-                                self._write_run(current, final=True)
-                                self._publish(current)
-                            current = self._new_run(pending_doc.pop(0) if pending_doc else None)
-                            pending_doc.clear()
-                            current.collector.counters.corrupt += early.corrupt
-                            current.collector.counters.late += early.late
-                            early = RunCounters()
-                            current.next_offset = 0
-                        series_run[msg.series] = current
-                        if msg.series not in current.collector.series_offsets:
-                            current.collector.series_offsets[msg.series] = current.next_offset
-                        if current.geometry == "strip" and msg.nimages:
-                            current.collector.grow(current.next_offset + msg.nimages)
+                        if pending_doc:
+                            assign(msg.series, begin_run(pending_doc.pop(0)), msg)  # a bluesky run begins
+                        elif self._documents_seen or opt.expect_documents:
+                            awaiting[msg.series] = (time.monotonic() + opt.document_wait_s, msg)
+                        elif current is None:
+                            assign(msg.series, begin_run(None), msg)  # the config's [scan]
+                        else:
+                            assign(msg.series, current, msg)  # one scan recorded as several series
                         for problem in msg.problems:
                             log.warning("series %d header: %s", msg.series, problem)
                         setup = self._setup_for(msg)
@@ -477,6 +513,12 @@ class LiveProcessor:
                         setattr(counters, key, getattr(counters, key) + 1)
                         self.limiter.log(logging.WARNING, f"{msg.kind} message", "%s message: %s",
                                          msg.kind, msg.reason)
+                for series, (deadline, header) in list(awaiting.items()):
+                    if time.monotonic() > deadline or not receiving:
+                        log.warning("series %d: no bluesky start document within %.0f s: its map uses the "
+                                    "config's [scan]", series, opt.document_wait_s)
+                        del awaiting[series]
+                        assign(series, begin_run(None), header)
                 if warming and all(f.done() for f in warming):
                     log.info("ready: %d worker(s) prepared in %.1f s", len(warming), time.monotonic() - t0)
                     warming = []
@@ -500,7 +542,7 @@ class LiveProcessor:
                     stopped_by = "idle"
                     log.info("nothing received for %.0f s: stopping", opt.idle_timeout_s)
                     self._stop_receiving.set()
-                if not receiving and not ready and not batch:
+                if not receiving and not ready and not batch and not awaiting:
                     break
                 # 5. results at least once per second, maps to viewers a few times per second
                 now = time.monotonic()

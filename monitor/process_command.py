@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         from monitor.monitor_command import default_frames_endpoint
         frames = default_frames_endpoint(publish)
     options = LiveOptions(endpoint=endpoint, out=Path(args.out), record=Path(args.record) if args.record else None,
-                          publish=publish, frames=frames,
+                          publish=publish, frames=frames, expect_documents=bool(args.bluesky),
                           workers=args.workers or config.executor.workers,
                           scheduler=args.scheduler or config.executor.scheduler, series=max(0, args.series),
                           idle_timeout_s=args.idle_timeout, status=not args.no_status)

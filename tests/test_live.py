@@ -329,3 +329,32 @@ def test_process_with_gui_ends_with_its_series(scan, tmp_path):
     sender.close(linger_s=0)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{SHAPE[0] * SHAPE[1]} of {SHAPE[0] * SHAPE[1]} frames processed" in proc.stdout
+
+
+def test_start_document_may_come_after_the_series_header(scan, tmp_path, caplog):
+    """bluesky stages the detector before it opens the run: the header can beat the document."""
+    config, sim = scan
+    sender = StreamSender("tcp://127.0.0.1:*")
+    opts = LiveOptions(endpoint=sender.endpoint, out=tmp_path / "live.h5", workers=2, status=False, series=2,
+                       expect_documents=True, document_wait_s=2.0)
+    lp = LiveProcessor(config, opts)
+    grid = {"uid": "late-doc", "plan_name": "grid_scan", "shape": [8, 10], "extents": [[0.0, 3.5], [0.0, 4.5]],
+            "snaking": [False, True], "motors": ["piezo_y", "piezo_x"]}
+
+    def drive():
+        replay_file(sim.master_path, sender, protocol="stream1", rate="max", series=1)
+        lp.on_document("start", grid)                  # after all its frames, even
+        replay_file(sim.master_path, sender, protocol="stream1", rate="max", series=2)  # never gets one
+
+    driver = in_thread(drive)
+    summary = lp.run(threading.Event())
+    driver.join(60)
+    sender.close()
+    assert summary.results == (tmp_path / "live.h5", tmp_path / "live_2.h5")
+    with h5py.File(tmp_path / "live.h5", "r") as f:
+        assert f["entry/process/run_uid"][()] == b"late-doc" and f["entry/process/geometry"][()] == b"bluesky"
+        assert f["entry/process/received"][()] == 80 and f["entry/process/processed"][()] == 80
+        np.testing.assert_allclose(f["entry/scan/x"][()], np.linspace(0.0, 4.5, 10))
+    with h5py.File(tmp_path / "live_2.h5", "r") as f:
+        assert f["entry/process/geometry"][()] == b"config" and f["entry/process/processed"][()] == 80
+    assert any("no bluesky start document within 2 s" in r.getMessage() for r in caplog.records)
