@@ -180,14 +180,11 @@ def _quiet_qt() -> None:
     """Drop the offscreen platform's harmless "propagateSizeHints" chatter; keep every other message."""
     from PySide6 import QtCore
 
-    previous = {}
+    def handler(_mode, _context, message):
+        if "propagateSizeHints" not in message:
+            sys.stderr.write(message + "\n")
 
-    def handler(mode, context, message):
-        if "propagateSizeHints" in message:
-            return
-        sys.stderr.write(message + "\n")
-
-    previous["h"] = QtCore.qInstallMessageHandler(handler)
+    QtCore.qInstallMessageHandler(handler)
 
 
 def _settle(app, seconds: float) -> None:

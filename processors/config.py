@@ -165,9 +165,6 @@ class NanomapsConfig:
     monitor: MonitorConfig = MonitorConfig()
     rescan: RescanConfig = RescanConfig()
 
-    def peak_index(self, name: str) -> int:
-        return [p.name for p in self.peaks].index(name)
-
     @property
     def williamson_hall_peaks(self) -> tuple[str, ...]:
         """Peaks entering Williamson–Hall: configured, else every h00/0k0/hh0 peak."""

@@ -192,11 +192,6 @@ class DectrisFile:
 
     # --- frames -------------------------------------------------------------------
     @property
-    def frames_found(self) -> int:
-        """Frames readable from the data files."""
-        return sum(p.frames for p in self.parts if not p.error)
-
-    @property
     def frame_count(self) -> int:
         """Frames the series holds or should hold (readable + those of missing files)."""
         return max((p.first_frame + p.frames for p in self.parts), default=0)

@@ -13,9 +13,6 @@ import numpy as np
 
 from stream.encoded_frame import EncodedFrame
 
-PROTOCOLS = ("stream1", "stream2")
-
-
 @dataclass(frozen=True)
 class SeriesStart:
     """Start of a series: stream v1 ``dheader-1.0`` (+ parts) or stream2 ``start``.
