@@ -1,4 +1,4 @@
-"""Shared fixtures: seeded randomness, paths to shared data, and a guard against hidden errors."""
+"""Shared fixtures: seeded randomness, paths to the project's test data, and a guard against hidden errors."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-REAL_DATA = SHARED / "data" / "real"
+# the real EIGER captures travel with the project (tests/data/real/README.md: origin, licences,
+# facts): a clone alone must pass, with no sibling checkout
+REAL_DATA = REPO / "tests" / "data" / "real"
 DEMO_DATA = REPO / "processors" / "demo_data"
 
 
@@ -47,6 +48,8 @@ def fail_on_error_logs(request, caplog):
 def real_capture(folder: str) -> list[list[bytes]]:
     """Messages of a real capture: a list of messages, each a list of parts (bytes)."""
     d = REAL_DATA / folder
+    if not any(d.glob("*.bin")):
+        raise FileNotFoundError(f"{d}: no captured messages (tests/data/real is part of the project)")
     messages: dict[int, dict[int, bytes]] = {}
     for f in sorted(d.glob("*.bin")):
         m, p = (int(x) for x in f.stem.split("-"))
