@@ -11,6 +11,7 @@ Publisher → 0MQ proxy → subscribers, as at a beamline (design §7):
   :func:`unpack_document`) in its own thread and hands ``(name, doc)`` to a callback.
 - :func:`geometry_from_start` turns a run's start document into the
   :class:`~stream.raster_scan.RasterScan` that says which frame is which map point.
+- :func:`check_proxy` probes a proxy's output address before a session relies on it.
 
 Pub/sub drops what is sent before both links are up (the "slow joiner"). Where one
 program owns both ends (tests, the demo), :func:`wait_until_linked` sends ping messages
@@ -24,10 +25,11 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import logging
+import socket
 import threading
 import time
 import uuid
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any, Callable, Mapping
 
 import msgpack
@@ -36,6 +38,7 @@ import zmq
 from bluesky.callbacks.zmq import Proxy, Publisher, RemoteDispatcher
 
 from stream.raster_scan import RasterScan
+from stream.zmq_address import AddressError, check_connect_address, parse_tcp_address
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,53 @@ def pack_document(doc: Mapping[str, Any]) -> bytes:
 def unpack_document(data: bytes) -> dict:
     """Inverse of :func:`pack_document` (strings as ``str``, bytes as ``bytes``)."""
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+# ----------------------------------------------------------------------------- addresses
+
+_PROXY = "bluesky proxy"
+_PROXY_FIX = ("Fix: start the 0MQ proxy (e.g. `bluesky-0MQ-proxy 5577 5578`) first, or pass the right address "
+              "(the proxy's output port)")
+
+
+def proxy_address(address: str | tuple[str, int]) -> str:
+    """A proxy address as ZeroMQ takes it: ``tcp://HOST:PORT`` (``(host, port)`` is converted), ``ipc://``.
+
+    Raises :class:`~stream.zmq_address.AddressError` (a ``ValueError``) naming the address
+    and the expected form; ZeroMQ itself would only say ``Invalid argument``, later.
+    """
+    if isinstance(address, tuple) and len(address) == 2:
+        address = f"tcp://{address[0]}:{address[1]}"
+    check_connect_address(address, what=_PROXY)
+    return address
+
+
+def check_proxy(address: str, timeout_s: float = 2.0) -> None:
+    """Raise :class:`~stream.zmq_address.AddressError` unless something listens at the proxy output ``address``.
+
+    A TCP probe (connect, then close) of ``tcp://HOST:PORT``, waiting at most
+    ``timeout_s`` seconds; an ``ipc://`` address must name an existing socket file. It
+    proves that something accepts connections there, not that it is a bluesky proxy:
+    ZeroMQ would connect to a closed port silently and retry forever, so without it a
+    typo is noticed only when a series ends without its start document.
+    """
+    address = proxy_address(address)
+    if address.startswith("inproc://"):
+        return
+    if address.startswith("ipc://"):
+        if not Path(address.removeprefix("ipc://")).exists():
+            raise AddressError(f"{_PROXY} {address}: nothing listens there (no such socket file). {_PROXY_FIX}")
+        return
+    host, port = parse_tcp_address(address, what=_PROXY)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except socket.gaierror as exc:
+        raise AddressError(f"{_PROXY} {address}: unknown host {host!r} ({exc.strerror or exc}). "
+                           "Fix: pass the proxy's output address, e.g. tcp://127.0.0.1:5578") from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise AddressError(f"{_PROXY} {address}: nothing answers there ({reason}). {_PROXY_FIX}") from None
 
 
 # ----------------------------------------------------------------------------- publisher
@@ -189,24 +239,35 @@ class DocumentProxy:
 class DocumentSubscriber:
     """bluesky's ``RemoteDispatcher`` (msgpack) in its own thread, feeding ``callback(name, doc)``.
 
-    ``address`` is the proxy's output. The callback runs in the subscriber's thread;
-    keep it short (hand work to a queue). Exceptions in the callback are logged with
-    their traceback and counted in :attr:`callback_errors`, and the subscriber goes on.
+    ``address`` is the proxy's output: ``tcp://HOST:PORT`` (or ``(host, port)``,
+    ``ipc://PATH``); a malformed one raises :class:`~stream.zmq_address.AddressError`
+    (a ``ValueError``) here, as does a socket that cannot be opened. Connecting does
+    not prove that a proxy listens: call :func:`check_proxy` first for that. The
+    callback runs in the subscriber's thread; keep it short (hand work to a queue).
+    Exceptions in the callback are logged with their traceback and counted in
+    :attr:`callback_errors`, and the subscriber goes on.
     """
 
     def __init__(self, address: str | tuple[str, int], callback: DocumentCallback, *, prefix: bytes = b"") -> None:
-        self.address = address
+        self.address = proxy_address(address)
         self.callback_errors = 0
         self._callback = callback
         self._pings: set[str] = set()
         self._pings_lock = threading.Lock()
-        self._dispatcher = RemoteDispatcher(address, prefix=prefix, deserializer=unpack_document)
+        self._dispatcher = RemoteDispatcher(self.address, prefix=prefix, deserializer=unpack_document)
         self._dispatcher.subscribe(self._on_document)
         self._started = threading.Event()
+        self._failure: BaseException | None = None
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="nanomaps-document-subscriber", daemon=True)
         self._thread.start()
         self._started.wait(10.0)
+        if self._failure is not None:
+            self._thread.join()
+            if isinstance(self._failure, zmq.ZMQError):
+                raise AddressError(f"{_PROXY} {self.address}: cannot connect ({self._failure}). "
+                                   "Fix: pass the proxy's output address, e.g. tcp://127.0.0.1:5578") from None
+            raise self._failure
 
     def _run(self) -> None:
         d = self._dispatcher
@@ -215,7 +276,10 @@ class DocumentSubscriber:
         try:
             d.start()
         except BaseException as exc:  # CancelledError on close(); anything else is a real failure
-            if not self._stopped:
+            if not self._started.is_set():  # the socket could not be made: the constructor raises it
+                self._failure = exc
+                self._started.set()
+            elif not self._stopped:
                 log.error("document subscriber on %s stopped: %r", self.address, exc, exc_info=exc)
 
     def _on_document(self, name: str, doc: dict) -> None:

@@ -22,8 +22,8 @@ from bluesky.plans import count, list_grid_scan, rel_grid_scan, scan
 from bluesky.utils import DuringTask
 from ophyd.sim import SynAxis, SynGauss
 
-from monitor.bluesky_documents import (DocumentProxy, DocumentPublisher, DocumentSubscriber, geometry_from_start,
-                                       pack_document, unpack_document, wait_until_linked)
+from monitor.bluesky_documents import (DocumentProxy, DocumentPublisher, DocumentSubscriber, check_proxy,
+                                       geometry_from_start, pack_document, unpack_document, wait_until_linked)
 from monitor.plan_runner import GridScanRequest, check_rescan
 from monitor.run_engine_runner import RunEngineRunner
 from monitor.simulated_eiger import FrameSource, SampleModel, SimulatedEiger
@@ -34,6 +34,7 @@ from stream.stream_messages import BadMessage, ImageMessage, SeriesEnd, SeriesSt
 from stream.stream_receiver import StreamReceiver
 from stream.raster_scan import RasterScan
 from stream.stream_sender import StreamSender
+from stream.zmq_address import AddressError
 
 #: the demo scan's area: 24 x 32 points at 0.5 µm from (0, 0)
 AREA = ((0.0, 11.5), (0.0, 15.5))
@@ -437,3 +438,42 @@ def test_documents_travel_through_the_0mq_proxy_with_msgpack(source):
         assert isinstance(msgpack.unpackb(body, raw=False), dict)
         with pytest.raises(Exception):
             pickle.loads(body)
+
+
+# ----------------------------------------------------------------------------- proxy addresses
+
+
+def test_check_proxy_names_the_address_and_the_fix():
+    with DocumentProxy() as proxy:
+        check_proxy(proxy.out_address, timeout_s=2.0)  # a running proxy passes
+        port = int(proxy.out_address.rsplit(":", 1)[1])
+    # the proxy is closed now: its port refuses connections
+    address = f"tcp://127.0.0.1:{port}"
+    with pytest.raises(AddressError) as refused:
+        check_proxy(address, timeout_s=2.0)
+    text = str(refused.value)
+    assert address in text and "nothing answers there" in text and "bluesky-0MQ-proxy" in text
+    assert "\n" not in text
+    with pytest.raises(AddressError, match="did you mean tcp://localhost:5578"):
+        check_proxy("localhost:5578")
+    with pytest.raises(AddressError, match="port 1-65535"):
+        check_proxy("tcp://127.0.0.1:0")
+    with pytest.raises(AddressError, match="unknown host"):
+        check_proxy("tcp://no-such-host.invalid:5578", timeout_s=2.0)
+    with pytest.raises(AddressError, match="no such socket file"):
+        check_proxy("ipc:///nonexistent/nanomaps-proxy")
+    assert issubclass(AddressError, ValueError)
+
+
+def test_document_subscriber_rejects_a_bad_address_at_once():
+    for bad in ("localhost:5578", "tcp://127.0.0.1", "udp://127.0.0.1:5578", ("127.0.0.1", "x")):
+        with pytest.raises(AddressError, match="bluesky proxy"):
+            DocumentSubscriber(bad, lambda n, d: None)
+    t0 = time.monotonic()
+    with pytest.raises(AddressError, match="cannot connect"):  # zmq refuses it: one line, not a ZMQError
+        DocumentSubscriber("ipc:///tmp/" + "x" * 200, lambda n, d: None)
+    assert time.monotonic() - t0 < 5  # not the 10 s start-up wait
+    with DocumentProxy() as proxy:
+        host, port = proxy.out_address.removeprefix("tcp://").rsplit(":", 1)
+        with DocumentSubscriber((host, int(port)), lambda n, d: None) as subscriber:
+            assert subscriber.address == proxy.out_address
