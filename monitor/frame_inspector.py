@@ -29,6 +29,7 @@ PEAK_COLORS = ((0, 230, 118), (255, 145, 0), (41, 182, 246), (255, 64, 129), (25
 #: Masked pixels (gaps, dead pixels, user mask) are painted in this colour, never as counts.
 MASK_COLOR = (90, 200, 255, 255)
 FRAME_COLORMAP = "inferno"
+PLACEHOLDER_TEXT = "Click a point on the map to see its detector frame here"
 RESIDUAL_COLORMAP = "CET-D1"
 
 
@@ -109,7 +110,7 @@ class FrameInspector(QtWidgets.QWidget):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nanomaps-frame-fetch")
         self._fetched.connect(self._on_fetched)
 
-        self.header = QtWidgets.QLabel("Click a map point to see its detector frame")
+        self.header = QtWidgets.QLabel("")    # which frame is shown or fetched; the placeholder says what to do
         self.header.setWordWrap(True)
         self.message_label = QtWidgets.QLabel("")
         self.message_label.setWordWrap(True)
@@ -121,6 +122,8 @@ class FrameInspector(QtWidgets.QWidget):
         self.frame_plot.invertY(True)     # detector row 0 at the top, as the detector sees it
         self.frame_plot.setLabel("bottom", "detector column (px)")
         self.frame_plot.setLabel("left", "detector row (px)")
+        for side in ("bottom", "left"):
+            self.frame_plot.getAxis(side).enableAutoSIPrefix(False)   # pixels, never "(x0.001)"
         self.frame_item = pg.ImageItem(axisOrder="row-major")
         self.frame_item.setColorMap(pg.colormap.get(FRAME_COLORMAP))
         self.mask_item = pg.ImageItem(axisOrder="row-major")
@@ -141,13 +144,22 @@ class FrameInspector(QtWidgets.QWidget):
         split.setStretchFactor(0, 1)
         split.setStretchFactor(1, 1)
         split.setSizes([450, 550])
+        # until a frame is drawn, empty axes would only suggest a frame of nothing: say what to do instead
+        self.placeholder = QtWidgets.QLabel(PLACEHOLDER_TEXT)
+        self.placeholder.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setWordWrap(True)
+        self.placeholder.setStyleSheet("color: #757575; font-size: 15pt;")
+        self.pages = QtWidgets.QStackedWidget()
+        self.pages.addWidget(self.placeholder)
+        self.pages.addWidget(split)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.header)
         layout.addWidget(self.message_label)
-        layout.addWidget(split, 1)
+        layout.addWidget(self.pages, 1)
         if frames is None:
             self.show_message("no frame server connected: frames on demand are not available", error=False)
+            self.placeholder.setText("No frame server connected: frames on demand are not available")
 
     # ---- fetching ----------------------------------------------------------------------
     @property
@@ -213,7 +225,14 @@ class FrameInspector(QtWidgets.QWidget):
         self.message_label.setText(text)
         self.message_label.setVisible(bool(text))
 
+    @property
+    def showing_frame(self) -> bool:
+        """True while a frame is drawn (else the placeholder text is shown instead of empty axes)."""
+        return self.pages.currentIndex() == 1
+
     def clear(self) -> None:
+        """Remove the drawn frame; the placeholder text takes its place."""
+        self.pages.setCurrentIndex(0)
         self.view = None
         for item in (self.frame_item, self.mask_item, self.window_item):
             item.clear()
@@ -254,6 +273,7 @@ class FrameInspector(QtWidgets.QWidget):
                 self._centre_labels.append(label)
         if xs:
             self.centres.setData(xs, ys, pen=pens)
+        self.pages.setCurrentIndex(1)
         self.frame_plot.autoRange()
         self._draw_patches(view)
         self.frame_shown.emit(view)

@@ -36,7 +36,9 @@ class MapSnapshot:
     ``counters`` are the run's frame counters (received, processed, dropped, corrupt,
     late, ...), ``rates`` frames/s and latency (ms), ``progress`` = points measured /
     points in the scan. ``geometry`` says where the map shape came from: ``bluesky``,
-    ``config`` or ``strip`` (unknown: a 1-D strip that grows).
+    ``config`` or ``strip`` (unknown: a 1-D strip that grows). ``done``: the run's frames
+    all came (or the session ended); ``exit_status`` is the bluesky stop document's
+    (``"success"``, ``"abort"``, ``"fail"``), ``""`` while the run is open or without bluesky.
     """
 
     run: str
@@ -54,6 +56,7 @@ class MapSnapshot:
     behind: bool = False
     done: bool = False
     time: float = field(default_factory=time.time)
+    exit_status: str = ""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -65,7 +68,7 @@ class MapSnapshot:
             "x": _pack_array(self.x), "y": _pack_array(self.y), "motors": list(self.motors), "snake": self.snake,
             "counters": self.counters, "rates": self.rates, "progress": self.progress, "geometry": self.geometry,
             "parent_run": self.parent_run, "peaks": list(self.peaks), "behind": self.behind, "done": self.done,
-            "time": self.time}, use_bin_type=True)
+            "time": self.time, "exit_status": self.exit_status}, use_bin_type=True)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "MapSnapshot":
@@ -74,7 +77,9 @@ class MapSnapshot:
                    x=_unpack_array(d["x"]), y=_unpack_array(d["y"]), motors=tuple(d["motors"]), snake=d["snake"],
                    counters=dict(d["counters"]), rates=dict(d["rates"]), progress=float(d["progress"]),
                    geometry=d["geometry"], parent_run=d["parent_run"], peaks=tuple(d["peaks"]),
-                   behind=bool(d["behind"]), done=bool(d["done"]), time=float(d["time"]))
+                   behind=bool(d["behind"]), done=bool(d["done"]), time=float(d["time"]),
+                   # a publisher from before exit_status existed sends none: "" = unknown/open
+                   exit_status=str(d.get("exit_status") or ""))
 
 
 @dataclass(frozen=True)

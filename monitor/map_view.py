@@ -112,6 +112,17 @@ def robust_levels(values: np.ndarray, low: float = 2.0, high: float = 98.0) -> t
     return lo, hi
 
 
+def _level_rounding(lo: float, hi: float) -> float:
+    """Step the colour bar's handles move levels by: a thousandth of the range's decade.
+
+    pyqtgraph's default (1) would make a q0 map (1.07 ± 0.003 1/Å) impossible to adjust.
+    """
+    span = abs(hi - lo)
+    if not math.isfinite(span) or span == 0:
+        return 1e-6
+    return 10.0 ** (math.floor(math.log10(span)) - 3)
+
+
 def _step(centres: np.ndarray) -> float:
     c = np.asarray(centres, dtype=np.float64)
     if c.size < 2:
@@ -177,7 +188,7 @@ class _MapViewBox(pg.ViewBox):
 
 
 class MapView(QtWidgets.QWidget):
-    """Selectors (run, quantity), the map image with its histogram/LUT, and region selection.
+    """Selectors (run, quantity), the map image with its colour bar (values and unit), and region selection.
 
     Signals: ``point_clicked(run, row, col)`` on a left click on a measured map point;
     ``region_selected(QRectF)`` with the rectangle in motor coordinates (x = fast
@@ -200,9 +211,12 @@ class MapView(QtWidgets.QWidget):
 
         self.run_box = QtWidgets.QComboBox()
         self.run_box.setMinimumContentsLength(12)
+        # whole labels: "abc12345 · 40×60 (rescan of def67890)" cut short would hide which run it is
+        self.run_box.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.run_box.setToolTip("Run shown; a new run (e.g. a rescan) is selected when it appears")
         self.quantity_box = QtWidgets.QComboBox()
         self.quantity_box.setMinimumContentsLength(16)
+        self.quantity_box.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.auto_levels = QtWidgets.QCheckBox("auto levels")
         self.auto_levels.setChecked(True)
         self.auto_levels.setToolTip("Levels from the 2nd–98th percentiles at each update "
@@ -211,13 +225,16 @@ class MapView(QtWidgets.QWidget):
         self.select_button.setCheckable(True)
         self.select_button.setToolTip("Drag a rectangle on the map to rescan it with a finer step")
 
-        controls = QtWidgets.QHBoxLayout()
-        for label, w in (("run", self.run_box), ("map", self.quantity_box)):
-            controls.addWidget(QtWidgets.QLabel(label))
-            controls.addWidget(w)
-        controls.addWidget(self.auto_levels)
-        controls.addStretch(1)
-        controls.addWidget(self.select_button)
+        # two rows: run and quantity labels are long ("abc12345 · 40×60 (rescan of def67890)") and
+        # must be read whole, which one row beside the buttons does not allow at the map's width
+        controls = QtWidgets.QGridLayout()
+        controls.addWidget(QtWidgets.QLabel("run"), 0, 0)
+        controls.addWidget(self.run_box, 0, 1)
+        controls.addWidget(self.select_button, 0, 3)
+        controls.addWidget(QtWidgets.QLabel("map"), 1, 0)
+        controls.addWidget(self.quantity_box, 1, 1)
+        controls.addWidget(self.auto_levels, 1, 3)
+        controls.setColumnStretch(2, 1)
         self.controls = controls
 
         self._last_rect: QtCore.QRectF | None = None
@@ -232,16 +249,32 @@ class MapView(QtWidgets.QWidget):
         self.marker = pg.ScatterPlotItem(symbol="+", size=16, pen=pg.mkPen("w", width=2), brush=None)
         self.marker.setZValue(10)
         self.plot.addItem(self.marker)
-        self.histogram = pg.HistogramLUTWidget(image=self.image_item)
-        self.histogram.setMinimumWidth(100)
+        for side in ("bottom", "left"):
+            # plain µm labels; an SI prefix would turn them into "(x0.001)" or "kµm"
+            self.plot.getAxis(side).enableAutoSIPrefix(False)
+        # the value ↔ colour key, with tick values and the quantity's unit, beside the map (inside its
+        # layout, so it is never cut off); dragging its handles sets the levels by hand
+        self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), width=18, interactive=True,
+                                        colorMap=pg.colormap.get(LINEAR_COLORMAP), colorMapMenu=False)
+        self.colorbar.setImageItem(self.image_item, insert_in=self.plot)
+        self.colorbar.axis.enableAutoSIPrefix(False)
+        self.colorbar.axis.setWidth(78)     # tick values like "1.0725" and the rotated label
+        self.colorbar.sigLevelsChanged.connect(self._levels_set_by_hand)
+        self.colorbar.setToolTip("Colour scale of the map. Drag the handles to set the levels by hand")
 
-        body = QtWidgets.QHBoxLayout()
-        body.addWidget(self.graphics, 1)
-        body.addWidget(self.histogram)
+        # before the first map, axes and a 0…1 colour bar would describe nothing
+        self.placeholder = QtWidgets.QLabel("Waiting for the first map from the processor")
+        self.placeholder.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setWordWrap(True)
+        self.placeholder.setStyleSheet("color: #757575; font-size: 15pt;")
+        self.pages = QtWidgets.QStackedWidget()
+        self.pages.addWidget(self.placeholder)
+        self.pages.addWidget(self.graphics)
+
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(controls)
-        layout.addLayout(body, 1)
+        layout.addWidget(self.pages, 1)
 
         self._colormap_name = ""
         self._set_colormap(LINEAR_COLORMAP)
@@ -249,6 +282,7 @@ class MapView(QtWidgets.QWidget):
         self.quantity_box.currentIndexChanged.connect(lambda _i: self.redraw(force=True))
         self.auto_levels.toggled.connect(lambda _on: self.redraw(force=True))
         self.select_button.toggled.connect(self.set_select_mode)
+        self.auto_levels.setToolTip(self.auto_levels.toolTip() + "; dragging the colour bar's handles turns it off")
         self.view_box.sigRegionDragged.connect(self.select_region)
         self.graphics.scene().sigMouseClicked.connect(self._on_click)
 
@@ -275,8 +309,26 @@ class MapView(QtWidgets.QWidget):
 
     @property
     def levels(self) -> tuple[float, float]:
+        """(low, high) values mapped to the colour map's ends, in the quantity's unit."""
         lo, hi = self.image_item.getLevels()
         return float(lo), float(hi)
+
+    @property
+    def colorbar_ticks(self) -> list[tuple[float, str]]:
+        """(value, label) of the colour bar's tick marks as drawn now (major and minor)."""
+        axis = self.colorbar.axis
+        lo, hi = self.colorbar.levels()
+        size = axis.geometry().height() or 300.0
+        out = []
+        for spacing, values in axis.tickValues(lo, hi, size):
+            strings = axis.tickStrings(values, axis.autoSIPrefixScale, spacing)
+            out += [(float(v), str(t)) for v, t in zip(values, strings)]
+        return out
+
+    @property
+    def runs_received(self) -> dict[str, MapSnapshot]:
+        """The newest snapshot of every run received, by run id."""
+        return dict(self._snapshots)
 
     # ---- feeding -----------------------------------------------------------------------
     def set_runs(self, snapshots: dict[str, MapSnapshot]) -> bool:
@@ -353,7 +405,10 @@ class MapView(QtWidgets.QWidget):
         if key is None or key not in snap.maps:
             self.image_item.clear()
             self.displayed = None
+            self.placeholder.setText(f"Run {snap.run[:8]} has no maps yet")
+            self.pages.setCurrentIndex(0)
             return True
+        self.pages.setCurrentIndex(1)
         data = np.asarray(snap.maps[key], dtype=np.float32)
         strip = snap.geometry == "strip" or data.ndim != 2
         self.angle_centre = None
@@ -372,12 +427,15 @@ class MapView(QtWidgets.QWidget):
         else:
             rect = image_rect(snap.x, snap.y, data.shape)
         self.displayed = data
+        # levels always explicit: pyqtgraph's own would take nanmin/nanmax of a map not yet filled
+        # (all NaN at a run's start) and warn "All-NaN slice encountered"
         self.image_item.setImage(data, autoLevels=False, levels=levels)
         self.image_item.setRect(rect)
         if rect != self._last_rect:  # a new run or a grown strip: show all of it
             self._last_rect = rect
             self.view_box.autoRange(padding=0.03)
-        self.histogram.setLevels(*levels)
+        self.colorbar.rounding = _level_rounding(*levels)
+        self.colorbar.setLevels(levels)
         self._label_axes(snap, key, strip)
         self.redraws += 1
         self.last_redraw_s = t0.nsecsElapsed() * 1e-9
@@ -397,11 +455,18 @@ class MapView(QtWidgets.QWidget):
         if self.angle_centre is not None:
             title += f" mod {ANGLE_PERIOD_DEG:g}°, centre {self.angle_centre:.1f}°"
         self.plot.setTitle(title, size="10pt")
+        self.colorbar.axis.setLabel(quantity_label(key))
 
     def _set_colormap(self, name: str) -> None:
         if name != self._colormap_name:
-            self.histogram.gradient.setColorMap(pg.colormap.get(name))
+            self.colorbar.setColorMap(pg.colormap.get(name))
             self._colormap_name = name
+
+    def _levels_set_by_hand(self, _bar) -> None:
+        # the next snapshot would otherwise put the automatic levels back at once
+        if self.auto_levels.isChecked():
+            with QtCore.QSignalBlocker(self.auto_levels):
+                self.auto_levels.setChecked(False)
 
     # ---- interaction -------------------------------------------------------------------
     def map_point_at(self, view_pos: QtCore.QPointF) -> tuple[int, int] | None:

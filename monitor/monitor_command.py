@@ -35,25 +35,46 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.screenshot and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6 import QtCore, QtWidgets
+    # before PySide6 is imported: a missing library or display is then one line, not Qt's abort (exit 134)
+    from monitor.qt_prerequisites import require_qt
+    refused = require_qt("monitor", headless_hint="--screenshot PNG")
+    if refused is not None:
+        return refused
 
-    from monitor.frame_link import FrameClient
-    from monitor.monitor_window import MonitorWindow
-    from monitor.snapshot_link import SnapshotSubscriber
     from processors.config import ConfigError, RescanConfig, load_config
+    from stream.zmq_address import check_connect_address
 
+    frames_endpoint = args.frames or default_frames_endpoint(args.connect)
     try:
+        check_connect_address(args.connect, what="--connect")
+        check_connect_address(frames_endpoint, what="--frames")
         rules = load_config(args.config).rescan if args.config else RescanConfig(limits={})
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:  # AddressError is a ValueError
         print(f"nanomaps monitor: {exc}", file=sys.stderr)
         return 2
     runner = None
     if args.queue_server:
-        from monitor.queue_server_runner import QueueServerRunner
-        runner = QueueServerRunner(args.queue_server)
+        # checked before the window opens: a wrong address would otherwise surface at the first rescan
+        from monitor.queue_server_runner import QueueServerError, QueueServerRunner
+        try:
+            runner = QueueServerRunner(args.queue_server)
+            runner.check()
+        except (QueueServerError, ValueError) as exc:
+            print(f"nanomaps monitor: {exc}", file=sys.stderr)
+            if runner is not None:
+                runner.close()
+            return 2
+
+    from PySide6 import QtCore, QtWidgets
+
+    from monitor.frame_link import FrameClient
+    from monitor.monitor_window import MonitorWindow
+    from monitor.process_window import quit_qt_on_signals
+    from monitor.snapshot_link import SnapshotSubscriber
+
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     feed = SnapshotSubscriber(args.connect)
-    frames = FrameClient(args.frames or default_frames_endpoint(args.connect))
+    frames = FrameClient(frames_endpoint)
     window = MonitorWindow(feed, frames, runner, rules)
     window.show()
     if args.screenshot:
@@ -62,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             app.quit()
         QtCore.QTimer.singleShot(int(args.seconds * 1000), shoot)
     try:
-        return int(app.exec() or 0)
+        with quit_qt_on_signals(app):   # Ctrl-C/SIGTERM close the window instead of a traceback from a slot
+            return int(app.exec() or 0)
     finally:
         feed.close()
         frames.close()

@@ -29,8 +29,12 @@ class MonitorWindow(QtWidgets.QMainWindow):
 
     ``frames`` None: no frame inspector data (clicks show why); ``runner`` None:
     rescans and abort are disabled. The window does not own ``feed``, ``frames`` or
-    ``runner``: whoever created them closes them (after :meth:`close`).
+    ``runner``: whoever created them closes them (after :meth:`close`). The status
+    line and progress bar describe the run the map shows. ``closed`` is emitted when
+    the window closes.
     """
+
+    closed = QtCore.Signal()
 
     def __init__(self, feed: SnapshotSubscriber, frames: FrameClient | None, runner: PlanRunner | None,
                  rescan_rules: RescanConfig, *, refresh_hz: float = 10.0, stale_after_s: float = 3.0,
@@ -76,6 +80,8 @@ class MonitorWindow(QtWidgets.QMainWindow):
 
         self.map_view.point_clicked.connect(self.inspector.request)
         self.map_view.region_selected.connect(self.open_rescan)
+        # the status describes the shown run: switching runs must not wait for the next tick
+        self.map_view.run_changed.connect(lambda _run: self.refresh_status())
         self.timer = QtCore.QTimer(self)
         self.timer.setInterval(max(1, int(round(1000 / refresh_hz))))
         self.timer.timeout.connect(self.refresh)
@@ -94,8 +100,17 @@ class MonitorWindow(QtWidgets.QMainWindow):
                 # the view marks a snapshot shown before drawing it, so this is reported once per snapshot
                 log.warning("cannot draw the map of run %s", self.map_view.current_run, exc_info=True)
                 self.show_message(f"cannot draw this map: {type(exc).__name__}: {exc}", error=True)
-        newest = max(snapshots.values(), key=lambda s: s.time) if snapshots else None
-        self.status.update_status(newest, self.feed.age())
+        self.refresh_status()
+
+    @property
+    def shown_snapshot(self):
+        """The newest snapshot of the run the map shows (None before the first)."""
+        run = self.map_view.current_run
+        return self.map_view.runs_received.get(run) if run is not None else None
+
+    def refresh_status(self) -> None:
+        """Status line and progress of the run the map shows."""
+        self.status.update_status(self.shown_snapshot, self.feed.age())
 
     # ---- actions -----------------------------------------------------------------------
     @property
@@ -154,3 +169,4 @@ class MonitorWindow(QtWidgets.QMainWindow):
             self.rescan_dialog.close()
         self.inspector.close_worker()
         super().closeEvent(event)
+        self.closed.emit()

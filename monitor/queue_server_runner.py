@@ -14,18 +14,21 @@ the generated list of plans and devices written outside the source tree.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from bluesky_queueserver_api import BPlan
-from bluesky_queueserver_api.comm_base import RequestFailedError
+from bluesky_queueserver_api.api_base import WaitTimeoutError
+from bluesky_queueserver_api.comm_base import RequestFailedError, RequestTimeoutError
 from bluesky_queueserver_api.zmq import REManagerAPI
 
 from monitor.plan_runner import GridScanRequest, RescanRefused
 from monitor.run_engine_runner import request_metadata
+from stream.zmq_address import check_connect_address, check_listening
 
 #: Startup directory for ``start-re-manager --startup-dir`` (devices piezo_y, piezo_x, det;
 #: plans grid_scan, count) and its user group permissions.
@@ -70,6 +73,43 @@ def queue_server_command(*, zmq_control_addr: str, zmq_info_addr: str, redis_add
             "--use-ipython-kernel", "OFF"]
 
 
+class QueueServerError(RuntimeError):
+    """The queue server did not do what was asked; the message names its address and what to check."""
+
+
+class QueueServerTimeout(QueueServerError, TimeoutError):
+    """The queue server did not answer (or a wait on it ran out) in time."""
+
+
+_Method = TypeVar("_Method", bound=Callable)
+
+
+def _names_the_address(action: str) -> Callable[[_Method], _Method]:
+    """Turn the API's timeouts and refusals in a method into :class:`QueueServerError` naming the address.
+
+    bluesky-queueserver-api says only "Request timeout: ..." and which address it was
+    is what the user needs to check. ``action`` says what was being done ("abort the scan").
+    """
+    def wrap(method: _Method) -> _Method:
+        @functools.wraps(method)
+        def named(self: "QueueServerRunner", *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except RequestTimeoutError:
+                raise QueueServerTimeout(
+                    f"queue server {self.zmq_control_addr} did not answer within {self.request_timeout_s:g} s "
+                    f"(trying to {action}): is start-re-manager running with --zmq-control-addr "
+                    f"{self.zmq_control_addr}?") from None
+            except WaitTimeoutError as exc:
+                raise QueueServerTimeout(f"queue server {self.zmq_control_addr}: gave up trying to {action}: "
+                                         f"{exc}") from None
+            except RequestFailedError as exc:
+                # it answered, and said no: its own message is the reason
+                raise QueueServerError(f"queue server {self.zmq_control_addr} refused to {action}: {exc}") from exc
+        return named  # type: ignore[return-value]
+    return wrap
+
+
 class QueueServerRunner:
     """Submits rescans to bluesky-queueserver at ``zmq_control_addr`` (e.g. ``tcp://127.0.0.1:60615``).
 
@@ -78,22 +118,29 @@ class QueueServerRunner:
     default ``tcp://localhost:60625``). ``md`` is added
     to every start document, with ``parent_uid`` and ``nanomaps_request``.
     ``status_polling_period`` (s) sets how fast waits notice a change (the API's
-    default, 1 s, makes an abort take seconds). Requests fail with
-    ``RequestTimeoutError`` when no server answers; an item the server refuses
-    (plan or device not allowed, bad arguments) raises :class:`RescanRefused` with
-    the server's message.
+    default, 1 s, makes an abort take seconds). A request the server does not answer
+    within ``request_timeout_s`` raises :class:`QueueServerTimeout` naming the address;
+    an item the server refuses (plan or device not allowed, bad arguments) raises
+    :class:`RescanRefused` with the server's message. A malformed address raises
+    :class:`stream.zmq_address.AddressError` (a ValueError) here; :meth:`check` tells
+    whether a server answers, before anything depends on it.
     """
 
     def __init__(self, zmq_control_addr: str, *, detectors: Sequence[str] = ("det",), md: dict | None = None,
                  zmq_info_addr: str | None = None, status_polling_period: float = 0.1,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, request_timeout_s: float = 2.0) -> None:
+        check_connect_address(zmq_control_addr, what="queue server address")
+        if zmq_info_addr is not None:
+            check_connect_address(zmq_info_addr, what="queue server info address")
         self.zmq_control_addr = zmq_control_addr
         self.detectors = list(detectors)
         self.timeout_s = timeout_s
+        self.request_timeout_s = request_timeout_s
         self._md = dict(md or {})
-        self._api = REManagerAPI(zmq_control_addr=zmq_control_addr, zmq_info_addr=zmq_info_addr,
-                                 status_polling_period=status_polling_period,
+        self._api_options = dict(zmq_control_addr=zmq_control_addr, zmq_info_addr=zmq_info_addr,
+                                 timeout_recv=request_timeout_s, status_polling_period=status_polling_period,
                                  status_expiration_period=min(status_polling_period, 0.5))
+        self._api_client: REManagerAPI | None = None
         self._submitted: list[str] = []
 
     @property
@@ -101,11 +148,32 @@ class QueueServerRunner:
         """The underlying API client (for queries this class does not wrap)."""
         return self._api
 
+    @property
+    def _api(self) -> REManagerAPI:
+        # made on first use, so that check() can refuse a dead address before the API's
+        # sockets, threads and log lines exist
+        if self._api_client is None:
+            self._api_client = REManagerAPI(**self._api_options)
+        return self._api_client
+
     # ------------------------------------------------------------------ environment
 
+    def check(self, timeout_s: float = 2.0) -> None:
+        """Raise :class:`QueueServerError` (or ``AddressError``) unless a queue server answers at the address.
+
+        A TCP probe first (an unused port fails at once, with the reason), then one
+        status request (something else listening there does not answer it). Costs
+        at most ``timeout_s`` + ``request_timeout_s`` seconds.
+        """
+        check_listening(self.zmq_control_addr, what="queue server (start-re-manager --zmq-control-addr)",
+                        timeout_s=timeout_s)
+        self.status()
+
+    @_names_the_address("read its status")
     def status(self) -> dict[str, Any]:
         return self._api.status(reload=True)
 
+    @_names_the_address("open the RE worker environment")
     def open_environment(self, timeout: float | None = None) -> None:
         """Open the RE worker environment (runs the startup code) unless it is open; waits until idle."""
         if not self.status()["worker_environment_exists"]:
@@ -113,6 +181,7 @@ class QueueServerRunner:
         self._api.wait_for_condition(lambda s: s["worker_environment_exists"] and s["manager_state"] == "idle",
                                      timeout=timeout or self.timeout_s)
 
+    @_names_the_address("close the RE worker environment")
     def close_environment(self, timeout: float | None = None) -> None:
         """Close the RE worker environment (when idle); waits until it is closed."""
         if self.status()["worker_environment_exists"]:
@@ -131,6 +200,7 @@ class QueueServerRunner:
                      request.fast_motor, request.fast_start, request.fast_stop, request.fast_num,
                      snake_axes=bool(request.snake), md=md)
 
+    @_names_the_address("submit the scan")
     def submit(self, request: GridScanRequest) -> str:
         """Add ``request`` to the queue and start the queue if it is idle; returns the item uid."""
         try:
@@ -148,6 +218,7 @@ class QueueServerRunner:
                     raise
         return uid
 
+    @_names_the_address("abort the scan")
     def abort(self) -> None:
         """Abort the running plan now (pause immediately, then abort) and take our items off the queue.
 
@@ -174,13 +245,15 @@ class QueueServerRunner:
                     # fails harmlessly if the plan ended meanwhile; retried while a plan is about to start
                     self._quietly(self._api.re_pause, "immediate")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the queue server stayed {state!r} for {self.timeout_s} s; could not abort")
+                raise QueueServerTimeout(f"queue server {self.zmq_control_addr} stayed {state!r} for "
+                                         f"{self.timeout_s:g} s; could not abort")
             time.sleep(0.05)
         if self.status()["queue_stop_pending"]:
             self._quietly(self._api.queue_stop_cancel)
         self._remove_ours()
 
     @property
+    @_names_the_address("ask whether a scan runs")
     def busy(self) -> bool:
         """True while the queue runs or is paused, or one of our items waits in the queue."""
         status = self.status()
@@ -192,8 +265,11 @@ class QueueServerRunner:
 
     def close(self) -> None:
         """Close the connection (the server, its environment and its queue stay as they are)."""
-        self._api.close()
+        if self._api_client is None:
+            return
+        self._api_client.close()
         self._release_library_contexts()
+        self._api_client = None
 
     def _release_library_contexts(self) -> None:
         """Destroy the zmq contexts bluesky-queueserver-api 0.0.13 leaves open after ``close()``.
@@ -226,6 +302,7 @@ class QueueServerRunner:
 
     # ------------------------------------------------------------------ results
 
+    @_names_the_address("read its history")
     def history(self) -> list[dict]:
         """Finished items, oldest first, each with ``result`` (``exit_status``, ``run_uids``, …)."""
         return self._api.history_get(reload=True)["items"]
@@ -245,9 +322,11 @@ class QueueServerRunner:
             if result is not None:
                 return result
             if time.monotonic() > deadline:
-                raise TimeoutError(f"queue item {uid} did not finish within {timeout or self.timeout_s} s")
+                raise QueueServerTimeout(f"queue server {self.zmq_control_addr}: item {uid} did not finish within "
+                                         f"{timeout or self.timeout_s:g} s")
             time.sleep(0.1)
 
+    @_names_the_address("wait for the item to run")
     def wait_running(self, uid: str, timeout: float | None = None) -> None:
         """Wait until item ``uid`` runs (its plan is executing)."""
         self._api.wait_for_condition(lambda s: s["running_item_uid"] == uid and s["re_state"] == "running",

@@ -7,12 +7,18 @@ through a queue. :meth:`RunEngineRunner.abort` is the one call from another thre
 ``RunEngine.abort`` schedules the abort on the RunEngine's event loop (thread-safe),
 cancels the running plan, lets it clean up (unstage) and ends the run with
 ``exit_status`` "abort".
+
+bluesky logs every end other than success as ERROR "Run aborted" with the whole
+traceback (50 lines for a user's abort). Here an abort is one INFO line and a failed
+plan one WARNING line with the reason; the traceback goes to DEBUG.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -21,8 +27,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from bluesky import RunEngine
+from bluesky.log import ComposableLogAdapter
 from bluesky.plans import grid_scan
-from bluesky.utils import DuringTask, RunEngineInterrupted
+from bluesky.utils import DuringTask, FailedPause, PlanHalt, RequestAbort, RunEngineInterrupted
 from ophyd import Signal
 
 from monitor.plan_runner import GridScanRequest
@@ -61,6 +68,54 @@ class _Job:
     started: threading.Event = field(default_factory=threading.Event)
     outcome: RunOutcome | None = None
     abort_requested: bool = False
+
+
+#: What bluesky raises inside the plan when it is aborted or halted (an ending someone asked for).
+_ABORT_EXCEPTIONS = (RequestAbort, asyncio.CancelledError, FailedPause, PlanHalt)
+
+
+class _RunEndLog(ComposableLogAdapter):
+    """The RunEngine's logger, with its "Run aborted" traceback turned into one line.
+
+    bluesky calls ``log.exception("Run aborted")`` inside the ``except`` that caught
+    the plan's end, so :func:`sys.exc_info` is the reason. ``describe_run`` gives the
+    run's name for the line (e.g. ``"run abc12345"``).
+    """
+
+    def __init__(self, adapter: logging.LoggerAdapter, describe_run: Callable[[], str]) -> None:
+        super().__init__(adapter.logger, adapter.extra)
+        self._describe_run = describe_run
+
+    def exception(self, msg, *args, exc_info=True, **kwargs) -> None:
+        if msg != "Run aborted":
+            super().exception(msg, *args, exc_info=exc_info, **kwargs)
+            return
+        exc = sys.exc_info()[1]
+        run = self._describe_run()
+        if isinstance(exc, _ABORT_EXCEPTIONS):
+            reason = getattr(self.extra.get("RE"), "_reason", "") or "aborted"  # what abort(reason) was given
+            log.info("%s ended: %s", run, reason)
+        else:
+            log.warning("%s failed: %s: %s", run, type(exc).__name__, exc)
+        log.debug("%s ended by", run, exc_info=exc)
+
+
+class _AbortTraceNoise(logging.Filter):
+    """Drops bluesky's "No open traces left to close!" WARNING from one RunEngine's loop thread.
+
+    bluesky ≤ 1.14 closes a run's tracing span on abort and then warns that the span is
+    gone when the stop document goes out: every abort said so, and nothing is wrong.
+    Only records of ``thread_id`` are touched, so other RunEngines in the process keep theirs.
+    """
+
+    MESSAGE = "No open traces left to close!"
+
+    def __init__(self, thread_id: int | None) -> None:
+        super().__init__()
+        self.thread_id = thread_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.thread == self.thread_id and record.msg == self.MESSAGE)
 
 
 def request_metadata(request: GridScanRequest) -> dict[str, Any]:
@@ -228,6 +283,11 @@ class RunEngineRunner:
               "nanomaps_request": request_metadata(request)}
         return grid_scan(self._detectors, *args, snake_axes=[fast] if request.snake else False, md=md)
 
+    def _describe_current_run(self) -> str:
+        job = self._current
+        start = job.outcome.start if job is not None and job.outcome is not None else None
+        return f"run {start['uid'][:8]}" if start else "scan (no run opened)"
+
     def _on_document(self, name: str, doc: dict) -> None:
         job = self._current
         if name == "start":
@@ -242,6 +302,7 @@ class RunEngineRunner:
     def _work(self, ready: threading.Event, failure: list) -> None:
         try:
             re = RunEngine({}, context_managers=[], during_task=DuringTask())
+            re.log = _RunEndLog(re.log, self._describe_current_run)
             re.subscribe(self._on_document)
             for cb in self._callbacks:
                 re.subscribe(cb)
@@ -250,6 +311,9 @@ class RunEngineRunner:
             failure.append(exc)
             ready.set()
             return
+        noise = _AbortTraceNoise(getattr(getattr(re, "_th", None), "ident", None))
+        bluesky_log = logging.getLogger("bluesky")
+        bluesky_log.addFilter(noise)
         ready.set()
         try:
             while True:
@@ -269,6 +333,7 @@ class RunEngineRunner:
                         self._current = None
                     job.started.set()
         finally:
+            bluesky_log.removeFilter(noise)
             re.loop.call_soon_threadsafe(re.loop.stop)
             re._th.join(5.0)
             if not re.loop.is_running():
