@@ -9,18 +9,23 @@ import os
 # before Qt is imported anywhere in this module: no display needed
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import logging
 import shutil
+import signal
 import statistics
 import threading
 import time
+import warnings
 from dataclasses import replace
+from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtTest import QTest
 
-from monitor.frame_inspector import MASK_COLOR, log_image
+from monitor.frame_inspector import MASK_COLOR, PLACEHOLDER_TEXT, log_image
 from monitor.frame_link import FrameClient, FrameServer, FrameUnavailable
 from monitor.frame_views import frame_view
 from monitor.map_snapshot import MapSnapshot
@@ -212,6 +217,27 @@ def assert_same(a, b) -> None:
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def assert_colour_scale_matches(mv, unit: str) -> None:
+    """The map has a visible colour bar whose tick values span its levels, labelled with the unit."""
+    QTest.qWait(50)      # laid out and painted
+    bar = mv.colorbar
+    assert bar.isVisible() and bar.axis.isVisible() and bar.axis.style["showValues"]
+    assert bar.levels() == pytest.approx(mv.levels)
+    # the bar lies inside the map's widget: not cut off at its edge (the old histogram was)
+    in_view = mv.graphics.mapFromScene(bar.axis.sceneBoundingRect()).boundingRect()
+    assert mv.graphics.viewport().rect().contains(in_view), (in_view, mv.graphics.viewport().rect())
+    lo, hi = mv.levels
+    ticks = mv.colorbar_ticks
+    values = [v for v, _ in ticks if lo - 1e-9 * abs(hi - lo) <= v <= hi + 1e-9 * abs(hi - lo)]
+    labels = [t for _, t in ticks if t]
+    assert len(values) >= 3 and labels, ticks
+    assert max(values) - min(values) >= 0.5 * (hi - lo), (values, lo, hi)
+    for value, label in ticks:   # the numbers printed are the values (no hidden SI scale)
+        if label:
+            assert float(label) == pytest.approx(value, rel=1e-3, abs=1e-3 * (hi - lo)), (label, value)
+    assert unit in bar.axis.labelText and mv.quantity_box.currentText() in bar.axis.labelText
+
+
 # ---- map -----------------------------------------------------------------------------------
 def test_waiting_then_maps_show_the_published_values(qtbot, publisher, make_window):
     window = make_window(publisher.endpoint, refresh_hz=20)
@@ -219,6 +245,10 @@ def test_waiting_then_maps_show_the_published_values(qtbot, publisher, make_wind
     assert window.status.state == "waiting"
     assert f"waiting for the processor at {publisher.endpoint}" in window.status.text
     assert window.map_view.displayed is None
+    # nothing to show yet: words, not empty axes and a 0…1 colour bar
+    assert window.map_view.pages.currentWidget() is window.map_view.placeholder
+    assert not window.inspector.showing_frame and window.inspector.placeholder.isVisible()
+    assert window.inspector.placeholder.text().startswith("No frame server connected")   # frames=None here
 
     snap = known_snapshot()
     publish_until(qtbot, publisher, snap, lambda: window.map_view.displayed is not None)
@@ -237,6 +267,8 @@ def test_waiting_then_maps_show_the_published_values(qtbot, publisher, make_wind
     # robust levels: 2nd–98th percentiles, not the extremes
     finite = snap.maps["intensity"][np.isfinite(snap.maps["intensity"])]
     assert mv.levels == pytest.approx(tuple(np.percentile(finite, [2, 98])), rel=1e-6)
+    assert mv.pages.currentWidget() is mv.graphics
+    assert_colour_scale_matches(mv, "counts")
 
     # the selector offers what the snapshot has, in a stable order
     assert mv.quantities == ["intensity", "100/amplitude", "100/q0", "100/dq", "100/phi0", "100/dphi",
@@ -285,9 +317,10 @@ def test_phi0_is_folded_mod_90_with_a_cyclic_colormap(qtbot, publisher, make_win
     # levels span one period, and the lookup table is cyclic: both ends have the same colour
     lo, hi = mv.levels
     assert hi - lo == pytest.approx(90.0)
-    lut = mv.histogram.gradient.getLookupTable(256)
+    lut = mv.colorbar.colorMap().getLookupTable(nPts=256)
     assert np.abs(lut[0].astype(int) - lut[-1].astype(int)).max() <= 8
     assert mv.image_item.lut is not None
+    assert_colour_scale_matches(mv, "°")
     # back to a linear quantity, back to the linear colormap
     mv.select_quantity("100/dphi")
     assert mv.colormap_name != CYCLIC_COLORMAP
@@ -361,13 +394,110 @@ def test_behind_warning_no_data_and_recovery(qtbot, publisher, make_window):
         again.close()
 
 
+def test_status_and_progress_follow_the_run_the_map_shows(qtbot, publisher, make_window):
+    window = make_window(publisher.endpoint, refresh_hz=20)
+    mv, status = window.map_view, window.status
+    parent = known_snapshot("scan-1", progress=1.0, done=True, exit_status="success",
+                            counters={"received": 600, "processed": 600, "dropped": 0, "corrupt": 0})
+    publish_until(qtbot, publisher, parent, lambda: mv.current_run == "scan-1")
+    qtbot.waitUntil(lambda: status.state == "done")
+    assert "run scan-1 done" in status.text and "received 600" in status.text
+    assert status.progress.value() == 100 and status.progress.text() == "scan 100 %"
+    assert "frames/s" not in status.text          # the processor's rate is not a finished run's
+
+    # the rescan appears and is shown: the status is the rescan's
+    rescan = known_snapshot("scan-2", (8, 12), parent="scan-1", progress=0.4,
+                            counters={"received": 40, "processed": 38, "dropped": 0, "corrupt": 0})
+    publish_until(qtbot, publisher, rescan, lambda: mv.current_run == "scan-2")
+    qtbot.waitUntil(lambda: "scan-2" in status.counters_label.text())
+    assert status.state == "ok" and "received 40" in status.text and status.progress.text() == "scan 40 %"
+
+    # the operator looks back at the parent while the rescan goes on (its snapshots are the newest):
+    # status and progress are the parent's, at once and at every later tick
+    mv.select_run("scan-1")
+    assert "run scan-1 done" in status.text and status.progress.value() == 100
+    ticks = window.ticks
+    publish_until(qtbot, publisher, replace(rescan, progress=0.6, time=time.time()),
+                  lambda: window.feed.latest()["scan-2"].progress == 0.6 and window.ticks > ticks + 2)
+    assert mv.current_run == "scan-1"
+    assert "run scan-1 done" in status.text and "received 600" in status.text and status.progress.value() == 100
+
+    # back to the rescan; it ends: the map shows the rescan, so does the status
+    mv.select_run("scan-2")
+    assert "scan-2" in status.counters_label.text() and status.progress.text() == "scan 60 %"
+    ended = replace(rescan, progress=1.0, done=True, exit_status="success", time=time.time())
+    publish_until(qtbot, publisher, ended, lambda: status.state == "done")
+    assert "run scan-2 done" in status.text and status.progress.value() == 100 and mv.current_run == "scan-2"
+
+
+@pytest.mark.parametrize("exit_status, state, word", [("abort", "aborted", "aborted"), ("fail", "failed", "failed")])
+def test_an_aborted_or_failed_run_says_so_and_how_far_it_got(qtbot, publisher, make_window, exit_status, state,
+                                                            word):
+    window = make_window(publisher.endpoint, refresh_hz=20, stale_after_s=0.3)
+    status = window.status
+    running = known_snapshot("scan-X", progress=0.37)
+    publish_until(qtbot, publisher, running, lambda: status.state == "ok")
+    # the stop document came: the processor marks the run ended (done) with bluesky's exit status
+    stopped = replace(running, done=True, exit_status=exit_status, time=time.time())
+    publish_until(qtbot, publisher, stopped, lambda: status.state == state)
+    assert f"run scan-X {word} at 37 %" in status.state_label.text()
+    assert status.progress.value() == 37 and status.progress.text() == f"{word} at 37 %"
+    assert "100 %" not in status.text
+    assert status.warning == (state == "failed")
+    assert status.state_colour in status.state_label.styleSheet()
+    # ... and stays so when the processor has gone quiet: a finished run is not "no data"
+    qtbot.waitUntil(lambda: window.feed.age() > 0.6)
+    assert status.state == state and "no data" not in status.text
+
+
+def test_progress_never_rounds_an_unfinished_scan_up_to_100(qtbot, publisher, make_window):
+    window = make_window(publisher.endpoint, refresh_hz=20)
+    publish_until(qtbot, publisher, known_snapshot("scan-9", progress=0.996),
+                  lambda: window.status.progress.text() == "scan 99 %")
+    assert window.status.progress.value() == 99
+
+
+def test_maps_not_yet_filled_draw_without_warnings(qtbot, publisher, make_window):
+    """At a run's start every map is NaN: drawn as such, with no "All-NaN slice" warnings."""
+    window = make_window(publisher.endpoint, refresh_hz=20)
+    mv = window.map_view
+    empty = known_snapshot("scan-0", progress=0.0)
+    empty = replace(empty, maps={k: np.full_like(v, np.nan) for k, v in empty.maps.items()})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        publish_until(qtbot, publisher, empty, lambda: mv.displayed is not None)
+        for key in mv.quantities:
+            mv.select_quantity(key)
+            window.grab()         # paints map, colour bar and status
+        qtbot.wait(200)
+    assert np.isnan(mv.image_item.image).all()
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert messages == []
+    assert mv.levels == (0.0, 1.0) and mv.colorbar.levels() == (0.0, 1.0)
+
+
+def test_snapshot_carries_exit_status_and_reads_old_publishers():
+    snap = known_snapshot("run-e", progress=0.37, done=True, exit_status="abort")
+    back = MapSnapshot.from_bytes(snap.to_bytes())
+    assert (back.exit_status, back.progress, back.done) == ("abort", pytest.approx(0.37), True)
+    assert MapSnapshot.from_bytes(known_snapshot().to_bytes()).exit_status == ""
+    # a processor from before the field existed: no key at all
+    old = msgpack.unpackb(snap.to_bytes(), raw=False)
+    del old["exit_status"]
+    legacy = MapSnapshot.from_bytes(msgpack.packb(old, use_bin_type=True))
+    assert legacy.exit_status == "" and legacy.run == "run-e"
+    assert_same(legacy.maps["intensity"], snap.maps["intensity"])
+
+
 # ---- frame inspector ----------------------------------------------------------------------
 def test_click_on_a_map_point_shows_its_frame(qtbot, simulated, publisher, frame_server, make_window):
     window = make_window(publisher.endpoint, frames=FrameClient(frame_server.endpoint), refresh_hz=20)
     publish_until(qtbot, publisher, simulated.snapshot, lambda: window.map_view.current_run == "scan-A")
     insp = window.inspector
+    assert not insp.showing_frame and insp.placeholder.text() == PLACEHOLDER_TEXT
     with qtbot.waitSignal(insp.frame_shown, timeout=10000) as shown:
         click_map(window, 3, 4)
+    assert insp.showing_frame and not insp.placeholder.isVisible()
     view = shown.args[0]
     assert (view.run, view.row, view.col) == ("scan-A", 3, 4)
     served = simulated.served[-1]
@@ -559,8 +689,9 @@ def test_accepted_rescan_runs_on_the_run_engine_with_its_parent(qtbot, publisher
     assert outcome.stop["num_events"]["primary"] == 45
 
 
-@pytest.mark.allow_error_log  # bluesky logs "Run aborted" at ERROR: that is what this test asks for
-def test_abort_stops_a_long_scan(qtbot, publisher, make_window, make_runner):
+def test_abort_stops_a_long_scan(qtbot, publisher, make_window, make_runner, caplog, capsys):
+    """Abort ends the run (exit_status "abort") and says so in one log line: no ERROR, no traceback."""
+    caplog.set_level(logging.INFO, logger="monitor.run_engine_runner")
     runner = make_runner(delay=0.02)                          # 40 × 40 points ≈ 60 s of moves
     window = make_window(publisher.endpoint, runner=runner, refresh_hz=20)
     publish_until(qtbot, publisher, known_snapshot(), lambda: window.map_view.current_run == "scan-1")
@@ -577,6 +708,11 @@ def test_abort_stops_a_long_scan(qtbot, publisher, make_window, make_runner):
     assert outcome.exit_status == "abort" and not runner.busy
     assert outcome.stop["num_events"].get("primary", 0) < 1600
     assert window.message == "abort requested"
+    ours = [r.getMessage() for r in caplog.records if r.name == "monitor.run_engine_runner"]
+    assert ours == [f"run {outcome.run_uid[:8]} ended: aborted by the user"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], \
+        [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "Traceback" not in capsys.readouterr().err
 
 
 # ---- screenshot ---------------------------------------------------------------------------
@@ -603,3 +739,151 @@ def test_screenshot_with_map_inspector_and_refused_rescan(qtbot, tmp_path, simul
     assert len(np.unique(pixels)) > 500
     assert QtGui.QImage(str(dialog_path)).width() > 200
     shutil.copyfile(path, SCREENSHOT_COPY)
+
+
+def test_a_failing_plan_is_one_warning_line_and_raises(make_runner, caplog):
+    from ophyd.sim import SynAxis, det
+
+    from monitor.plan_runner import GridScanRequest
+    from monitor.run_engine_runner import RunEngineRunner
+
+    class StalledAxis(SynAxis):
+        def set(self, *args, **kwargs):
+            raise RuntimeError("piezo_x stalled")
+
+    caplog.set_level(logging.INFO, logger="monitor.run_engine_runner")
+    runner = RunEngineRunner([det], {"piezo_y": SynAxis(name="piezo_y"), "piezo_x": StalledAxis(name="piezo_x")})
+    try:
+        with pytest.raises(RuntimeError, match="piezo_x stalled"):
+            runner.run_blocking(GridScanRequest("piezo_y", 0, 1, 2, "piezo_x", 0, 1, 2), timeout=30)
+        start = runner.last_start
+    finally:
+        runner.close()
+    ours = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "monitor.run_engine_runner"]
+    assert ours == [("WARNING", f"run {start['uid'][:8]} failed: RuntimeError: piezo_x stalled")]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# ---- process --gui: the window stays until the user closes it -------------------------------
+class ProcessorStandIn:
+    """What run_with_gui needs of a LiveProcessor: bound publisher and frame server, run(stop) -> summary.
+
+    ``run`` publishes the simulated scan's snapshot growing to done over ``points`` steps,
+    then (``until_stopped``) keeps going until the stop event, closes its links like the
+    real processor and returns a real LiveSummary.
+    """
+
+    def __init__(self, simulated, *, until_stopped: bool = False, points: int = 6) -> None:
+        self.simulated = simulated
+        self.until_stopped = until_stopped
+        self.points = points
+        self.publisher = SnapshotPublisher("tcp://127.0.0.1:*")
+        self.frame_server = FrameServer("tcp://127.0.0.1:*", simulated.handler)
+        self.stopped_by_event = False
+        self.ended = threading.Event()
+
+    def run(self, stop: threading.Event):
+        from monitor.live_processor import LiveSummary
+        from monitor.map_collector import RunCounters
+
+        t0 = time.monotonic()
+        snap = self.simulated.snapshot
+        try:
+            k = 0
+            while k < self.points or self.until_stopped:
+                if stop.wait(0.1):
+                    self.stopped_by_event = True
+                    break
+                k += 1
+                done = k >= self.points
+                self.publisher.publish(replace(snap, progress=min(k / self.points, 1.0), done=done,
+                                               exit_status="success" if done else "", time=time.time()))
+        finally:
+            self.frame_server.close()
+            self.publisher.close()
+            self.ended.set()
+        counters = RunCounters(received=30, processed=30)
+        return LiveSummary(counters, time.monotonic() - t0, "stop" if self.stopped_by_event else "series end",
+                           (35.0, 60.0), results=(Path("results.h5"),))
+
+
+def _config_with_rules():
+    from types import SimpleNamespace
+    return SimpleNamespace(rescan=RULES)
+
+
+def test_process_window_stays_open_after_processing_ended(qtbot, simulated):
+    from monitor.process_window import run_with_gui
+
+    processor = ProcessorStandIn(simulated)
+    seen: dict = {}
+
+    def watch(window):
+        QtCore.QTimer.singleShot(60_000, window.close)      # a failing test ends, it does not hang
+        seen["window"] = window
+
+        def check():
+            if not processor.ended.is_set() or "processing ended" not in window.message:
+                QtCore.QTimer.singleShot(50, check)
+                return
+            # well after processing ended, the window is still there, with the last maps
+            QtCore.QTimer.singleShot(1000, lambda: (seen.update(visible=window.isVisible(), message=window.message,
+                                                                status=window.status.text,
+                                                                run=window.map_view.current_run),
+                                                    window.close()))
+        check()
+
+    summary = run_with_gui(processor, _config_with_rules(), None, None, on_window=watch)
+    assert seen["visible"] and seen["run"] == "scan-A"
+    assert "processing ended (stopped by series end): 30 of 30 frames processed" in seen["message"]
+    assert "results.h5" in seen["message"] and "Close the window" in seen["message"]
+    assert "run scan-A done" in seen["status"]
+    assert summary.stopped_by == "series end" and not processor.stopped_by_event
+    assert not seen["window"].isVisible()
+
+
+def test_closing_the_process_window_stops_processing(qtbot, simulated):
+    from monitor.process_window import run_with_gui
+
+    processor = ProcessorStandIn(simulated, until_stopped=True)
+
+    def watch(window):
+        QtCore.QTimer.singleShot(60_000, window.close)      # a failing test ends, it does not hang
+        def close_once_drawn():
+            if window.map_view.displayed is None:
+                QtCore.QTimer.singleShot(50, close_once_drawn)
+                return
+            assert not processor.ended.is_set()
+            window.close()
+        close_once_drawn()
+
+    t0 = time.monotonic()
+    summary = run_with_gui(processor, _config_with_rules(), None, None, on_window=watch)
+    assert processor.stopped_by_event and processor.ended.is_set()
+    assert summary.stopped_by == "stop" and time.monotonic() - t0 < 20
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_closes_the_process_window_cleanly(qtbot, simulated, signum, capsys):
+    from monitor.process_window import run_with_gui
+
+    processor = ProcessorStandIn(simulated, until_stopped=True)
+    before = signal.getsignal(signum)
+    seen: dict = {}
+
+    def watch(window):
+        QtCore.QTimer.singleShot(60_000, window.close)      # a failing test ends, it does not hang
+        seen["window"] = window
+
+        def signal_once_drawn():
+            if window.map_view.displayed is None:
+                QtCore.QTimer.singleShot(50, signal_once_drawn)
+                return
+            os.kill(os.getpid(), signum)     # as the terminal's Ctrl-C, or `kill`, would
+        signal_once_drawn()
+
+    summary = run_with_gui(processor, _config_with_rules(), None, None, on_window=watch)
+    assert summary.stopped_by == "stop" and processor.stopped_by_event
+    assert not seen["window"].isVisible()
+    assert signal.getsignal(signum) is before           # the handlers are put back
+    assert "KeyboardInterrupt" not in capsys.readouterr().err
