@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -258,3 +259,67 @@ def test_abort_stops_a_long_scan_and_nothing_of_ours_stays_queued(server):
     assert 0 < stop["num_events"]["primary"] < 10_000
     status = runner.status()
     assert status["manager_state"] == "idle" and not status["queue_stop_pending"]
+
+
+# ---- addresses: every error names the address; a dead one is refused before the window opens --------
+def test_check_accepts_the_running_server(server):
+    _, runner, _ = server
+    runner.check()
+
+
+def test_errors_name_the_address_when_nothing_or_something_else_answers():
+    from monitor.queue_server_runner import QueueServerTimeout
+    from stream.zmq_address import AddressError
+
+    nothing = f"tcp://127.0.0.1:{free_port()}"
+    runner = QueueServerRunner(nothing, request_timeout_s=0.5)
+    try:
+        with pytest.raises(AddressError, match=f"queue server .*{nothing}: nothing answers there"):
+            runner.check()
+    finally:
+        runner.close()
+    # a port where something listens that is not a queue server: the request times out, named
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        address = f"tcp://127.0.0.1:{other.getsockname()[1]}"
+        runner = QueueServerRunner(address, request_timeout_s=0.5)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(QueueServerTimeout) as timed_out:
+                runner.check()
+            assert time.monotonic() - t0 < 5
+            text = str(timed_out.value)
+            assert text.startswith(f"queue server {address} did not answer within 0.5 s") and "start-re-manager" in text
+            with pytest.raises(TimeoutError, match=address):     # still a TimeoutError for callers that catch that
+                runner.abort()
+        finally:
+            runner.close()
+    with pytest.raises(AddressError, match="did you mean tcp://127.0.0.1:60615"):
+        QueueServerRunner("127.0.0.1:60615")
+
+
+def _monitor(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    return subprocess.run([sys.executable, "-m", "monitor.cli", "monitor", *args], cwd=Path(__file__).parents[1],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_monitor_refuses_an_unreachable_queue_server_in_one_line():
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = _monitor("--queue-server", address)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("nanomaps monitor: queue server") and address in lines[0]
+    malformed = _monitor("--queue-server", "127.0.0.1:60615")
+    assert malformed.returncode == 2 and malformed.stderr.count("\n") == 1
+    assert "did you mean tcp://127.0.0.1:60615" in malformed.stderr
+
+
+def test_monitor_opens_with_a_running_queue_server(server, tmp_path):
+    qs, _, _ = server
+    shot = tmp_path / "monitor.png"
+    proc = _monitor("--queue-server", qs.control_addr, "--screenshot", str(shot), "--seconds", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert shot.exists() and "Traceback" not in proc.stderr
