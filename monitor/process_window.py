@@ -10,12 +10,9 @@ never sees a KeyboardInterrupt.
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 import threading
 from typing import Callable, Iterator
-
-log = logging.getLogger(__name__)
 
 #: How often (ms) the Qt loop hands control to Python so that signal handlers run: Python
 #: only runs its handlers between bytecodes, and the C++ event loop runs none while idle.
