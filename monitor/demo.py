@@ -13,7 +13,11 @@ and how well the maps recover the known truth.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -21,19 +25,103 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.exit_codes import EXIT_INTERRUPTED, EXIT_NOTHING_PROCESSED, EXIT_OK, EXIT_USAGE, exit_codes_help
+
+#: written into an output folder the demo made: a later demo may write there again
+MARKER = ".nanomaps-demo"
+
+
+class DemoError(Exception):
+    """A user's or the environment's problem: one line on stderr, exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be 1 or more")
+    return value
+
+
+def _scan_size(text: str) -> int:
+    value = _positive_int(text)
+    if value < 4:  # the automatic rescan needs room for a region inside the map
+        raise argparse.ArgumentTypeError(f"{value}: the demo scans at least 4 points along each axis")
+    return value
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nanomaps demo",
         description="Run nanomaps end to end on an embedded default: bluesky + simulated motors + simulated EIGER "
                     "(stream v1 over loopback ZeroMQ) + live processing + the monitor window. Headless it scans, "
-                    "rescans one region by itself and writes results, figures and screenshots.")
-    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+                    "rescans one region by itself and writes results, figures and screenshots.",
+        epilog=exit_codes_help("130 when stopped by Ctrl-C, 143 by SIGTERM (the results written so far stay "
+                               "valid)"))
+    p.add_argument("--out", default="demo_out",
+                   help="output folder (default: demo_out); a folder holding other files is refused "
+                        "unless --overwrite is given")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out even when it holds files that an earlier demo did not write")
     p.add_argument("--headless", action="store_true", help="no window on screen: run, rescan, write files, quit")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
-    p.add_argument("--shape", type=int, nargs=2, metavar=("ROWS", "COLS"), help="override the scan shape")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="worker processes (default: one per core)")
+    p.add_argument("--shape", type=_scan_size, nargs=2, metavar=("ROWS", "COLS"),
+                   help="override the scan shape (at least 4 × 4)")
     p.add_argument("--protocol", choices=("stream1", "stream2"), default="stream1", help="detector wire format")
     return p
+
+
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM in the main thread; a BaseException, so no ``except Exception`` swallows it."""
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM end the demo; the first one counts, later ones are ignored.
+
+    The first signal raises :class:`_Interrupted` in the main thread, except inside
+    :meth:`deferred`, where it is only noted and :meth:`check` raises it: Qt calls
+    Python code from its event loop, and an exception there would be printed as a
+    traceback instead of ending the demo. Later signals are ignored so that the cleanup
+    they would cut short runs to its end (each of its steps has a timeout).
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._raising = True
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self.signum is not None:
+            return
+        self.signum = signum
+        if self._raising:
+            raise _Interrupted(signum)
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may install them
+            yield self
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        before, self._raising = self._raising, False
+        try:
+            yield
+        finally:
+            self._raising = before
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise _Interrupted(self.signum)
 
 
 def truth_errors(session, uid: str) -> dict[str, float]:
@@ -66,10 +154,32 @@ def truth_errors(session, uid: str) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    headless = args.headless or not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    stop = _StopSignals()
+    try:
+        with stop.installed():
+            code = _run(args, stop)
+    except _Interrupted:
+        code = None
+    except DemoError as exc:
+        print(f"nanomaps demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if stop.signum is not None:
+        print("nanomaps demo: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED if stop.signum == signal.SIGINT else 128 + stop.signum
+    return code
+
+
+def _run(args: argparse.Namespace, stop: _StopSignals) -> int:
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    headless = (args.headless or platform in ("offscreen", "minimal")
+                or not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")))
+    out = Path(args.out)
     if headless:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6 import QtWidgets
+    else:
+        check_display()
+    prepare_output_folder(out, overwrite=args.overwrite)
+    from PySide6 import QtCore, QtWidgets
 
     from monitor import report
     from monitor.demo_session import DemoSession, interesting_region
@@ -78,48 +188,117 @@ def main(argv: list[str] | None = None) -> int:
     from monitor.plan_runner import GridScanRequest, check_rescan
     from monitor.snapshot_link import SnapshotSubscriber
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     _quiet_qt()
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     print(f"starting: simulated EIGER, bluesky RunEngine, live processor on loopback (results in {out})", flush=True)
-    with DemoSession(out, shape=tuple(args.shape) if args.shape else None, workers=args.workers,
-                     protocol=args.protocol) as session:
-        feed = SnapshotSubscriber(session.snapshots_endpoint)
-        frames = FrameClient(session.frames_endpoint)
-        window = MonitorWindow(feed, frames, session.runner, session.config.rescan)
-        window.show()
-        try:
-            if not headless:
-                session.runner.submit(session.main_scan())
-                print("scanning; click a point to see its frame, draw a rectangle ('Select region') to rescan. "
-                      "Close the window to finish.", flush=True)
-                app.exec()
-                summary = session.finish()
-            else:
-                summary, uids = _headless(session, app, window, out, GridScanRequest, check_rescan,
-                                          interesting_region)
-        finally:
-            window.close()
-            feed.close()
-            frames.close()
-        results = sorted(out.glob("results*.h5"))
-        for k, path in enumerate(results):
-            figure = out / ("maps.png" if k == 0 else f"maps_{k + 1}.png")
-            report.main([str(path), "--out", str(figure)])
-        if headless:
-            print("recovered vs truth, main scan (median absolute error; widths and size relative):")
-            for key, value in truth_errors(session, uids[0]).items():
-                unit = {"q0": " 1/Å", "phi0": "°"}.get(key.split("/")[-1], "")
-                print(f"    {key:10s} " + (f"{100 * value:.2f} %" if not unit else f"{value:.4f}{unit}"))
+    session = None
+    summary = None
+    try:
+        # a signal here raises at once: DemoSession closes what it had started
+        session = DemoSession(out, shape=tuple(args.shape) if args.shape else None, workers=args.workers,
+                              protocol=args.protocol)
+        with stop.deferred():
+            stop.check()
+            feed = SnapshotSubscriber(session.snapshots_endpoint)
+            frames = FrameClient(session.frames_endpoint)
+            window = MonitorWindow(feed, frames, session.runner, session.config.rescan)
+            window.show()
+            try:
+                if not headless:
+                    session.runner.submit(session.main_scan())
+                    print("scanning; click a point to see its frame, draw a rectangle ('Select region') to rescan. "
+                          "Close the window to finish.", flush=True)
+                    # Python runs signal handlers only between its own bytecodes: wake it now and then
+                    timer = QtCore.QTimer()
+                    timer.timeout.connect(lambda: app.quit() if stop.signum is not None else None)
+                    timer.start(100)
+                    app.exec()
+                    timer.stop()
+                    stop.check()
+                    summary = session.finish()
+                else:
+                    summary, uids = _headless(session, app, window, out, GridScanRequest, check_rescan,
+                                              interesting_region, stop)
+            finally:
+                window.close()
+                feed.close()
+                frames.close()
+    finally:
+        if session is not None:
+            with stop.deferred(), _quiet_stdout(stop.signum is not None):  # bluesky prints "Aborting: ..."
+                session.close()
+    stop.check()
+    results = [p for p in summary.results if p.exists()] if summary is not None else []
+    for k, path in enumerate(results):
+        figure = out / ("maps.png" if k == 0 else f"maps_{k + 1}.png")
+        report.main([str(path), "--out", str(figure)])
+    if headless:
+        print("recovered vs truth, main scan (median absolute error; widths and size relative):")
+        for key, value in truth_errors(session, uids[0]).items():
+            unit = {"q0": " 1/Å", "phi0": "°"}.get(key.split("/")[-1], "")
+            print(f"    {key:10s} " + (f"{100 * value:.2f} %" if not unit else f"{value:.4f}{unit}"))
     c = summary.counters if summary else None
     if c is not None:
         print(f"{c.processed} of {c.received} frames processed; skipped {c.dropped}, corrupt {c.corrupt}; "
               f"results: {', '.join(str(p) for p in results)}")
-    return 0 if c is not None and c.processed > 0 else 1
+    return EXIT_OK if c is not None and c.processed > 0 else EXIT_NOTHING_PROCESSED
 
 
-def _headless(session, app, window, out: Path, GridScanRequest, check_rescan, interesting_region):
+def prepare_output_folder(out: Path, *, overwrite: bool = False) -> None:
+    """Make ``out`` and mark it as the demo's; raises :class:`DemoError` (one line) when it must not or cannot be.
+
+    The demo writes ``results.h5``, ``raw/``, figures and more into ``out``. A folder
+    that holds files no earlier demo wrote (no :data:`MARKER`) may be someone's data:
+    it is refused unless ``overwrite``. A folder of an earlier demo is written again.
+    """
+    try:
+        if out.exists() and not out.is_dir():
+            raise DemoError(f"--out {out}: is a file, not a folder. Fix: give a folder name (it is created)")
+        if out.is_dir() and not overwrite and not (out / MARKER).exists():
+            present = sorted(p.name for p in out.iterdir())
+            if present:
+                raise DemoError(f"--out {out}: the folder already holds files ({', '.join(present[:3])}"
+                                f"{', ...' if len(present) > 3 else ''}) that the demo would overwrite. "
+                                "Fix: choose a new or empty folder, or pass --overwrite")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("written by `nanomaps demo`: a later demo may write into this folder again\n")
+    except OSError as exc:
+        raise DemoError(f"--out {out}: cannot write there ({exc.strerror or exc}). "
+                        "Fix: choose a folder you can write to") from None
+
+
+def check_display(timeout_s: float = 30.0) -> None:
+    """Raise :class:`DemoError` unless Qt can open the display (tried in a child process, at most ``timeout_s`` s).
+
+    Qt ends the whole process (SIGABRT, a core dump) when it cannot connect to the
+    display or load its platform plugin; a child can fail that way, the demo must not.
+    """
+    display = os.environ.get("WAYLAND_DISPLAY") or os.environ.get("DISPLAY") or "?"
+    code = "import sys\nfrom PySide6 import QtGui\nQtGui.QGuiApplication(sys.argv[:1])\n"
+    try:
+        probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise DemoError(f"cannot open a window on display {display} (no answer within {timeout_s:.0f} s). "
+                        "Fix: pass --headless, or run where a display works") from None
+    if probe.returncode != 0:
+        lines = [line.strip() for line in probe.stderr.splitlines() if line.strip()]
+        reason = next((line for line in lines if line.startswith("qt.qpa") and "plugin" not in line),
+                      lines[0] if lines else f"exit status {probe.returncode}")
+        raise DemoError(f"cannot open a window on display {display} ({reason}). "
+                        "Fix: pass --headless, or run where a display works")
+
+
+@contextlib.contextmanager
+def _quiet_stdout(quiet: bool):
+    if not quiet:
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def _headless(session, app, window, out: Path, GridScanRequest, check_rescan, interesting_region,
+              stop: _StopSignals):
     """Main scan, then an automatic finer rescan of the most interesting region; screenshots."""
     done = threading.Event()
     state: dict = {}
@@ -145,16 +324,19 @@ def _headless(session, app, window, out: Path, GridScanRequest, check_rescan, in
         finally:
             done.set()
 
+    stop.check()  # not one frame more once stopped
     worker = threading.Thread(target=scans, name="nanomaps-demo-scans", daemon=True)
     worker.start()
     while not done.is_set():
+        stop.check()
         app.processEvents()
         time.sleep(0.02)
+    stop.check()
     if "error" in state:
         raise state["error"]
     uids = [state["uid1"], state["uid2"]]
     print("3/3 screenshots of the monitor", flush=True)
-    _settle(app, 1.0)
+    _settle(app, 1.0, stop)
     for k, uid in enumerate(uids):
         window.map_view.select_run(uid)
         window.map_view.select_quantity("derived/size") if "derived/size" in window.map_view.quantities else None
@@ -166,11 +348,12 @@ def _headless(session, app, window, out: Path, GridScanRequest, check_rescan, in
             window.map_view.click_point(int(r), int(c))
             deadline = time.monotonic() + 20
             while window.inspector.view is None or window.inspector.view.run != uid:
+                stop.check()
                 app.processEvents()
                 time.sleep(0.02)
                 if time.monotonic() > deadline:
                     break
-        _settle(app, 0.5)
+        _settle(app, 0.5, stop)
         window.save_screenshot(out / ("monitor.png" if k == 0 else f"monitor_{k + 1}.png"))
     summary = session.finish()
     return summary, uids
@@ -187,9 +370,10 @@ def _quiet_qt() -> None:
     QtCore.qInstallMessageHandler(handler)
 
 
-def _settle(app, seconds: float) -> None:
+def _settle(app, seconds: float, stop: _StopSignals) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
+        stop.check()
         app.processEvents()
         time.sleep(0.02)
 

@@ -10,11 +10,14 @@ monitor window shows. Nothing is mocked: the same parts run at a beamline.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+from bluesky.utils import RequestAbort
 from ophyd.sim import SynAxis
 
 from monitor.bluesky_documents import DocumentProxy, DocumentPublisher, DocumentSubscriber, wait_until_linked
@@ -30,13 +33,23 @@ log = logging.getLogger("nanomaps.demo")
 
 
 class DemoSession:
-    """Starts all parts on loopback; :meth:`close` stops them in order. A context manager."""
+    """Starts all parts on loopback; :meth:`close` stops them in order. A context manager.
+
+    Closing is safe at any moment (a Ctrl-C in the middle of a scan): the running scan is
+    aborted first, then processing finishes the frames received, writes the results and
+    stops its worker processes and shared memory, then the links close.
+    """
+
+    #: the order in which :meth:`close` stops the parts: the scan before the frames it
+    #: would still send, processing before the links it listens to
+    CLOSE_ORDER = ("runner", "eiger", "processor", "subscriber", "documents", "proxy", "sender", "log filter")
 
     def __init__(self, out: str | Path, *, shape: tuple[int, int] | None = None, workers: int | None = None,
                  protocol: str = "stream1", record: bool = True) -> None:
         self.out = Path(out)
+        self._closers: dict[str, Callable[[], None]] = {}
+        self._closing = threading.Event()
         self.config: NanomapsConfig = load_config(write_demo_config(self.out / "config", shape=shape))
-        self._closers: list = []
         try:
             self._start(workers, protocol, record)
         except BaseException:
@@ -44,33 +57,38 @@ class DemoSession:
             raise
 
     def _start(self, workers, protocol, record) -> None:
+        quiet = _RequestedAbortFilter()
+        logging.getLogger("bluesky").addFilter(quiet)
+        self._closers["log filter"] = lambda: logging.getLogger("bluesky").removeFilter(quiet)
         self.sender = StreamSender("tcp://127.0.0.1:*")
-        self._closers.append(lambda: self.sender.close(linger_s=0))
+        self._closers["sender"] = lambda: self.sender.close(linger_s=0)
         self.proxy = DocumentProxy()
-        self._closers.append(self.proxy.close)
+        self._closers["proxy"] = self.proxy.close
         self.documents = DocumentPublisher(self.proxy.in_address)
-        self._closers.append(self.documents.close)
+        self._closers["documents"] = self.documents.close
         motors = self.config.scan.motors
         self.slow = SynAxis(name=motors[0])
         self.fast = SynAxis(name=motors[1])
         self.eiger = SimulatedEiger.from_config("eiger", self.config, motors=(self.slow, self.fast),
                                                 sender=self.sender, protocol=protocol)
+        self._closers["eiger"] = self.eiger.close
         options = LiveOptions(endpoint=self.sender.endpoint, out=self.out / "results.h5", workers=workers, series=0,
                               status=False, publish="tcp://127.0.0.1:*", frames="tcp://127.0.0.1:*",
                               expect_documents=True,
                               record=self.out / "raw" / "scan_master.h5" if record else None)
+        self._stop = threading.Event()
+        self._summary: dict[str, LiveSummary] = {}
         self.processor = LiveProcessor(self.config, options)
+        self._thread = threading.Thread(target=lambda: self._summary.setdefault("s", self.processor.run(self._stop)),
+                                        name="nanomaps-demo-processor", daemon=True)
+        self._closers["processor"] = self._close_processor
         self.subscriber = DocumentSubscriber(self.proxy.out_address, self.processor.on_document)
-        self._closers.append(self.subscriber.close)
+        self._closers["subscriber"] = self.subscriber.close
         wait_until_linked(self.documents, self.subscriber)
         self.runner = RunEngineRunner([self.eiger], {motors[0]: self.slow, motors[1]: self.fast},
                                       callbacks=[self.documents])
-        self._closers.append(self.runner.close)
-        self._stop = threading.Event()
-        self._summary: dict[str, LiveSummary] = {}
-        self._thread = threading.Thread(target=lambda: self._summary.setdefault("s", self.processor.run(self._stop)),
-                                        name="nanomaps-demo-processor", daemon=True)
-        self._thread.start()
+        self._closers["runner"] = self.runner.close
+        _start_without_stop_signals(self._thread)
 
     @property
     def snapshots_endpoint(self) -> str:
@@ -88,15 +106,24 @@ class DemoSession:
                                scan.motors[1], x0, x0 + dx * (cols - 1), cols, snake=scan.snake)
 
     def run_scan(self, request: GridScanRequest, timeout: float = 180.0) -> str:
-        """Run ``request`` and wait until its frames are processed; returns the run uid."""
+        """Run ``request`` and wait until its frames are processed (``timeout`` s each); returns the run uid.
+
+        Raises ``RuntimeError`` when the scan did not succeed (aborted by :meth:`close`, failed).
+        """
         outcome = self.runner.run_blocking(request, timeout=timeout)
+        if outcome.exit_status != "success":
+            raise RuntimeError(f"the scan ended with {outcome.exit_status or 'no stop document'}"
+                               f"{f' ({outcome.reason})' if outcome.reason else ''}")
         uid = outcome.run_uid
         self.wait_processed(uid, request.slow_num * request.fast_num, timeout)
         return uid
 
     def wait_processed(self, uid: str, n: int, timeout: float = 180.0) -> None:
+        """Wait until ``n`` frames of run ``uid`` are accounted for (at most ``timeout`` s, or until closed)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self._closing.is_set():
+                raise RuntimeError("the demo session was closed")
             run = self.processor.runs.get(uid)
             if run is not None:
                 c = run.collector.counters
@@ -105,28 +132,75 @@ class DemoSession:
             time.sleep(0.1)
         raise TimeoutError(f"run {uid} was not processed within {timeout:.0f} s")
 
-    def finish(self, timeout: float = 120.0) -> LiveSummary:
-        """Stop processing (after what was received) and return its summary."""
+    def finish(self, timeout: float = 120.0) -> LiveSummary | None:
+        """Stop processing (after what was received) and return its summary (None if it failed)."""
         self._stop.set()
         self._thread.join(timeout)
         return self._summary.get("s")
 
+    def _close_processor(self) -> None:
+        if self._thread.ident is None:  # never ran: release what its constructor took (sockets, shared memory)
+            self.processor.close_links()
+            self.processor.receiver.close()
+            if self.processor.arena is not None:
+                self.processor.arena.close()
+            return
+        self._stop.set()  # run() finishes what was received, writes results, stops its workers
+        self._thread.join(60)
+        if self._thread.is_alive():
+            raise RuntimeError("live processing did not stop within 60 s")
+
     def close(self) -> None:
-        if hasattr(self, "_stop"):
-            self._stop.set()
-            self._thread.join(60)
-        while self._closers:
-            closer = self._closers.pop()
+        """Stop every part (see :attr:`CLOSE_ORDER`); a part that fails to close is reported, the rest still close."""
+        self._closing.set()
+        for name in self.CLOSE_ORDER:
+            closer = self._closers.pop(name, None)
+            if closer is None:
+                continue
             try:
                 closer()
-            except Exception:  # shutting down: report, keep closing the rest
-                log.exception("closing a demo part failed")
+            except Exception as exc:  # shutting down: report, keep closing the rest
+                log.error("closing the demo's %s failed: %s", name, exc)
 
     def __enter__(self) -> "DemoSession":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _RequestedAbortFilter(logging.Filter):
+    """Drops bluesky's "Run aborted" traceback when the abort was asked for (closing mid-scan, Ctrl-C).
+
+    The run's stop document says it ended with "abort" (the live processor logs that);
+    a traceback of bluesky's own ``RequestAbort`` tells a user nothing more. Failures
+    (any other exception) still pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RequestAbort):
+            return False
+        return "No open traces left to close" not in record.getMessage()
+
+
+def _start_without_stop_signals(thread: threading.Thread) -> None:
+    """Start ``thread`` with SIGINT and SIGTERM blocked in it, and so in the processes it spawns.
+
+    Processing spawns its worker processes from this thread, and a child inherits the
+    signal mask through exec: a Ctrl-C at the terminal (sent to the whole process group)
+    then reaches only the demo, which stops the workers in order, instead of killing a
+    worker mid-import with a traceback. Python runs signal handlers in the main thread
+    whatever thread the kernel picks, so the demo itself still sees every signal.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: nothing to inherit
+        thread.start()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def interesting_region(results: Path, config: NanomapsConfig, width_um: float = 3.0,
