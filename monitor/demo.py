@@ -17,7 +17,6 @@ import contextlib
 import io
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -176,8 +175,12 @@ def _run(args: argparse.Namespace, stop: _StopSignals) -> int:
     out = Path(args.out)
     if headless:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    else:
-        check_display()
+    # Qt aborts the process (or PySide6 fails to import) where a library or the display is missing
+    from monitor.qt_prerequisites import qt_problem
+
+    problem = qt_problem(headless_hint="--headless")
+    if problem is not None:
+        raise DemoError(problem)
     prepare_output_folder(out, overwrite=args.overwrite)
     from PySide6 import QtCore, QtWidgets
 
@@ -265,27 +268,6 @@ def prepare_output_folder(out: Path, *, overwrite: bool = False) -> None:
     except OSError as exc:
         raise DemoError(f"--out {out}: cannot write there ({exc.strerror or exc}). "
                         "Fix: choose a folder you can write to") from None
-
-
-def check_display(timeout_s: float = 30.0) -> None:
-    """Raise :class:`DemoError` unless Qt can open the display (tried in a child process, at most ``timeout_s`` s).
-
-    Qt ends the whole process (SIGABRT, a core dump) when it cannot connect to the
-    display or load its platform plugin; a child can fail that way, the demo must not.
-    """
-    display = os.environ.get("WAYLAND_DISPLAY") or os.environ.get("DISPLAY") or "?"
-    code = "import sys\nfrom PySide6 import QtGui\nQtGui.QGuiApplication(sys.argv[:1])\n"
-    try:
-        probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise DemoError(f"cannot open a window on display {display} (no answer within {timeout_s:.0f} s). "
-                        "Fix: pass --headless, or run where a display works") from None
-    if probe.returncode != 0:
-        lines = [line.strip() for line in probe.stderr.splitlines() if line.strip()]
-        reason = next((line for line in lines if line.startswith("qt.qpa") and "plugin" not in line),
-                      lines[0] if lines else f"exit status {probe.returncode}")
-        raise DemoError(f"cannot open a window on display {display} ({reason}). "
-                        "Fix: pass --headless, or run where a display works")
 
 
 @contextlib.contextmanager

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from bluesky.utils import RequestAbort
 from ophyd.sim import SynAxis
 
 from monitor.bluesky_documents import DocumentProxy, DocumentPublisher, DocumentSubscriber, wait_until_linked
@@ -36,13 +35,13 @@ class DemoSession:
     """Starts all parts on loopback; :meth:`close` stops them in order. A context manager.
 
     Closing is safe at any moment (a Ctrl-C in the middle of a scan): the running scan is
-    aborted first, then processing finishes the frames received, writes the results and
+    aborted first (one log line, see :mod:`monitor.run_engine_runner`), then processing finishes the frames received, writes the results and
     stops its worker processes and shared memory, then the links close.
     """
 
     #: the order in which :meth:`close` stops the parts: the scan before the frames it
     #: would still send, processing before the links it listens to
-    CLOSE_ORDER = ("runner", "eiger", "processor", "subscriber", "documents", "proxy", "sender", "log filter")
+    CLOSE_ORDER = ("runner", "eiger", "processor", "subscriber", "documents", "proxy", "sender")
 
     def __init__(self, out: str | Path, *, shape: tuple[int, int] | None = None, workers: int | None = None,
                  protocol: str = "stream1", record: bool = True) -> None:
@@ -57,9 +56,6 @@ class DemoSession:
             raise
 
     def _start(self, workers, protocol, record) -> None:
-        quiet = _RequestedAbortFilter()
-        logging.getLogger("bluesky").addFilter(quiet)
-        self._closers["log filter"] = lambda: logging.getLogger("bluesky").removeFilter(quiet)
         self.sender = StreamSender("tcp://127.0.0.1:*")
         self._closers["sender"] = lambda: self.sender.close(linger_s=0)
         self.proxy = DocumentProxy()
@@ -167,21 +163,6 @@ class DemoSession:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class _RequestedAbortFilter(logging.Filter):
-    """Drops bluesky's "Run aborted" traceback when the abort was asked for (closing mid-scan, Ctrl-C).
-
-    The run's stop document says it ended with "abort" (the live processor logs that);
-    a traceback of bluesky's own ``RequestAbort`` tells a user nothing more. Failures
-    (any other exception) still pass.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, RequestAbort):
-            return False
-        return "No open traces left to close" not in record.getMessage()
 
 
 def _start_without_stop_signals(thread: threading.Thread) -> None:
