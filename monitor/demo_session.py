@@ -129,7 +129,12 @@ class DemoSession:
         raise TimeoutError(f"run {uid} was not processed within {timeout:.0f} s")
 
     def finish(self, timeout: float = 120.0) -> LiveSummary | None:
-        """Stop processing (after what was received) and return its summary (None if it failed)."""
+        """Stop processing (after what was received) and return its summary (None if it failed).
+
+        A scan still running (the window closed mid-scan) is aborted first: its detector
+        would otherwise wait for a receiver that no longer reads.
+        """
+        self._close_parts(("runner", "eiger"))
         self._stop.set()
         self._thread.join(timeout)
         return self._summary.get("s")
@@ -149,7 +154,10 @@ class DemoSession:
     def close(self) -> None:
         """Stop every part (see :attr:`CLOSE_ORDER`); a part that fails to close is reported, the rest still close."""
         self._closing.set()
-        for name in self.CLOSE_ORDER:
+        self._close_parts(self.CLOSE_ORDER)
+
+    def _close_parts(self, names) -> None:
+        for name in names:
             closer = self._closers.pop(name, None)
             if closer is None:
                 continue
