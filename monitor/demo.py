@@ -8,6 +8,11 @@ With a display you watch, click points and draw rectangles to rescan. Headless
 interesting region, then writes ``results.h5`` (one per run: ``results_2.h5`` for the
 rescan), ``maps.png`` (``maps_2.png``), screenshots of the monitor rendered offscreen,
 and how well the maps recover the known truth.
+
+The output folder is the demo's own: one that holds files an earlier demo did not
+write is refused unless ``--overwrite``. Ctrl-C (exit 130) or SIGTERM (143) at any
+moment aborts the scan, lets processing write what it has, stops the worker processes
+and frees the shared memory, then prints one line.
 """
 
 from __future__ import annotations
