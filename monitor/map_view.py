@@ -220,7 +220,8 @@ class MapView(QtWidgets.QWidget):
         self.auto_levels = QtWidgets.QCheckBox("auto levels")
         self.auto_levels.setChecked(True)
         self.auto_levels.setToolTip("Levels from the 2nd–98th percentiles at each update "
-                                    "(φ0: one full 90° period around the median)")
+                                    "(φ0: one full 90° period around the median); dragging the colour "
+                                    "bar's handles turns it off")
         self.select_button = QtWidgets.QPushButton("Select region")
         self.select_button.setCheckable(True)
         self.select_button.setToolTip("Drag a rectangle on the map to rescan it with a finer step")
@@ -282,7 +283,6 @@ class MapView(QtWidgets.QWidget):
         self.quantity_box.currentIndexChanged.connect(lambda _i: self.redraw(force=True))
         self.auto_levels.toggled.connect(lambda _on: self.redraw(force=True))
         self.select_button.toggled.connect(self.set_select_mode)
-        self.auto_levels.setToolTip(self.auto_levels.toolTip() + "; dragging the colour bar's handles turns it off")
         self.view_box.sigRegionDragged.connect(self.select_region)
         self.graphics.scene().sigMouseClicked.connect(self._on_click)
 

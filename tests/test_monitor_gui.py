@@ -29,7 +29,7 @@ from monitor.frame_inspector import MASK_COLOR, PLACEHOLDER_TEXT, log_image
 from monitor.frame_link import FrameClient, FrameServer, FrameUnavailable
 from monitor.frame_views import frame_view
 from monitor.map_snapshot import MapSnapshot
-from monitor.map_view import CYCLIC_COLORMAP
+from monitor.map_view import CYCLIC_COLORMAP, robust_levels
 from monitor.monitor_window import MonitorWindow
 from monitor.rescan_dialog import rescan_request
 from monitor.snapshot_link import SnapshotPublisher, SnapshotSubscriber
@@ -284,6 +284,20 @@ def test_waiting_then_maps_show_the_published_values(qtbot, publisher, make_wind
     publish_until(qtbot, publisher, newer, lambda: mv.snapshot is not None and mv.snapshot.time == newer.time)
     assert mv.current_quantity == "derived/size"
     assert_same(mv.image_item.image, newer.maps["derived/size"])
+
+    # levels set by hand on the colour bar (its lower handle dragged up) stay through later snapshots
+    mv.select_quantity("intensity")
+    automatic = mv.levels
+    mv.colorbar.region.setRegion((100, 191))
+    manual = mv.levels
+    assert not mv.auto_levels.isChecked() and manual[0] > automatic[0]
+    assert manual[1] == pytest.approx(automatic[1], abs=1e-3 * (automatic[1] - automatic[0]))  # handle steps
+    assert mv.colorbar.levels() == pytest.approx(manual)
+    newest = known_snapshot(scale=3.0)
+    publish_until(qtbot, publisher, newest, lambda: mv.snapshot.time == newest.time)
+    assert mv.levels == pytest.approx(manual)
+    mv.auto_levels.setChecked(True)
+    assert mv.levels == pytest.approx(robust_levels(newest.maps["intensity"]))
 
     # status: counters, rate, latency, progress; no warning
     text = window.status.text
