@@ -6,7 +6,7 @@ import importlib
 import logging
 import sys
 
-from monitor.results_file import nanomaps_version
+from monitor.exit_codes import EXIT_INTERRUPTED, exit_codes_help
 
 #: name -> (module, one-line description); each module has ``main(argv) -> int``.
 COMMANDS = {
@@ -34,6 +34,7 @@ def usage() -> str:
         *(f"  {name.ljust(width)}  {text}" for name, (_, text) in COMMANDS.items()),
         "",
         "conventions: q in 1/Å, chi (phi) in degrees as pyFAI defines it, widths FWHM.",
+        exit_codes_help(),
     ]
     return "\n".join(lines)
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0 if argv else 2
     if argv[0] == "--version":
+        from monitor.results_file import nanomaps_version  # heavy (h5py, numba): only when asked
+
         print(f"nanomaps {nanomaps_version()}")
         return 0
     name, rest = argv[0], argv[1:]
@@ -51,11 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nanomaps: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("distributed", "pyFAI"):
+    for noisy in ("distributed", "pyFAI", "numexpr", "bluesky", "bluesky_queueserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("silx").setLevel(logging.ERROR)  # "no pyopencl" is not our users' concern
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        # importing a command takes seconds (numba, pyFAI): Ctrl-C then must not print a traceback
+        module = importlib.import_module(COMMANDS[name][0])
+        return int(module.main(rest) or 0)
+    except KeyboardInterrupt:
+        print(f"nanomaps {name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.command_parser import CommandParser
 from monitor.exit_codes import EXIT_INTERRUPTED, EXIT_NOTHING_PROCESSED, EXIT_OK, EXIT_USAGE, exit_codes_help
 
 #: written into an output folder the demo made: a later demo may write there again
@@ -57,7 +58,7 @@ def _scan_size(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="nanomaps demo",
         description="Run nanomaps end to end on an embedded default: bluesky + simulated motors + simulated EIGER "
                     "(stream v1 over loopback ZeroMQ) + live processing + the monitor window. Headless it scans, "

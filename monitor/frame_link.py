@@ -14,7 +14,7 @@ import msgpack
 import zmq
 
 from monitor.map_snapshot import FrameView
-from stream.stream_sender import check_bind_address
+from stream.stream_sender import BindAddressError, bind_checked, check_bind_address
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,13 @@ class FrameServer:
         self._context = context or zmq.Context()
         self._socket = self._context.socket(zmq.REP)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.bind(endpoint)
-        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        try:
+            self.endpoint = bind_checked(self._socket, endpoint)
+        except BindAddressError:
+            self._socket.close(0)
+            if self._own:
+                self._context.term()
+            raise
         self._handler = handler
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="nanomaps-frames", daemon=True)

@@ -38,6 +38,7 @@ from processors.frame_processor import cached_pixel_geometry
 from processors.process_batch import BatchResult, processor_for
 from processors.processing_setup import ProcessingSetup
 from stream.encoded_frame import EncodedFrame
+from stream.output_path import check_output_file
 from stream.raster_scan import RasterScan
 from stream.rate_limited_log import RateLimitedLog
 from stream.shared_arena import ArenaSlice, SharedArena
@@ -80,6 +81,35 @@ class LiveSummary:
     results: tuple[Path, ...] = ()       # one results file per run
 
 
+class StageTiming:
+    """Latency (receive → result) and per-stage times of the good frames of a run or session."""
+
+    def __init__(self, capacity: int = 5000) -> None:
+        self._latencies: deque[float] = deque(maxlen=capacity)
+        self._stage_s = np.zeros(2)  # decode, process: sums over frames
+        self._stage_n = 0
+
+    def add(self, records: np.ndarray) -> None:
+        """Account the ``status == 0`` records of a batch result."""
+        ok = records["status"] == 0
+        self._latencies.extend((records["done_time"] - records["receive_time"])[ok] * 1e3)
+        self._stage_s += (float(records["decode_s"][ok].sum()), float(records["process_s"][ok].sum()))
+        self._stage_n += int(ok.sum())
+
+    def percentiles(self) -> tuple[float, float]:
+        """Median and 95th percentile latency in ms (NaN before any frame)."""
+        if not self._latencies:
+            return (float("nan"), float("nan"))
+        values = np.fromiter(self._latencies, dtype=np.float64)
+        return float(np.percentile(values, 50)), float(np.percentile(values, 95))
+
+    def as_dict(self) -> dict[str, float]:
+        p50, p95 = self.percentiles()
+        n = max(self._stage_n, 1)
+        return {"latency_median_ms": p50, "latency_p95_ms": p95, "decode_mean_ms": 1e3 * self._stage_s[0] / n,
+                "frame_mean_ms": 1e3 * self._stage_s[1] / n}
+
+
 @dataclass(eq=False)
 class RunState:
     """One run (one map): from a bluesky start document, or the config's [scan]."""
@@ -97,6 +127,8 @@ class RunState:
     dirty_file: bool = True
     dirty_snapshot: bool = True
     last_publish: float = 0.0
+    exit_status: str = ""       # the bluesky stop document's: "success", "abort", "fail"; "" while open
+    timing: StageTiming = field(default_factory=StageTiming)  # this run's frames only
 
 
 class RateMeter:
@@ -154,38 +186,46 @@ class LiveProcessor:
         self._pending_lock = threading.Lock()
         self._pending_bytes = 0
         self._budget = int(config.stream.max_backlog_mb * 1e6)
-        # local workers read frames from shared memory (one copy, no pipes); its size is the backlog bound
-        self.arena = SharedArena(self._budget) if options.scheduler is None else None
-        self._latencies: deque[float] = deque(maxlen=5000)
-        self._stage_s = np.zeros(2)  # decode, process: sums over frames
-        self._stage_n = 0
+        self.arena: SharedArena | None = None
+        self.publisher = self.frame_server = None
+        self.receiver: StreamReceiver | None = None
+        try:
+            self._open(config, options)
+        except BaseException:
+            self.close()  # no socket or shared memory may outlive a failed start
+            raise
+        self.timing = StageTiming()  # the whole session (the summary); each run has its own
         self.recorder: StreamRecorder | None = None
-        # geometry, tables and windows are checked before listening: a bad config fails now,
-        # and workers can build their tables while the detector is still arming
-        self.base_setup = ProcessingSetup.from_config(config)
-        processor_for(self.base_setup)
-        self.receiver = StreamReceiver(options.endpoint, socket_type=config.stream.socket,
-                                       protocol=config.stream.protocol, channel=config.stream.channel,
-                                       copy_blobs=self.arena is None,
-                                       # the workers decode every frame and count a truncated one as
-                                       # corrupt: the socket thread need not walk its blocks too
-                                       check_blocks=False)
         self.last_message_time = time.monotonic()
+        self.last_good_time: float | None = None  # a valid image arrived (--idle-timeout counts from here)
         self.ready = threading.Event()  # set once the workers have built their tables
         self.runs: dict[str, RunState] = {}
         self._documents_seen = False
         self.series_setup: dict[int, ProcessingSetup | None] = {}
         self.recent = RecentFrames()
         self._rate = RateMeter()
-        self.publisher = self.frame_server = None
-        try:
-            self.publisher = SnapshotPublisher(options.publish) if options.publish else None
-            self.frame_server = FrameServer(options.frames, self._frame_for) if options.frames else None
-        except zmq.ZMQError as exc:
-            # processing matters more than viewing: go on, but say clearly why no viewer will connect
-            log.error("cannot serve maps/frames on %s / %s (%s): viewers will not see this session. "
-                      "Fix: pass --publish tcp://127.0.0.1:FREE_PORT", options.publish, options.frames, exc)
-            self.close_links()
+
+    def _open(self, config: NanomapsConfig, options: LiveOptions) -> None:
+        """Check the config and outputs, take the sockets and shared memory; raises on a user's mistake."""
+        check_output_file(options.out, what="results file")
+        if options.record is not None:
+            check_output_file(options.record, what="recording")
+        # geometry, tables and windows are checked before listening: a bad config fails now,
+        # and workers can build their tables while the detector is still arming
+        self.base_setup = ProcessingSetup.from_config(config)
+        processor_for(self.base_setup)
+        # a busy or malformed viewer address is the user's to fix before data flows, not a
+        # surprise later: fail at start with the fix (--publish none to go without viewers)
+        self.publisher = SnapshotPublisher(options.publish) if options.publish else None
+        self.frame_server = FrameServer(options.frames, self._frame_for) if options.frames else None
+        # local workers read frames from shared memory (one copy, no pipes); its size is the backlog bound
+        self.arena = SharedArena(self._budget) if options.scheduler is None else None
+        self.receiver = StreamReceiver(options.endpoint, socket_type=config.stream.socket,
+                                       protocol=config.stream.protocol, channel=config.stream.channel,
+                                       copy_blobs=self.arena is None,
+                                       # the workers decode every frame and count a truncated one as
+                                       # corrupt: the socket thread need not walk its blocks too
+                                       check_blocks=False)
 
     # --- receiver thread -------------------------------------------------------------
     def _receive_loop(self) -> None:
@@ -210,6 +250,10 @@ class LiveProcessor:
 
     def _route(self, msg, recorder: StreamRecorder | None) -> None:
         self.last_message_time = time.monotonic()
+        if isinstance(msg, ImageMessage) or self.last_good_time is None:
+            # the idle clock starts with the first message of any kind and is reset only by
+            # valid images: a stream of undecodable messages must not keep a session alive
+            self.last_good_time = self.last_message_time
         if recorder is not None:
             recorder.on_message(msg)
         if isinstance(msg, ImageMessage):
@@ -248,10 +292,13 @@ class LiveProcessor:
 
     # --- runs --------------------------------------------------------------------------
     def on_document(self, name: str, doc: dict) -> None:
-        """A bluesky document (any thread): a start document gives the next series its map."""
+        """A bluesky document (any thread): a start document gives the next series its map, a stop
+        document says how the run ended (shown and written: an aborted map must say so)."""
         if name == "start":
             self._documents_seen = True
             self._queue.put(("start-document", doc))
+        elif name == "stop":
+            self._queue.put(("stop-document", doc))
 
     def _new_run(self, doc: dict | None) -> "RunState":
         """A run from a bluesky start document, or from the config's [scan] when there is none."""
@@ -284,7 +331,7 @@ class LiveProcessor:
         run.writer.set_scan(run.collector.scan)
         maps = run.collector.result_maps(cfg.peaks, cfg.derived, cfg.williamson_hall_peaks)
         run.writer.write(maps, run.collector.frames_table(), run.collector.counters, final=final,
-                         timing=self._timing())
+                         timing=run.timing.as_dict(), exit_status=run.exit_status)
         run.dirty_file = False
 
     def _publish(self, run: "RunState") -> None:
@@ -303,12 +350,13 @@ class LiveProcessor:
         y, x = positions if positions is not None else (np.arange(scan.shape[0], dtype=float),
                                                         np.arange(scan.shape[1], dtype=float))
         measured = int(np.isfinite(maps.intensity).sum())
-        p50, p95 = self._latency_percentiles()
+        p50, p95 = self.timing.percentiles()
         snap = MapSnapshot(run=run.uid, maps={k: v.astype(np.float32) for k, v in flat.items()}, x=x, y=y,
                            motors=scan.motors, snake=scan.snake, counters=run.collector.counters.as_dict(),
                            rates={"frames_per_s": self._rate.rate(), "latency_median_ms": p50, "latency_p95_ms": p95},
                            progress=measured / max(scan.n_points, 1), geometry=run.geometry, parent_run=run.parent,
-                           peaks=tuple(p.name for p in cfg.peaks), behind=self.counters.dropped > 0, done=run.done)
+                           peaks=tuple(p.name for p in cfg.peaks), behind=self.counters.dropped > 0, done=run.done,
+                           exit_status=run.exit_status)
         self.publisher.publish(snap)
         run.dirty_snapshot = False
 
@@ -364,14 +412,12 @@ class LiveProcessor:
                 run = series_run.get(int(series))
                 if run is not None:
                     run.collector.add(BatchResult(mine))
+                    run.timing.add(mine)
                     run.dirty_file = run.dirty_snapshot = True
                 elif int(series) in awaiting:
                     held.setdefault(int(series), []).append(mine)
-            ok = rec["status"] == 0
-            self._latencies.extend((rec["done_time"] - rec["receive_time"])[ok] * 1e3)
-            self._stage_s += (float(rec["decode_s"][ok].sum()), float(rec["process_s"][ok].sum()))
-            self._stage_n += int(ok.sum())
-            self._rate.add(int(ok.sum()))
+            self.timing.add(rec)
+            self._rate.add(int(np.count_nonzero(rec["status"] == 0)))
             for kind, message in result.messages:
                 self.limiter.log(logging.WARNING, kind, "%s", message)
 
@@ -388,7 +434,6 @@ class LiveProcessor:
         batch: list = []
         batch_started = 0.0
         ready: deque = deque()
-        series_seen = 0
         series_done = 0
         last_frame: dict[int, int] = {}
         receiving = True
@@ -424,6 +469,7 @@ class LiveProcessor:
             run.collector.counters.received += held_received.pop(series, 0)
             for records in held.pop(series, []):
                 run.collector.add(BatchResult(records))
+                run.timing.add(records)
             run.dirty_file = run.dirty_snapshot = True
 
         try:
@@ -444,6 +490,14 @@ class LiveProcessor:
                             assign(series, begin_run(msg[1]), header)
                         else:
                             pending_doc.append(msg[1])
+                    elif isinstance(msg, tuple) and msg[0] == "stop-document":
+                        run = self.runs.get(str(msg[1].get("run_start", "")))
+                        if run is not None:
+                            run.exit_status = str(msg[1].get("exit_status") or "")
+                            run.dirty_file = run.dirty_snapshot = True
+                            if run.exit_status != "success":
+                                log.warning("run %s ended: %s%s", run.uid[:8], run.exit_status,
+                                            f" ({msg[1]['reason']})" if msg[1].get("reason") else "")
                     elif isinstance(msg, tuple) and msg[0] == "dropped":
                         self.counters.received += 1
                         self.counters.dropped += 1
@@ -478,7 +532,6 @@ class LiveProcessor:
                             close_batch()
                     elif isinstance(msg, SeriesStart):
                         close_batch()
-                        series_seen += 1
                         if pending_doc:
                             assign(msg.series, begin_run(pending_doc.pop(0)), msg)  # a bluesky run begins
                         elif self._documents_seen or opt.expect_documents:
@@ -537,10 +590,11 @@ class LiveProcessor:
                     stopped_by = "signal"
                     log.info("stopping: finishing the frames already received")
                     self._stop_receiving.set()
-                if (opt.idle_timeout_s and series_seen and not self._stop_receiving.is_set()
-                        and time.monotonic() - self.last_message_time > opt.idle_timeout_s):
+                good = self.last_good_time
+                if (opt.idle_timeout_s and good is not None and not self._stop_receiving.is_set()
+                        and time.monotonic() - good > opt.idle_timeout_s):
                     stopped_by = "idle"
-                    log.info("nothing received for %.0f s: stopping", opt.idle_timeout_s)
+                    log.info("no valid frame for %.0f s (--idle-timeout): stopping", opt.idle_timeout_s)
                     self._stop_receiving.set()
                 if not receiving and not ready and not batch and not awaiting:
                     break
@@ -577,14 +631,21 @@ class LiveProcessor:
                     run.closed = True
             status.update(self._status_text(runner, 0), force=True)
             status.close()
-            self.receiver.close()
-            self.close_links()
-            if self.arena is not None:
-                self.arena.close()
-        p50, p95 = self._latency_percentiles()
+            self.close()
+        p50, p95 = self.timing.percentiles()
         return LiveSummary(self.counters, time.monotonic() - t0, stopped_by, (p50, p95),
-                           tuple(self.recorder.paths) if self.recorder else (), self._timing(),
+                           tuple(self.recorder.paths) if self.recorder else (), self.timing.as_dict(),
                            tuple(r.out for r in self.runs.values()))
+
+    def close(self) -> None:
+        """Release sockets and shared memory (idempotent; :meth:`run` ends with it)."""
+        self.close_links()
+        if self.receiver is not None:
+            self.receiver.close()
+            self.receiver = None
+        if self.arena is not None:
+            self.arena.close()
+            self.arena = None
 
     def close_links(self) -> None:
         """Stop serving maps and frames (the viewer then shows "no data")."""
@@ -595,33 +656,30 @@ class LiveProcessor:
             self.publisher.close()
             self.publisher = None
 
-    def _setup_for(self, start: SeriesStart) -> ProcessingSetup | None:
-        """The setup for a new series, checked here so a bad geometry is reported once, clearly."""
+    def _setup_for(self, start: SeriesStart) -> ProcessingSetup:
+        """The setup for a new series, checked here so a bad geometry is reported once, clearly.
+
+        A header the config cannot serve (another detector's shape, a mask of the wrong
+        shape) falls back on the config's own setup: its frames then reach the workers and
+        are counted and mapped as ``wrong_shape``, never silently skipped.
+        """
         try:
             setup = ProcessingSetup.from_config(self.config, pixel_mask=start.pixel_mask, shape=start.shape)
             processor_for(setup)  # builds the tables now: fails here, not in every worker
             return setup
         except (ConfigError, GeometryError) as exc:
-            log.error("series %d cannot be processed: %s (its frames are skipped%s)", start.series, exc,
-                      ", but recorded" if self.options.record else "")
-            return None
-
-    def _latency_percentiles(self) -> tuple[float, float]:
-        if not self._latencies:
-            return (float("nan"), float("nan"))
-        values = np.fromiter(self._latencies, dtype=np.float64)
-        return float(np.percentile(values, 50)), float(np.percentile(values, 95))
-
-    def _timing(self) -> dict[str, float]:
-        p50, p95 = self._latency_percentiles()
-        n = max(self._stage_n, 1)
-        return {"latency_median_ms": p50, "latency_p95_ms": p95, "decode_mean_ms": 1e3 * self._stage_s[0] / n,
-                "frame_mean_ms": 1e3 * self._stage_s[1] / n}
+            log.error("series %d: %s (its frames are counted as wrong_shape%s)", start.series, exc,
+                      ", and recorded" if self.options.record else "")
+            return self.base_setup
 
     def _status_text(self, runner: BatchRunner, ready: int) -> str:
         c = self.counters
-        p50, p95 = self._latency_percentiles()
+        p50, p95 = self.timing.percentiles()
         behind = " BEHIND" if c.dropped else ""
+        # rarer troubles appear only when they happen, so the line stays readable
+        extra = "".join(f" | {label} {n}" for label, n in (("wrong shape", c.wrong_shape),
+                                                              ("missing", c.missing),
+                                                              ("outside scan", c.outside_scan)) if n)
         return (f"received {c.received} | processed {c.processed} | skipped {c.dropped}{behind} | corrupt {c.corrupt}"
-                f" | late {c.late} | queued {ready} in flight {runner.in_flight} | backlog "
+                f" | late {c.late}{extra} | queued {ready} in flight {runner.in_flight} | backlog "
                 f"{self.backlog_bytes / 1e6:.0f} MB | latency {p50:.0f}/{p95:.0f} ms (p50/p95)")

@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from monitor.command_parser import CommandParser
+from monitor.bluesky_documents import DocumentSubscriber, check_proxy
+from monitor.exit_codes import exit_codes_help, EXIT_NOTHING_PROCESSED, EXIT_OK, EXIT_USAGE
 from monitor.live_processor import LiveOptions, LiveProcessor
 from monitor.stop_signals import stop_on_signals
 from processors.config import ConfigError, load_config
@@ -13,14 +16,16 @@ from processors.geometry import GeometryError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="nanomaps process",
         description="Receive EIGER frames over ZeroMQ (stream v1 or stream2, as the detector, `nanomaps replay` or "
                     "`nanomaps simulate` send them), fit every configured spot of every frame on worker processes, "
                     "and keep results.h5 up to date (rewritten at least once per second, valid after Ctrl-C or "
                     "SIGTERM). A status line shows received / processed / skipped / corrupt frames and latency.",
         epilog="example: nanomaps process --config cfg.toml --connect tcp://127.0.0.1:9999 --out results.h5 "
-               "--record raw_master.h5")
+               "--record raw_master.h5\n\n" + exit_codes_help(
+                   "Ctrl-C or SIGTERM end the session like the end of the stream: the frames received are "
+                   "finished and written, then 0 or 1 as above"))
     p.add_argument("--config", required=True, metavar="C", help="TOML configuration")
     p.add_argument("--connect", metavar="tcp://HOST:PORT",
                    help="detector stream endpoint (default: [stream] connect in the config)")
@@ -52,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"nanomaps process: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     endpoint = args.connect or config.stream.connect
     if not endpoint:
         print("nanomaps process: no stream endpoint. Fix: pass --connect tcp://HOST:PORT or set [stream] connect",
               file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.protocol or args.channel:
         from dataclasses import replace
         config = replace(config, stream=replace(config.stream, protocol=args.protocol or config.stream.protocol,
@@ -73,18 +78,36 @@ def main(argv: list[str] | None = None) -> int:
                           workers=args.workers or config.executor.workers,
                           scheduler=args.scheduler or config.executor.scheduler, series=max(0, args.series),
                           idle_timeout_s=args.idle_timeout, status=not args.no_status)
+    if args.gui and not publish:
+        print("nanomaps process: --gui needs map snapshots. Fix: do not pass --publish none", file=sys.stderr)
+        return EXIT_USAGE
+    if args.gui:
+        from monitor.qt_prerequisites import require_qt
+
+        problem = require_qt("process", headless_hint="run without --gui and watch with `nanomaps monitor` "
+                                                      "from a machine with a display")
+        if problem is not None:
+            return problem
     try:
+        if args.bluesky:  # checked before anything is opened: a typo must not wait for a series
+            check_proxy(args.bluesky)
         processor = LiveProcessor(config, options)
     except (ConfigError, GeometryError, ValueError, OSError) as exc:
         print(f"nanomaps process: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     documents = None
     if args.bluesky:
-        from monitor.bluesky_documents import DocumentSubscriber
-        documents = DocumentSubscriber(args.bluesky, processor.on_document)
+        try:
+            documents = DocumentSubscriber(args.bluesky, processor.on_document)
+        except ValueError as exc:
+            processor.close()
+            print(f"nanomaps process: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         if args.gui:
-            summary = _run_with_gui(processor, config, publish, frames)
+            from monitor.process_window import run_with_gui  # Qt only when a window is asked for
+
+            summary = run_with_gui(processor, config, publish, frames)
         else:
             with stop_on_signals() as stop:
                 summary = processor.run(stop)
@@ -93,45 +116,15 @@ def main(argv: list[str] | None = None) -> int:
             documents.close()
     c = summary.counters
     p50, p95 = summary.latency_ms
+    trouble = "".join(f", {label} {n}" for label, n in (("wrong shape", c.wrong_shape), ("missing", c.missing),
+                                                         ("outside scan", c.outside_scan)) if n)
     print(f"{args.out}: {c.processed} of {c.received} frames processed in {summary.seconds:.1f} s "
-          f"(stopped by {summary.stopped_by}); skipped {c.dropped}, corrupt {c.corrupt}, late {c.late}; "
+          f"(stopped by {summary.stopped_by}); skipped {c.dropped}, corrupt {c.corrupt}, late {c.late}{trouble}; "
           f"latency {p50:.0f} ms median, {p95:.0f} ms p95")
     for path in summary.record_paths:
         print(f"recorded {path}")
-    if c.received and not c.processed:
-        print("nanomaps process: no frame could be processed", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _run_with_gui(processor, config, publish, frames):
-    """Processing in a thread, the monitor window in the main thread (Qt's rule)."""
-    import threading
-
-    from PySide6 import QtCore, QtWidgets
-
-    from monitor.frame_link import FrameClient
-    from monitor.monitor_window import MonitorWindow
-    from monitor.snapshot_link import SnapshotSubscriber
-
-    if not publish:
-        raise SystemExit("nanomaps process: --gui needs map snapshots: do not disable --publish")
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-    stop = threading.Event()
-    result = {}
-    worker = threading.Thread(target=lambda: result.setdefault("summary", processor.run(stop)), daemon=True)
-    worker.start()
-    # the bound addresses: "tcp://127.0.0.1:*" asks for any free port
-    feed = SnapshotSubscriber(processor.publisher.endpoint if processor.publisher else publish)
-    client = FrameClient(processor.frame_server.endpoint if processor.frame_server else frames)
-    window = MonitorWindow(feed, client, None, config.rescan)
-    window.show()
-    timer = QtCore.QTimer()
-    timer.timeout.connect(lambda: app.quit() if not worker.is_alive() else None)
-    timer.start(500)
-    app.exec()
-    stop.set()
-    worker.join()
-    feed.close()
-    client.close()
-    return result["summary"]
+    if not c.processed and (c.received or c.corrupt or c.late):
+        print("nanomaps process: data arrived but no frame could be processed (see the counts above)",
+              file=sys.stderr)
+        return EXIT_NOTHING_PROCESSED
+    return EXIT_OK

@@ -17,6 +17,8 @@ import os
 import sys
 from typing import Iterable, Mapping
 
+from monitor.exit_codes import EXIT_USAGE
+
 #: Libraries QtGui links on every platform (offscreen too): soname → Debian/Ubuntu package.
 #: Read from ``readelf -d`` of PySide6's libQt6Gui.so.6.
 GUI_LIBRARIES: dict[str, str] = {
@@ -180,4 +182,4 @@ def require_qt(command: str, *, headless_hint: str = "", environ: Mapping[str, s
     if problem is None:
         return None
     print(f"nanomaps {command}: {problem}", file=sys.stderr)
-    return 2
+    return EXIT_USAGE

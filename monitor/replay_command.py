@@ -5,19 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+from monitor.command_parser import CommandParser
 from monitor.progress import progress_bar
+from monitor.exit_codes import EXIT_INTERRUPTED, EXIT_NOTHING_PROCESSED, EXIT_OK, EXIT_USAGE, exit_codes_help
 from stream.dectris_file import DectrisFile, DectrisFileError
 from stream.dectris_replay import parse_rate, replay_file
 from stream.stream_sender import BindAddressError, StreamSender
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="nanomaps replay",
         description="Send a DECTRIS-layout recording (nanomaps record, or the DECTRIS file writer) as a detector "
                     "stream: headers built from the master file (pixel mask with --header-detail all), chunks sent "
                     "exactly as stored. Waits for a receiver to connect; prints the rate achieved.",
-        epilog="example: nanomaps replay raw_master.h5 --bind tcp://127.0.0.1:9999 --rate max --protocol stream2")
+        epilog="example: nanomaps replay raw_master.h5 --bind tcp://127.0.0.1:9999 --rate max --protocol stream2"
+               "\n\n" + exit_codes_help().replace("data came but not one frame could be processed",
+                                                 "not one frame could be read and sent"))
     p.add_argument("master", metavar="MASTER.h5")
     p.add_argument("--bind", default="tcp://127.0.0.1:9999", metavar="tcp://HOST:PORT",
                    help="where to listen (default tcp://127.0.0.1:9999; loopback unless --allow-remote)")
@@ -39,11 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rate = parse_rate(args.rate)
         with DectrisFile(args.master) as f:
+            f.check_readable()  # a master without its data would "send" nothing and claim success
             total = f.frame_count * max(1, args.repeat)
+            unreadable = f.unreadable_parts
         sender = StreamSender(args.bind, allow_remote=args.allow_remote)
     except (ValueError, BindAddressError, DectrisFileError) as exc:
         print(f"nanomaps replay: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     print(f"replaying {total} frames of {args.master} on {sender.endpoint} ({args.protocol}, rate {args.rate}); "
           "waiting for a receiver", flush=True)
     try:
@@ -54,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nanomaps replay: interrupted", file=sys.stderr)
         sender.close(linger_s=0)
-        return 130
+        return EXIT_INTERRUPTED
     sender.close()
+    if unreadable:
+        print(f"nanomaps replay: {len(unreadable)} data file(s) could not be read "
+              f"({', '.join(p.filename for p in unreadable[:3])}): their frames were not sent", file=sys.stderr)
     print(f"sent {stats.frames} frames ({stats.skipped} unreadable skipped) in {stats.seconds:.2f} s: "
           f"{stats.rate_hz:.1f} frames/s, {stats.bytes / max(stats.seconds, 1e-9) / 1e6:.1f} MB/s")
-    return 0
+    return EXIT_OK if stats.frames else EXIT_NOTHING_PROCESSED

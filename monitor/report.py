@@ -32,6 +32,8 @@ from matplotlib.colors import Colormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 
+from monitor.command_parser import CommandParser
+
 __all__ = [
     "MapAxis",
     "ReportData",
@@ -679,7 +681,7 @@ def draw_report(results_path: str | Path, *, peak: str | None = None) -> Figure:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="nanomaps report",
         description="Paper-style figure of a results file: maps (intensity, φ0, Δφ_do, size, "
         "microstrain, a, b), the Williamson–Hall plot and a, b vs NC size.",

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from monitor.command_parser import CommandParser
 from monitor.batch_runner import BatchRunner
+from monitor.exit_codes import EXIT_INTERRUPTED, EXIT_NOTHING_PROCESSED, EXIT_OK, EXIT_USAGE, exit_codes_help
 from monitor.map_collector import MapCollector, RunCounters
 from monitor.progress import progress_bar
 from monitor.results_file import ResultsWriter
@@ -27,6 +29,7 @@ from processors.geometry import GeometryError
 from processors.processing_setup import ProcessingSetup
 from stream.dectris_file import DectrisFile, DectrisFileError
 from stream.encoded_frame import EncodedFrame
+from stream.output_path import check_output_file
 from stream.rate_limited_log import RateLimitedLog
 
 log = logging.getLogger("nanomaps.reprocess")
@@ -61,6 +64,7 @@ def _open_inputs(masters: Sequence[str | Path]) -> list[DectrisFile]:
     try:
         for path in masters:
             files.append(DectrisFile(path))
+            files[-1].check_readable()
     except DectrisFileError:
         for f in files:
             f.close()
@@ -87,6 +91,7 @@ def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | 
     configuration, geometry or inputs cannot be used.
     """
     t0 = time.perf_counter()
+    check_output_file(out, what="results file")  # before any input is opened or worker started
     files = _open_inputs(masters)
     try:
         first = files[0].metadata
@@ -156,12 +161,13 @@ def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="nanomaps reprocess",
         description="Fit every configured Bragg spot of every frame of recorded DECTRIS files (master + data "
                     "files, as the DECTRIS file writer or `nanomaps record` writes them) and write the maps to a "
                     "results file. Several master files are taken as consecutive parts of one scan.",
-        epilog="example: nanomaps reprocess scan_master.h5 --config cfg.toml --out results.h5 --workers 2")
+        epilog="example: nanomaps reprocess scan_master.h5 --config cfg.toml --out results.h5 --workers 2\n\n"
+               + exit_codes_help())
     p.add_argument("masters", nargs="+", metavar="MASTER.h5", help="DECTRIS master file(s), in scan order")
     p.add_argument("--config", required=True, metavar="C", help="TOML configuration (peaks, scan, geometry)")
     p.add_argument("--out", required=True, metavar="R.h5", help="results file to write (overwritten)")
@@ -177,20 +183,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.workers is not None and args.workers < 1:
         print("nanomaps reprocess: --workers must be at least 1", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         config = load_config(args.config)
         summary = reprocess(args.masters, config, args.out, workers=args.workers, scheduler=args.scheduler,
                             batch_size=args.batch_size, progress=not args.no_progress)
-    except (ConfigError, GeometryError, DectrisFileError, ConnectionError) as exc:
+    except (ConfigError, GeometryError, ConnectionError, OSError, ValueError) as exc:
+        # OSError: DectrisFileError, OutputPathError, ArenaSpaceError; ValueError: addresses
         print(f"nanomaps reprocess: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("nanomaps reprocess: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     c = summary.counters
     rate = c.received / summary.seconds if summary.seconds > 0 else 0.0
     print(f"{summary.out}: {c.processed} of {c.received} frames processed ({rate:.0f} frames/s on "
           f"{summary.workers}); fits ok {c.fits_ok}, rejected {c.fits_rejected}; corrupt {c.corrupt}, "
           f"missing {c.missing}, wrong shape {c.wrong_shape}, worker failures {c.worker_failures}")
     if c.processed == 0:
-        print("nanomaps reprocess: no frame could be processed", file=sys.stderr)
-        return 1
-    return 0
+        print("nanomaps reprocess: no frame could be processed (see the counts above)", file=sys.stderr)
+        return EXIT_NOTHING_PROCESSED
+    return EXIT_OK

@@ -2,6 +2,7 @@
 
 Layout (design §5)::
 
+    /                            @default = "entry"
     /entry                       NXentry, @default = "results"
     /entry/results               NXdata, @signal = "intensity", @axes = ["y", "x"]
         intensity                [rows, cols] counts of valid pixels
@@ -12,7 +13,8 @@ Layout (design §5)::
             amplitude q0 dq phi0 dphi background  (+ *_error), status, dphi_do
         derived/                 NXdata, @signal = "size": a b c size microstrain a_sc1 a_sc2 a_sc strain_*
     /entry/scan                  x, y positions, shape, snake, motor names
-    /entry/process               NXprocess: program, version, config and PONI text, times, counters
+    /entry/process               NXprocess: program, version, config and PONI text, times, counters,
+                                 run_uid, parent_uid, geometry, exit_status, timing/ (this run's)
 
 Every write replaces the map contents in place and flushes, so the file is valid
 whenever it is closed or the process stops between writes.
@@ -31,6 +33,7 @@ import numpy as np
 from monitor.map_collector import ResultMaps, RunCounters
 from processors.config import NanomapsConfig
 from processors.frame_record import FRAME_STATUS_NAMES
+from stream.output_path import OutputPathError, check_output_file
 from stream.raster_scan import RasterScan
 
 UNITS = {
@@ -64,13 +67,18 @@ class ResultsWriter:
     def __init__(self, path: str | Path, config: NanomapsConfig, scan: RasterScan, *,
                  inputs: tuple[str, ...] = (), poni_text: str = "", setup_id: str = "", run_uid: str = "",
                  parent_uid: str = "", geometry: str = "config") -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = check_output_file(path, what="results file")
         self.config = config
         self.scan: RasterScan | None = None
         self.start_time = time.time()
-        self._file = h5py.File(self.path, "w")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = h5py.File(self.path, "w")
+        except OSError as exc:  # e.g. the file is open (locked) in another program
+            raise OutputPathError(f"results file {self.path}: cannot create it ({exc}). "
+                                  "Fix: close it in other programs, or choose another name") from None
         f = self._file
+        f.attrs["default"] = "entry"  # NeXus: silx and friends open the maps directly
         entry = f.create_group("entry")
         entry.attrs["NX_class"] = "NXentry"
         entry.attrs["default"] = "results"
@@ -94,6 +102,7 @@ class ResultsWriter:
         process.create_dataset("geometry", data=geometry)        # where the map shape came from
         process.create_dataset("start_time", data=_iso(self.start_time))
         process.create_dataset("end_time", data="")
+        process.create_dataset("exit_status", data="")  # the bluesky run's: success / abort / fail
         process.create_dataset("status_codes", data=[f"{k}: {v}" for k, v in sorted(FRAME_STATUS_NAMES.items())])
         self._write_scan(scan)
         f.flush()
@@ -157,8 +166,11 @@ class ResultsWriter:
         return g
 
     def write(self, maps: ResultMaps, frames: np.ndarray, counters: RunCounters, *, final: bool = False,
-              timing: dict[str, float] | None = None) -> None:
-        """Write all maps, the frames table, counters and timing (``/entry/process/timing``), then flush."""
+              timing: dict[str, float] | None = None, exit_status: str = "") -> None:
+        """Write all maps, the frames table, counters and timing (``/entry/process/timing``), then flush.
+
+        ``timing``: this run's figures (ms); ``exit_status``: how its bluesky run ended.
+        """
         results = self._file["entry/results"]
         self._put(results, "intensity", maps.intensity, "counts")
         self._put(results, "frame_status", maps.frame_status)
@@ -187,6 +199,9 @@ class ResultsWriter:
             group.attrs["NX_class"] = "NXcollection"
             for key, value in timing.items():
                 self._put(group, key, np.asarray(value, dtype=np.float64), "ms" if key.endswith("_ms") else None)
+        if exit_status and process["exit_status"][()].decode() != exit_status:
+            del process["exit_status"]
+            process.create_dataset("exit_status", data=exit_status)
         if final:
             del process["end_time"]
             process.create_dataset("end_time", data=_iso(time.time()))

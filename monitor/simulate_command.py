@@ -7,6 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from monitor.command_parser import CommandParser
+from monitor.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE, exit_codes_help
 from monitor.progress import progress_bar
 from processors.config import ConfigError, load_config
 from processors.demo_setup import DEMO_DETECTORS, write_demo_config
@@ -14,20 +16,21 @@ from processors.geometry import GeometryError
 from processors.simulate_scan import ScanSimulator, simulate_scan_file
 from stream.dectris_replay import parse_rate
 from stream.encoded_frame import EncodedFrame
+from stream.output_path import check_output_file
 from stream.stream_sender import BindAddressError, Pacer, StreamSender
 from stream.wire_encoder import WireEncoder
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="nanomaps simulate",
         description="A simulated EIGER scanning the model CsPbBr3 supercrystal (NC size gradient, microstrain, a/b "
                     "anisotropy, orientation domains, disorder growing to the edge). With --out it writes the scan "
                     "in the DECTRIS file-writer layout; with --bind it streams it live in the real wire format "
                     "(stream v1 or stream2). The true maps go to <name>_truth.h5 (--truth for live runs).",
-        epilog="examples: nanomaps simulate --bind tcp://127.0.0.1:9999 --shape 40 60 --rate 500 --protocol stream1\n"
-               "          nanomaps simulate --out sim/scan_master.h5 --shape 24 32",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog="example: nanomaps simulate --bind tcp://127.0.0.1:9999 --shape 40 60 --rate 500 --protocol stream1\n\n"
+               "example: nanomaps simulate --out sim/scan_master.h5 --shape 24 32\n\n"
+               + exit_codes_help().replace("1 data came but not one frame could be processed; ", ""))
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", metavar="MASTER.h5", help="write DECTRIS files (<name>_master.h5 + data files)")
     where.add_argument("--bind", metavar="tcp://HOST:PORT", help="stream live (loopback unless --allow-remote)")
@@ -87,6 +90,9 @@ def stream_scan(sim: ScanSimulator, sender: StreamSender, *, protocol: str, rate
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        for path, what in ((args.out, "output"), (args.truth, "truth file")):
+            if path:
+                check_output_file(path, what=what)
         rate = parse_rate(args.rate)
         if rate == "original":
             raise ValueError("rate 'original' needs a recording: use a number of frames per second or max")
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             except KeyboardInterrupt:
                 sender.close(linger_s=0)
                 print("nanomaps simulate: interrupted", file=sys.stderr)
-                return 130
+                return EXIT_INTERRUPTED
             sender.close()
             print(f"sent {n} frames in {seconds:.2f} s: {n / max(seconds, 1e-9):.1f} frames/s"
                   + (f" (asked for {rate:g}; rendering limits the rate)" if rate != "max" and n / max(seconds, 1e-9)
@@ -122,5 +128,5 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     except (ConfigError, GeometryError, ValueError, BindAddressError, OSError) as exc:
         print(f"nanomaps simulate: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 

@@ -14,7 +14,7 @@ import time
 import zmq
 
 from monitor.map_snapshot import SNAPSHOT_TOPIC, MapSnapshot
-from stream.stream_sender import check_bind_address
+from stream.stream_sender import BindAddressError, bind_checked, check_bind_address
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,13 @@ class SnapshotPublisher:
         self._socket = self._context.socket(zmq.PUB)
         self._socket.setsockopt(zmq.SNDHWM, 4)   # slow viewers drop old snapshots, they never queue
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.bind(endpoint)
-        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        try:
+            self.endpoint = bind_checked(self._socket, endpoint)
+        except BindAddressError:
+            self._socket.close(0)
+            if self._own:
+                self._context.term()
+            raise
         self.published = 0
 
     def publish(self, snapshot: MapSnapshot) -> None:

@@ -25,6 +25,7 @@ from stream.encoded_frame import ChunkSource, EncodedFrame
 log = logging.getLogger(__name__)
 
 _DATA_LINK = re.compile(r"^data_(\d{6})$")
+_DATA_FILE_NAME = re.compile(r"_data_\d{6}\.h5$")
 _FILTER_BITSHUFFLE = 32008
 _FILTER_LZ4 = 32004
 _BSHUF_LZ4 = 2  # bitshuffle filter option: compression = LZ4
@@ -96,9 +97,42 @@ class DectrisFile:
         if "entry/data" not in self._file:
             self._file.close()
             raise DectrisFileError(f"{self.path}: no /entry/data group, not a DECTRIS master file")
+        if not any(_DATA_LINK.match(n) for n in self._file["entry/data"]):
+            reason = self._not_a_master_reason()
+            self._file.close()
+            raise DectrisFileError(reason)
         self.parts: list[DataPart] = self._scan_parts()
         self.metadata = self._read_metadata()
         self.parts = self._size_unreadable_parts(self.parts, self.metadata.frames_expected)
+        if len(self.unreadable_parts) < len(self.parts):
+            # some data survive: say which frames will be missing; none at all is check_readable's error
+            for part in self.unreadable_parts:
+                log.error("%s: %s (frames %d-%d missing)", self.path, part.error, part.first_frame,
+                          part.first_frame + part.frames - 1)
+
+    def _not_a_master_reason(self) -> str:
+        if "data" in self._file["entry/data"].keys():
+            guess = _DATA_FILE_NAME.sub("_master.h5", self.path.name)
+            fix = f"pass {guess}" if guess != self.path.name else "pass its *_master.h5"
+            return f"{self.path}: a DECTRIS data file, not a master file. Fix: {fix} (it links the data files)"
+        return f"{self.path}: /entry/data holds no data_NNNNNN links, not a DECTRIS master file"
+
+    def check_readable(self) -> None:
+        """Raise :class:`DectrisFileError` when not one data file of the master can be read.
+
+        Some missing files are survivable (their frames are counted missing); none at all
+        means a master copied without its data, which deserves one clear line.
+        """
+        if self.parts and all(p.error for p in self.parts):
+            names = ", ".join(p.filename for p in self.parts[:3]) + (", ..." if len(self.parts) > 3 else "")
+            raise DectrisFileError(f"{self.path}: none of its {len(self.parts)} data file(s) can be read "
+                                   f"({names}; first error: {self.parts[0].error.split(': ', 1)[-1]}). "
+                                   "Fix: copy the *_data_NNNNNN.h5 files next to the master")
+
+    @property
+    def unreadable_parts(self) -> list[DataPart]:
+        """Data files that are missing or cannot be opened."""
+        return [p for p in self.parts if p.error]
 
     # --- metadata -----------------------------------------------------------------
     def _read_metadata(self) -> DetectorMetadata:
@@ -166,7 +200,6 @@ class DectrisFile:
                 first = start + frames
             except (KeyError, OSError) as exc:
                 reason = f"{name} -> {filename}: cannot open ({exc})"
-                log.error("%s: %s", self.path, reason)
                 guess = frames_per_file or 0
                 parts.append(DataPart(name, index, filename, guess, first, error=reason))
                 first += guess

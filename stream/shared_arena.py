@@ -10,6 +10,7 @@ batch holds back what was allocated after it (the bound stays exact).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -28,6 +29,30 @@ class ArenaSlice:
     seq: int
 
 
+class ArenaSpaceError(OSError):
+    """Not enough shared memory (``/dev/shm``) for the arena."""
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else ""
+
+
+def check_shared_memory(size_bytes: int, folder: str = "/dev/shm") -> None:
+    """Raise :class:`ArenaSpaceError` when ``folder`` has less than ``size_bytes`` free.
+
+    Writing past the end of a tmpfs kills the process with SIGBUS, no message: a container
+    with Docker's 64 MB default ``/dev/shm`` must learn it in one line instead.
+    """
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return  # no such tmpfs (not Linux): nothing to check against
+    free = st.f_bavail * st.f_frsize
+    if free < size_bytes:
+        raise ArenaSpaceError(f"{folder} has {free / 1e6:.0f} MB free but the frame backlog needs "
+                              f"{size_bytes / 1e6:.0f} MB. Fix: lower [stream] max_backlog_mb in the config, "
+                              "or give the machine more shared memory (docker run --shm-size=1g)")
+
+
 class SharedArena:
     """Producer side: :meth:`put` copies a blob in (None when full), :meth:`release` frees it.
 
@@ -37,6 +62,7 @@ class SharedArena:
     def __init__(self, size_bytes: int) -> None:
         if size_bytes < 1:
             raise ValueError("arena size must be positive")
+        check_shared_memory(size_bytes)
         self._shm = shared_memory.SharedMemory(create=True, size=size_bytes)
         self.name = self._shm.name
         self.size = size_bytes

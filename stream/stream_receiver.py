@@ -9,7 +9,7 @@ stream2, or detected per message (v1 parts are JSON, stream2 is one CBOR item).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import zmq
 
@@ -17,6 +17,7 @@ from stream.series_validator import SeriesValidator
 from stream.stream1_codec import parse_stream1
 from stream.stream2_codec import parse_stream2
 from stream.stream_messages import BadMessage, ImageMessage, Message, SeriesEnd, SeriesStart
+from stream.zmq_address import check_connect_address
 
 SOCKET_TYPES = {"pull": zmq.PULL, "sub": zmq.SUB}
 
@@ -33,6 +34,20 @@ class ReceiverCounters:
     corrupt: int = 0
     late: int = 0
     bytes: int = 0
+
+
+def protocol_of(buffers: list) -> str:
+    """The protocol a message's parts suggest: v1 is several parts or a JSON header, stream2 one CBOR item."""
+    first = buffers[0]
+    return "stream1" if len(buffers) > 1 or (len(first) and first[0] == 0x7B) else "stream2"
+
+
+def looks_like(buffers: list, protocol: str) -> bool:
+    """A cheap positive sign of ``protocol``: v1's JSON header part, or stream2's CBOR self-describe tag."""
+    first = bytes(buffers[0][:3])
+    if protocol == "stream1":
+        return first[:1] == b"{"
+    return len(buffers) == 1 and first == b"\xd9\xd9\xf7"
 
 
 class StreamReceiver:
@@ -54,6 +69,7 @@ class StreamReceiver:
             raise ValueError(f"socket type {socket_type!r} unknown; use 'pull' or 'sub'")
         if protocol not in ("auto", "stream1", "stream2"):
             raise ValueError(f"protocol {protocol!r} unknown; use auto, stream1 or stream2")
+        check_connect_address(endpoint, what="detector stream")  # before libzmq's bare "Invalid argument"
         self.endpoint = endpoint
         self.protocol = protocol
         self.channel = channel
@@ -74,17 +90,23 @@ class StreamReceiver:
 
     def _parse(self, frames: list[zmq.Frame], now: float) -> Message:
         buffers = [f.buffer for f in frames]
-        protocol = self.protocol
-        if protocol == "auto":
-            first = buffers[0]
-            protocol = "stream1" if len(buffers) > 1 or (len(first) and first[0] == 0x7B) else "stream2"
+        protocol = self.protocol if self.protocol != "auto" else protocol_of(buffers)
         if protocol == "stream1":
-            return parse_stream1(buffers, receive_time=now, copy_blob=self.copy_blobs,
-                                 check_blocks=self.check_blocks)
-        if len(buffers) != 1:
-            return BadMessage(f"stream2 message with {len(buffers)} parts (expected one CBOR item)", "stream2",
-                              receive_time=now)
-        return parse_stream2(buffers[0], channel=self.channel, receive_time=now, check_blocks=self.check_blocks)
+            msg = parse_stream1(buffers, receive_time=now, copy_blob=self.copy_blobs,
+                                check_blocks=self.check_blocks)
+        elif len(buffers) != 1:
+            msg = BadMessage(f"stream2 message with {len(buffers)} parts (expected one CBOR item)", "stream2",
+                             receive_time=now)
+        else:
+            msg = parse_stream2(buffers[0], channel=self.channel, receive_time=now, check_blocks=self.check_blocks)
+        if isinstance(msg, BadMessage) and self.protocol != "auto":
+            other = protocol_of(buffers)
+            if other != protocol and looks_like(buffers, other):
+                # a forced protocol that does not match the detector: every message would be
+                # "corrupt"; say what it looks like instead
+                msg = replace(msg, reason=f"{msg.reason}; the message looks like {other}, not {protocol}. "
+                                          f"Fix: --protocol {other} (or auto)")
+        return msg
 
     def receive(self, timeout_ms: int = 100) -> list[Message]:
         """Wait up to ``timeout_ms`` for one wire message and return what it validates to."""

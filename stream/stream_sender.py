@@ -6,15 +6,18 @@ the caller explicitly allows another interface.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import threading
 import time
 
 import zmq
 
+from stream.zmq_address import AddressError, parse_tcp_address
 
-class BindAddressError(ValueError):
-    """A bind address that is not loopback, without permission to expose it."""
+
+class BindAddressError(AddressError):
+    """A bind address that is malformed, busy, or not loopback without permission to expose it."""
 
 
 def check_bind_address(endpoint: str, allow_remote: bool = False) -> None:
@@ -24,10 +27,10 @@ def check_bind_address(endpoint: str, allow_remote: bool = False) -> None:
     """
     if endpoint.startswith(("ipc://", "inproc://")):
         return
-    host, sep, port = endpoint.removeprefix("tcp://").rpartition(":")
-    if not endpoint.startswith("tcp://") or not sep or not host or not (port == "*" or port.isdigit()):
-        raise BindAddressError(f"{endpoint}: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:9999)")
-    host = host.strip("[]")
+    try:
+        host, _ = parse_tcp_address(endpoint, what="bind address", allow_any_port=True)
+    except AddressError as exc:
+        raise BindAddressError(str(exc)) from None
     if host == "localhost":
         return
     try:
@@ -37,6 +40,25 @@ def check_bind_address(endpoint: str, allow_remote: bool = False) -> None:
     if not loopback and not allow_remote:
         raise BindAddressError(f"{endpoint}: binding beyond loopback exposes the stream to the network. "
                                "Fix: use tcp://127.0.0.1:PORT, or pass --allow-remote if that is intended")
+
+
+def bind_error_text(endpoint: str, exc: zmq.ZMQError) -> str:
+    """One line for a failed bind: what, where, and the fix."""
+    if exc.errno == errno.EADDRINUSE:
+        return (f"{endpoint}: address already in use (another program listens there, perhaps an earlier "
+                "replay/simulate/process). Fix: choose another port, or stop that program")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{endpoint}: no such interface on this machine. Fix: bind to tcp://127.0.0.1:PORT"
+    return f"{endpoint}: cannot listen there ({exc.strerror})"
+
+
+def bind_checked(socket: zmq.Socket, endpoint: str) -> str:
+    """Bind ``socket``; the bound address (a ``*`` port resolved), or :class:`BindAddressError`."""
+    try:
+        socket.bind(endpoint)
+    except zmq.ZMQError as exc:
+        raise BindAddressError(bind_error_text(endpoint, exc)) from None
+    return socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
 class StreamSender:
@@ -49,8 +71,11 @@ class StreamSender:
         self._context = context or zmq.Context()
         self._socket = self._context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, sndhwm)
-        self._socket.bind(endpoint)
-        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        try:
+            self.endpoint = bind_checked(self._socket, endpoint)
+        except BindAddressError:
+            self.close(linger_s=0)
+            raise
         self.messages_sent = 0
         self.bytes_sent = 0
 

@@ -313,22 +313,40 @@ def test_bluesky_runs_get_their_own_maps_and_frames_are_served(scan, tmp_path):
     assert fetched["recent"].source.startswith("ring") and fetched["recorded"].source == "recording"
 
 
-def test_process_with_gui_ends_with_its_series(scan, tmp_path):
-    """`nanomaps process --gui`: processing in a thread, the monitor window in the main thread."""
+def test_process_with_gui_keeps_its_window_after_the_series(scan, tmp_path):
+    """`nanomaps process --gui`: processing in a thread, the window in the main thread; the window stays
+    open after the series ended (the user closes it), and SIGTERM ends it all with the summary."""
     config, sim = scan
     sender = StreamSender("tcp://127.0.0.1:*")
     stop_replay = threading.Event()
     replayer = in_thread(replay_file, sim.master_path, sender, protocol="stream1", rate=40.0, stop=stop_replay)
     exe = str(Path(sys.executable).with_name("nanomaps"))
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    proc = subprocess.run([exe, "process", "--config", str(config.path), "--connect", sender.endpoint, "--out",
-                           str(tmp_path / "live.h5"), "--workers", "2", "--no-status", "--gui",
-                           "--publish", "tcp://127.0.0.1:*"], capture_output=True, text=True, timeout=300, env=env)
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([exe, "process", "--config", str(config.path), "--connect", sender.endpoint,
+                                 "--out", str(tmp_path / "live.h5"), "--workers", "2", "--no-status", "--gui",
+                                 "--publish", "tcp://127.0.0.1:*"], stdout=subprocess.PIPE, stderr=err, text=True,
+                                env=env)
+        try:
+            deadline = time.monotonic() + 240
+            while "series 1 ended" not in err_path.read_text() and time.monotonic() < deadline:
+                assert proc.poll() is None, err_path.read_text()[-3000:]
+                time.sleep(0.5)
+            assert "series 1 ended" in err_path.read_text(), err_path.read_text()[-3000:]
+            time.sleep(3.0)
+            assert proc.poll() is None, "the window closed by itself when the series ended"
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     stop_replay.set()
     replayer.join(30)
     sender.close(linger_s=0)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"{SHAPE[0] * SHAPE[1]} of {SHAPE[0] * SHAPE[1]} frames processed" in proc.stdout
+    assert proc.returncode == 0, err_path.read_text()[-3000:]
+    assert f"{SHAPE[0] * SHAPE[1]} of {SHAPE[0] * SHAPE[1]} frames processed" in out
+    assert "Traceback" not in err_path.read_text()
 
 
 def test_start_document_may_come_after_the_series_header(scan, tmp_path, caplog):
