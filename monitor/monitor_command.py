@@ -6,9 +6,12 @@ import argparse
 import os
 import sys
 
+from monitor.command_parser import CommandParser
+from monitor.exit_codes import EXIT_USAGE
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="nanomaps monitor",
         description="Watch the maps of a running `nanomaps process` fill in: pick a quantity, click a point to "
                     "see its detector frame with the fitted spots, draw a rectangle to rescan a region (with "
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         rules = load_config(args.config).rescan if args.config else RescanConfig(limits={})
     except (ConfigError, ValueError) as exc:  # AddressError is a ValueError
         print(f"nanomaps monitor: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     runner = None
     if args.queue_server:
         # checked before the window opens: a wrong address would otherwise surface at the first rescan
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nanomaps monitor: {exc}", file=sys.stderr)
             if runner is not None:
                 runner.close()
-            return 2
+            return EXIT_USAGE
 
     from PySide6 import QtCore, QtWidgets
 

@@ -30,9 +30,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap, LogNorm, Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, ScalarFormatter
 
 from monitor.command_parser import CommandParser
+from stream.output_path import check_output_file
 
 __all__ = [
     "MapAxis",
@@ -477,6 +478,10 @@ def _draw_map(fig: Figure, ax: Axes, data: ReportData, panel: _MapPanel) -> None
     cb = fig.colorbar(im, ax=ax, shrink=0.9, pad=0.02)
     cb.set_label(panel.units, fontsize=8)
     cb.ax.tick_params(labelsize=7)
+    if isinstance(cb.formatter, ScalarFormatter):
+        # plain numbers: matplotlib's "1e6" offset sits above the bar, in the title's line
+        cb.formatter.set_useOffset(False)
+        cb.formatter.set_scientific(False)
     if panel.ticks is not None:
         cb.set_ticks(list(panel.ticks))
         cb.ax.yaxis.set_major_formatter(FormatStrFormatter("%.0f"))
@@ -516,7 +521,8 @@ def _map_panels(data: ReportData) -> list[_MapPanel]:
         panels.append(
             _MapPanel(
                 "phi0",
-                f"φ0 ({peak}) mod 90°, median {median:.1f}° ± {half:.0f}°",
+                # two short lines: one long title ran into the neighbouring colour bar
+                f"φ0 ({peak}) mod 90°\nmedian {median:.1f}° ± {half:.0f}°",
                 folded,
                 "",
                 "φ0 (°)",
@@ -707,6 +713,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ReportError(f"--dpi {args.dpi:g}: must be positive, e.g. --dpi 150")
         if not out.parent.is_dir():
             raise ReportError(f"--out {str(out)!r}: directory {str(out.parent)!r} does not exist; create it or choose another path")
+        try:
+            check_output_file(out, what="figure")  # before the drawing, not after it
+        except OSError as exc:
+            raise ReportError(str(exc)) from None
         fig = draw_report(args.results, peak=args.peak)
         try:
             FigureCanvasAgg(fig).print_figure(str(out), dpi=args.dpi, format=fmt)
