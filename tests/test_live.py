@@ -376,3 +376,43 @@ def test_start_document_may_come_after_the_series_header(scan, tmp_path, caplog)
     with h5py.File(tmp_path / "live_2.h5", "r") as f:
         assert f["entry/process/geometry"][()] == b"config" and f["entry/process/processed"][()] == 80
     assert any("no bluesky start document within 2 s" in r.getMessage() for r in caplog.records)
+
+
+def test_each_run_file_has_its_own_timing_and_exit_status(scan, tmp_path):
+    """Two bluesky runs: each file's timing/ comes from its own frames, its exit_status from its stop
+    document (an aborted map must say so), and the file opens on its maps (root @default)."""
+    config, sim = scan
+    sender = StreamSender("tcp://127.0.0.1:*")
+    opts = LiveOptions(endpoint=sender.endpoint, out=tmp_path / "live.h5", workers=2, status=False, series=2,
+                       expect_documents=True)
+    lp = LiveProcessor(config, opts)
+
+    def grid(uid):
+        return {"uid": uid, "plan_name": "grid_scan", "shape": [8, 10], "extents": [[0.0, 3.5], [0.0, 4.5]],
+                "snaking": [False, True], "motors": ["piezo_y", "piezo_x"]}
+
+    def drive():
+        lp.on_document("start", grid("run-A"))
+        replay_file(sim.master_path, sender, protocol="stream1", rate="max", series=1)
+        lp.on_document("stop", {"run_start": "run-A", "exit_status": "success"})
+        lp.on_document("start", grid("run-B"))
+        replay_file(sim.master_path, sender, protocol="stream1", rate=60.0, series=2)
+        lp.on_document("stop", {"run_start": "run-B", "exit_status": "abort", "reason": "user pressed Abort"})
+
+    driver = in_thread(drive)
+    summary = lp.run(threading.Event())
+    driver.join(60)
+    sender.close()
+    assert summary.results == (tmp_path / "live.h5", tmp_path / "live_2.h5")
+    for path, uid, status in ((tmp_path / "live.h5", b"run-A", b"success"),
+                              (tmp_path / "live_2.h5", b"run-B", b"abort")):
+        with h5py.File(path, "r") as f:
+            assert f.attrs["default"] == "entry" and f["entry"].attrs["default"] == "results"
+            process = f["entry/process"]
+            assert process["run_uid"][()] == uid and process["exit_status"][()] == status
+            frames = f["entry/results/frames"][()]
+            ok = frames[frames["status"] == 0]
+            assert len(ok) == 80
+            own = float(np.median((ok["done_time"] - ok["receive_time"]) * 1e3))
+            assert process["timing/latency_median_ms"][()] == pytest.approx(own, rel=1e-9)
+

@@ -11,6 +11,7 @@ import h5py
 import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
@@ -230,6 +231,27 @@ def test_figure_has_every_panel(results_file: Path) -> None:
     # microstrain is shown in %
     assert np.nanmedian(np.ma.filled(axes["microstrain"].get_images()[0].get_array(), np.nan)) == pytest.approx(
         100 * np.nanmedian(read_report_data(results_file).microstrain))
+
+
+def test_titles_do_not_run_into_other_panels(results_file: Path, tmp_path: Path) -> None:
+    """Every map title stays clear of every colour bar and of the other panels (the φ0 title, at its
+    longest, once ran into its colour bar)."""
+    longest = tmp_path / "long_titles.h5"
+    longest.write_bytes(results_file.read_bytes())
+    with h5py.File(longest, "r+") as f:  # φ0 near -180° with a wide spread: the longest title there is
+        phi0 = f["entry/results/100/phi0"]
+        rng = np.random.default_rng(1)
+        phi0[...] = np.where(np.isfinite(phi0[()]), -177.3 + rng.uniform(-10, 10, phi0.shape), np.nan)
+    fig = draw_report(longest)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    for ax in panels:
+        title = ax.title.get_window_extent(renderer)
+        for other in colorbars + [p for p in panels if p is not ax]:
+            box = other.get_tightbbox(renderer) if other in colorbars else other.get_window_extent(renderer)
+            assert not title.overlaps(box), (ax.get_title(), other.get_label())
 
 
 def test_phi0_panel_is_cyclic_and_centred_on_the_median(results_file: Path) -> None:
