@@ -235,7 +235,7 @@ def run_reprocess(master: Path, config: Path, out: Path, frames: int, workers: i
     code = _MEMORY_SAMPLER + (
         "import json\n"
         "from processors.config import load_config\n"
-        "from monitor.reprocess import reprocess\n"
+        "from monitor.session.reprocess import reprocess\n"
         f"cfg = load_config({str(config)!r})\n"
         "t = time.perf_counter()\n"
         f"s = reprocess([{str(master)!r}], cfg, {str(out)!r}, workers={workers}, progress=False)\n"
@@ -286,7 +286,7 @@ def run_live(master: Path, config: Path, out: Path, repeat: int, workers: int = 
         "import json, threading\n"
         "from pathlib import Path\n"
         "from processors.config import load_config\n"
-        "from monitor.live_processor import LiveOptions, LiveProcessor\n"
+        "from monitor.session.live_processor import LiveOptions, LiveProcessor\n"
         "SAMPLES = []\n"
         "def _trace():\n"
         "    t0 = time.monotonic()\n"

@@ -174,7 +174,7 @@ class NanomapsConfig:
         for p in self.peaks:
             if p.hkl is None:
                 continue
-            h, k, l = p.hkl
+            h, k, l = p.hkl  # noqa: E741 (the Miller index is called l)
             if l == 0 and (h == 0 or k == 0 or h == k) and (h, k) != (0, 0):
                 names.append(p.name)
         return tuple(names)

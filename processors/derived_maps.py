@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from processors.config import DerivedConfig, PeakConfig
 from processors import derived as formulas
+from processors.config import DerivedConfig, PeakConfig
 
 
 def _axial(peaks, axis: int) -> PeakConfig | None:

@@ -9,16 +9,23 @@ from dataclasses import replace
 import numpy as np
 
 from processors.fit_gaussian2d import fit_gaussian2d_into, make_fit_work
-from processors.frame_record import (FIT_FRAME_FAILED, FRAME_ALL_MASKED, FRAME_CORRUPT, FRAME_MISSING,
-                                     FRAME_OK, FRAME_WRONG_DTYPE, FRAME_WRONG_SHAPE)
+from processors.frame_record import (
+    FIT_FRAME_FAILED,
+    FRAME_ALL_MASKED,
+    FRAME_CORRUPT,
+    FRAME_MISSING,
+    FRAME_OK,
+    FRAME_WRONG_DTYPE,
+    FRAME_WRONG_SHAPE,
+)
 from processors.geometry import GeometryError, combine_masks, pixel_geometry
 from processors.polar_lut import PolarLUT, build_polar_lut
 from processors.polar_roi import PolarROI
 from processors.processing_setup import ProcessingSetup
 from stream.chunk_codec import ChunkDecoder, CorruptFrameError
 from stream.dectris_file import ChunkReader
-from stream.shared_arena import ArenaReader, ArenaSlice
 from stream.encoded_frame import DTYPES, EncodedFrame
+from stream.shared_arena import ArenaReader, ArenaSlice
 
 
 def wrap_degrees(x: np.ndarray | float) -> np.ndarray | float:

@@ -57,7 +57,7 @@ class SupercrystalTruth:
         Δq² = ε² q0² + (2πK/s)²), ``phi0`` (degrees, (−180, 180]) and ``dphi`` (FWHM degrees,
         Δφ² = Δφ_do² + (Δq/q0)² in radians).
         """
-        h, k, l = hkl
+        h, k, l = hkl  # noqa: E741 (the Miller index is called l)
         inv_d2 = (h / self.a_A) ** 2 + (k / self.b_A) ** 2 + (l / self.c_A) ** 2
         q0 = 2 * np.pi * np.sqrt(inv_d2)
         dq0 = 2 * np.pi * self.scherrer_k / (10.0 * self.size_nm)

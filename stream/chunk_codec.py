@@ -14,11 +14,10 @@ from __future__ import annotations
 import ctypes
 import struct
 
-import numpy as np
-
 import bitshuffle
 import dectris.compression as _dectris
 import lz4.block
+import numpy as np
 
 from stream.encoded_frame import EncodedFrame
 

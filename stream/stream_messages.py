@@ -13,6 +13,7 @@ import numpy as np
 
 from stream.encoded_frame import EncodedFrame
 
+
 @dataclass(frozen=True)
 class SeriesStart:
     """Start of a series: stream v1 ``dheader-1.0`` (+ parts) or stream2 ``start``.

@@ -22,17 +22,25 @@ from bluesky.plans import count, list_grid_scan, rel_grid_scan, scan
 from bluesky.utils import DuringTask
 from ophyd.sim import SynAxis, SynGauss
 
-from monitor.bluesky_documents import (DocumentProxy, DocumentPublisher, DocumentSubscriber, check_proxy,
-                                       geometry_from_start, pack_document, unpack_document, wait_until_linked)
-from monitor.plan_runner import GridScanRequest, check_rescan
-from monitor.run_engine_runner import RunEngineRunner
-from monitor.simulated_eiger import FrameSource, SampleModel, SimulatedEiger
+from monitor.bluesky.documents import (
+    DocumentProxy,
+    DocumentPublisher,
+    DocumentSubscriber,
+    check_proxy,
+    pack_document,
+    unpack_document,
+    wait_until_linked,
+)
+from monitor.bluesky.plan_runner import GridScanRequest, check_rescan
+from monitor.bluesky.run_engine_runner import RunEngineRunner
+from monitor.session.start_geometry import geometry_from_start
+from monitor.sim.simulated_eiger import FrameSource, SampleModel, SimulatedEiger
 from processors.config import RescanConfig, load_config
 from processors.demo_setup import write_demo_config
 from stream.chunk_codec import ChunkDecoder
+from stream.raster_scan import RasterScan
 from stream.stream_messages import BadMessage, ImageMessage, SeriesEnd, SeriesStart
 from stream.stream_receiver import StreamReceiver
-from stream.raster_scan import RasterScan
 from stream.stream_sender import StreamSender
 from stream.zmq_address import AddressError
 
@@ -228,7 +236,7 @@ def test_rescan_of_a_rectangle_sees_the_finer_structure(rig, source):
 
 
 def test_abort_ends_a_long_scan_promptly(rig, caplog):
-    caplog.set_level(logging.INFO, logger="monitor.run_engine_runner")
+    caplog.set_level(logging.INFO, logger="monitor.bluesky.run_engine_runner")
     long_scan = GridScanRequest("piezo_y", *AREA[0], 40, "piezo_x", *AREA[1], 40)
     job = rig.runner.submit(long_scan)
     queued = rig.runner.submit(long_scan)

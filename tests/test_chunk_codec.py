@@ -7,9 +7,10 @@ import hdf5plugin
 import numpy as np
 import pytest
 
-from conftest import real_capture
 from stream.chunk_codec import ChunkDecoder, CorruptFrameError, encode_frame
 from stream.encoded_frame import EncodedFrame
+
+from conftest import real_capture
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def test_monitor_command_attaches_to_a_running_processor(tmp_path):
     """`nanomaps monitor` started before the processor keeps running, then renders its window (offscreen)."""
     import threading
 
-    from monitor.live_processor import LiveOptions, LiveProcessor
+    from monitor.session.live_processor import LiveOptions, LiveProcessor
     from processors.config import load_config
     from processors.demo_setup import write_demo_config
     from stream.stream_sender import StreamSender

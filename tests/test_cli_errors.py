@@ -19,11 +19,12 @@ import h5py
 import pytest
 import zmq
 
-from cli_run import NANOMAPS, _env, assert_one_line_error, run_nanomaps
-from conftest import real_capture
 from processors.config import load_config
 from processors.demo_setup import write_demo_config
 from processors.simulate_scan import simulate_scan_file
+
+from cli_run import NANOMAPS, _env, assert_one_line_error, run_nanomaps
+from conftest import real_capture
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_unwritable_output_is_checked_at_start(command, small_scan, tmp_path):
 
 def _results(small_scan, tmp_path) -> Path:
     """A real results file of the small scan (for `report`)."""
-    from monitor.reprocess import reprocess
+    from monitor.session.reprocess import reprocess
 
     config, master = small_scan
     out = tmp_path / "results.h5"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,9 +19,10 @@ from pathlib import Path
 import h5py
 import pytest
 
-from cli_run import _env, assert_one_line_error, closed_port, run_nanomaps
-from monitor.demo import MARKER, DemoError, prepare_output_folder
+from monitor.cli.demo import MARKER, DemoError, prepare_output_folder
 from processors.demo_setup import write_demo_config
+
+from cli_run import _env, assert_one_line_error, closed_port, run_nanomaps
 
 NANOMAPS = str(Path(sys.executable).with_name("nanomaps"))
 

@@ -2,11 +2,11 @@
 
 import shutil
 
-
 import pytest
 
-from conftest import DEMO_DATA, REPO
 from processors.config import ConfigError, load_config, parse_config
+
+from conftest import DEMO_DATA, REPO
 
 MINIMAL = """
 [geometry]

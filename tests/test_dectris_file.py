@@ -7,11 +7,12 @@ import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
 
-from conftest import REAL_DATA
 from stream.chunk_codec import ChunkDecoder, encode_frame
 from stream.dectris_file import DectrisFile, DectrisFileError
 from stream.dectris_writer import DectrisWriter
 from stream.detector_metadata import DetectorMetadata
+
+from conftest import REAL_DATA
 
 
 def write_series(path, frames, *, encoding="bslz4", frames_per_file=3, mask=None):
@@ -130,8 +131,8 @@ def test_lazy_frames_are_read_by_the_chunk_reader(tmp_path, frames):
     assert all(fr.blob == b"" and fr.source is not None for fr in lazy)
     assert lazy[4].source.path == str((tmp_path / "s_data_000002.h5").resolve()) and lazy[4].source.index == 1
     reader = ChunkReader(max_open=2)
-    for e, l in zip(eager, lazy):
-        got = reader.read(l)
+    for e, lz in zip(eager, lazy):
+        got = reader.read(lz)
         assert got.blob == e.blob and got.encoding == e.encoding and not got.error
     os.remove(tmp_path / "s_data_000003.h5")
     reader.close()

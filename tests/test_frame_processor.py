@@ -3,15 +3,24 @@
 import numpy as np
 import pytest
 
-from conftest import DEMO_DATA
 from processors.config import load_config
 from processors.frame_processor import FrameProcessor, wrap_degrees
-from processors.frame_record import (FIT_FRAME_FAILED, FRAME_ALL_MASKED, FRAME_CORRUPT, FRAME_MISSING, FRAME_OK,
-                                     FRAME_WRONG_DTYPE, FRAME_WRONG_SHAPE, frame_record_dtype)
+from processors.frame_record import (
+    FIT_FRAME_FAILED,
+    FRAME_ALL_MASKED,
+    FRAME_CORRUPT,
+    FRAME_MISSING,
+    FRAME_OK,
+    FRAME_WRONG_DTYPE,
+    FRAME_WRONG_SHAPE,
+    frame_record_dtype,
+)
 from processors.process_batch import process_batch
 from processors.processing_setup import ProcessingSetup, pack_mask, unpack_mask
 from stream.chunk_codec import encode_frame
 from stream.encoded_frame import EncodedFrame
+
+from conftest import DEMO_DATA
 
 
 @pytest.fixture(scope="module")

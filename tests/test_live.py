@@ -19,17 +19,18 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import real_capture
-from monitor.live_processor import LiveOptions, LiveProcessor, LiveSummary
-from monitor.reprocess import reprocess
-from monitor.simulate_command import stream_scan
+from monitor.cli.simulate import stream_scan
+from monitor.session.live_processor import LiveOptions, LiveProcessor, LiveSummary
+from monitor.session.reprocess import reprocess
 from processors.config import load_config
 from processors.demo_setup import write_demo_config
 from processors.simulate_scan import ScanSimulator, simulate_scan_file
 from stream.dectris_replay import replay_file
-from stream.stream_recorder import read_stored_parts
 from stream.stream1_codec import encode_stream1_start
+from stream.stream_recorder import read_stored_parts
 from stream.stream_sender import StreamSender
+
+from conftest import real_capture
 
 pytestmark = pytest.mark.slow
 
@@ -246,8 +247,8 @@ def test_bad_messages_in_a_live_run_are_counted_and_good_frames_kept(scan, tmp_p
 
 def test_bluesky_runs_get_their_own_maps_and_frames_are_served(scan, tmp_path):
     """Start documents give each series its map; frames come back on demand, recent or recorded."""
-    from monitor.frame_link import FrameClient, FrameUnavailable
-    from monitor.snapshot_link import SnapshotSubscriber
+    from monitor.links.frame_link import FrameClient, FrameUnavailable
+    from monitor.links.snapshot_link import SnapshotSubscriber
     from stream.chunk_codec import ChunkDecoder
     from stream.dectris_file import DectrisFile
 

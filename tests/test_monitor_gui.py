@@ -25,14 +25,14 @@ import pytest
 from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtTest import QTest
 
-from monitor.frame_inspector import MASK_COLOR, PLACEHOLDER_TEXT, log_image
-from monitor.frame_link import FrameClient, FrameServer, FrameUnavailable
-from monitor.frame_views import frame_view
-from monitor.map_snapshot import MapSnapshot
-from monitor.map_view import CYCLIC_COLORMAP, robust_levels
-from monitor.monitor_window import MonitorWindow
-from monitor.rescan_dialog import rescan_request
-from monitor.snapshot_link import SnapshotPublisher, SnapshotSubscriber
+from monitor.gui.frame_inspector import MASK_COLOR, PLACEHOLDER_TEXT, log_image
+from monitor.gui.map_view import CYCLIC_COLORMAP, robust_levels
+from monitor.gui.monitor_window import MonitorWindow
+from monitor.gui.rescan_dialog import rescan_request
+from monitor.links.frame_link import FrameClient, FrameServer, FrameUnavailable
+from monitor.links.map_snapshot import MapSnapshot
+from monitor.links.snapshot_link import SnapshotPublisher, SnapshotSubscriber
+from monitor.session.frame_views import frame_view
 from processors.config import RescanConfig, load_config
 from processors.demo_setup import write_demo_config
 from processors.frame_processor import FrameProcessor
@@ -621,7 +621,7 @@ def make_runner():
     """RunEngineRunners with ophyd.sim motors named as in the maps; closed afterwards."""
     from ophyd.sim import SynAxis, det
 
-    from monitor.run_engine_runner import RunEngineRunner
+    from monitor.bluesky.run_engine_runner import RunEngineRunner
 
     made = []
 
@@ -705,7 +705,7 @@ def test_accepted_rescan_runs_on_the_run_engine_with_its_parent(qtbot, publisher
 
 def test_abort_stops_a_long_scan(qtbot, publisher, make_window, make_runner, caplog, capsys):
     """Abort ends the run (exit_status "abort") and says so in one log line: no ERROR, no traceback."""
-    caplog.set_level(logging.INFO, logger="monitor.run_engine_runner")
+    caplog.set_level(logging.INFO, logger="monitor.bluesky.run_engine_runner")
     runner = make_runner(delay=0.02)                          # 40 × 40 points ≈ 60 s of moves
     window = make_window(publisher.endpoint, runner=runner, refresh_hz=20)
     publish_until(qtbot, publisher, known_snapshot(), lambda: window.map_view.current_run == "scan-1")
@@ -722,7 +722,7 @@ def test_abort_stops_a_long_scan(qtbot, publisher, make_window, make_runner, cap
     assert outcome.exit_status == "abort" and not runner.busy
     assert outcome.stop["num_events"].get("primary", 0) < 1600
     assert window.message == "abort requested"
-    ours = [r.getMessage() for r in caplog.records if r.name == "monitor.run_engine_runner"]
+    ours = [r.getMessage() for r in caplog.records if r.name == "monitor.bluesky.run_engine_runner"]
     assert ours == [f"run {outcome.run_uid[:8]} ended: aborted by the user"]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], \
         [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -758,14 +758,14 @@ def test_screenshot_with_map_inspector_and_refused_rescan(qtbot, tmp_path, simul
 def test_a_failing_plan_is_one_warning_line_and_raises(make_runner, caplog):
     from ophyd.sim import SynAxis, det
 
-    from monitor.plan_runner import GridScanRequest
-    from monitor.run_engine_runner import RunEngineRunner
+    from monitor.bluesky.plan_runner import GridScanRequest
+    from monitor.bluesky.run_engine_runner import RunEngineRunner
 
     class StalledAxis(SynAxis):
         def set(self, *args, **kwargs):
             raise RuntimeError("piezo_x stalled")
 
-    caplog.set_level(logging.INFO, logger="monitor.run_engine_runner")
+    caplog.set_level(logging.INFO, logger="monitor.bluesky.run_engine_runner")
     runner = RunEngineRunner([det], {"piezo_y": SynAxis(name="piezo_y"), "piezo_x": StalledAxis(name="piezo_x")})
     try:
         with pytest.raises(RuntimeError, match="piezo_x stalled"):
@@ -773,7 +773,7 @@ def test_a_failing_plan_is_one_warning_line_and_raises(make_runner, caplog):
         start = runner.last_start
     finally:
         runner.close()
-    ours = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "monitor.run_engine_runner"]
+    ours = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "monitor.bluesky.run_engine_runner"]
     assert ours == [("WARNING", f"run {start['uid'][:8]} failed: RuntimeError: piezo_x stalled")]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -797,8 +797,8 @@ class ProcessorStandIn:
         self.ended = threading.Event()
 
     def run(self, stop: threading.Event):
-        from monitor.live_processor import LiveSummary
-        from monitor.map_collector import RunCounters
+        from monitor.session.live_processor import LiveSummary
+        from monitor.session.map_collector import RunCounters
 
         t0 = time.monotonic()
         snap = self.simulated.snapshot
@@ -827,7 +827,7 @@ def _config_with_rules():
 
 
 def test_process_window_stays_open_after_processing_ended(qtbot, simulated):
-    from monitor.process_window import run_with_gui
+    from monitor.gui.process_window import run_with_gui
 
     processor = ProcessorStandIn(simulated)
     seen: dict = {}
@@ -857,7 +857,7 @@ def test_process_window_stays_open_after_processing_ended(qtbot, simulated):
 
 
 def test_closing_the_process_window_stops_processing(qtbot, simulated):
-    from monitor.process_window import run_with_gui
+    from monitor.gui.process_window import run_with_gui
 
     processor = ProcessorStandIn(simulated, until_stopped=True)
 
@@ -879,7 +879,7 @@ def test_closing_the_process_window_stops_processing(qtbot, simulated):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_closes_the_process_window_cleanly(qtbot, simulated, signum, capsys):
-    from monitor.process_window import run_with_gui
+    from monitor.gui.process_window import run_with_gui
 
     processor = ProcessorStandIn(simulated, until_stopped=True)
     before = signal.getsignal(signum)

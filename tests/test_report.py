@@ -1,4 +1,4 @@
-"""`nanomaps report`: the paper-style figure of a results file (monitor/report.py)."""
+"""`nanomaps report`: the paper-style figure of a results file (monitor/report/figure.py, monitor/cli/report.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from monitor import report
-from monitor.report import draw_report, main, read_report_data, wrap_orientation
+from monitor.cli.report import main
+from monitor.report import figure as report
+from monitor.report.figure import draw_report, read_report_data, wrap_orientation
 
 ROWS, COLS = 20, 30
 K = 0.85
@@ -383,9 +384,9 @@ def test_bad_output_suffix(results_file: Path, tmp_path: Path, capsys) -> None:
 def test_module_leaves_matplotlib_global_state_alone() -> None:
     code = (
         "import sys, matplotlib; get = lambda: dict.__getitem__(matplotlib.rcParams, 'backend');"
-        "before = get(); import monitor.report;"
+        "before = get(); import monitor.report.figure;"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported';"
         "assert get() == before, (before, get())"
     )
-    root = Path(report.__file__).resolve().parents[1]
+    root = Path(report.__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)

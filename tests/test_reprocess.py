@@ -11,11 +11,12 @@ import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
 
-from conftest import DEMO_DATA
-from monitor import reprocess as reprocess_cmd
-from monitor.reprocess import reprocess
+from monitor.cli import reprocess as reprocess_cmd
+from monitor.session.reprocess import reprocess
 from processors.config import load_config
 from processors.simulate_scan import simulate_scan_file
+
+from conftest import DEMO_DATA
 
 pytestmark = pytest.mark.slow
 
@@ -161,8 +162,8 @@ def test_bad_input_marks_points_and_carries_on(simulated, tmp_path):
 @pytest.mark.allow_error_log
 def test_nothing_processable_exits_nonzero(simulated, tmp_path, capsys):
     """Every chunk corrupt: the results file is still written, the exit code says it failed."""
-    from stream.dectris_writer import DectrisWriter
     from stream.dectris_file import DectrisFile
+    from stream.dectris_writer import DectrisWriter
 
     config, sim, _, _ = simulated
     with DectrisFile(sim.master_path) as f:
@@ -219,8 +220,8 @@ def test_dead_worker_is_replaced_and_nothing_is_lost(simulated, tmp_path):
     import signal
     import time as _time
 
-    from monitor.batch_runner import BatchRunner
-    from monitor.map_collector import MapCollector
+    from monitor.session.batch_runner import BatchRunner
+    from monitor.session.map_collector import MapCollector
     from processors.processing_setup import ProcessingSetup
     from stream.dectris_file import DectrisFile
     from stream.rate_limited_log import RateLimitedLog

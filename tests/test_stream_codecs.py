@@ -12,15 +12,26 @@ import lz4.block
 import numpy as np
 import pytest
 
-from conftest import real_capture
 from stream.chunk_codec import ChunkDecoder, encode_frame
 from stream.detector_metadata import DetectorMetadata
 from stream.encoded_frame import EncodedFrame
-from stream.stream1_codec import (encode_stream1_end, encode_stream1_image, encode_stream1_start,
-                                  frame_blob_problem, parse_stream1)
-from stream.stream2_codec import (decode_typed_array, encode_stream2_end, encode_stream2_image,
-                                  encode_stream2_start, parse_stream2)
+from stream.stream1_codec import (
+    encode_stream1_end,
+    encode_stream1_image,
+    encode_stream1_start,
+    frame_blob_problem,
+    parse_stream1,
+)
+from stream.stream2_codec import (
+    decode_typed_array,
+    encode_stream2_end,
+    encode_stream2_image,
+    encode_stream2_start,
+    parse_stream2,
+)
 from stream.stream_messages import BadMessage, ImageMessage, SeriesEnd, SeriesStart
+
+from conftest import real_capture
 
 MAX32 = 0xFFFFFFFF
 

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import real_capture
 from stream.chunk_codec import ChunkDecoder, encode_frame
 from stream.encoded_frame import EncodedFrame
 from stream.stream1_codec import encode_stream1_end, encode_stream1_image
 from stream.stream_messages import BadMessage, ImageMessage, SeriesEnd, SeriesStart
 from stream.stream_receiver import StreamReceiver
+
+from conftest import real_capture
 
 
 @pytest.fixture

@@ -1,0 +1,58 @@
+"""``nanomaps reprocess``: recorded DECTRIS files → fitted maps → results.h5, offline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from monitor.cli.command_parser import CommandParser
+from monitor.exit_codes import EXIT_INTERRUPTED, EXIT_NOTHING_PROCESSED, EXIT_OK, EXIT_USAGE, exit_codes_help
+from monitor.session.reprocess import reprocess
+from processors.config import ConfigError, load_config
+from processors.geometry import GeometryError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = CommandParser(
+        prog="nanomaps reprocess",
+        description="Fit every configured Bragg spot of every frame of recorded DECTRIS files (master + data "
+                    "files, as the DECTRIS file writer or `nanomaps record` writes them) and write the maps to a "
+                    "results file. Several master files are taken as consecutive parts of one scan.",
+        epilog="example: nanomaps reprocess scan_master.h5 --config cfg.toml --out results.h5 --workers 2\n\n"
+               + exit_codes_help())
+    p.add_argument("masters", nargs="+", metavar="MASTER.h5", help="DECTRIS master file(s), in scan order")
+    p.add_argument("--config", required=True, metavar="C", help="TOML configuration (peaks, scan, geometry)")
+    p.add_argument("--out", required=True, metavar="R.h5", help="results file to write (overwritten)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per core)")
+    where.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address, e.g. tcp://host:8786")
+    p.add_argument("--batch-size", type=int, metavar="N", help="frames per task (default: [executor] batch_size)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        print("nanomaps reprocess: --workers must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = load_config(args.config)
+        summary = reprocess(args.masters, config, args.out, workers=args.workers, scheduler=args.scheduler,
+                            batch_size=args.batch_size, progress=not args.no_progress)
+    except (ConfigError, GeometryError, ConnectionError, OSError, ValueError) as exc:
+        # OSError: DectrisFileError, OutputPathError, ArenaSpaceError; ValueError: addresses
+        print(f"nanomaps reprocess: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("nanomaps reprocess: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    c = summary.counters
+    rate = c.received / summary.seconds if summary.seconds > 0 else 0.0
+    print(f"{summary.out}: {c.processed} of {c.received} frames processed ({rate:.0f} frames/s on "
+          f"{summary.workers}); fits ok {c.fits_ok}, rejected {c.fits_rejected}; corrupt {c.corrupt}, "
+          f"missing {c.missing}, wrong shape {c.wrong_shape}, worker failures {c.worker_failures}")
+    if c.processed == 0:
+        print("nanomaps reprocess: no frame could be processed (see the counts above)", file=sys.stderr)
+        return EXIT_NOTHING_PROCESSED
+    return EXIT_OK

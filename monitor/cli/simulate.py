@@ -1,0 +1,132 @@
+"""``nanomaps simulate``: the model supercrystal as DECTRIS files, or live as a detector stream."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from monitor.cli.command_parser import CommandParser
+from monitor.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE, exit_codes_help
+from monitor.session.progress import progress_bar
+from processors.config import ConfigError, load_config
+from processors.demo_setup import DEMO_DETECTORS, write_demo_config
+from processors.geometry import GeometryError
+from processors.simulate_scan import ScanSimulator, simulate_scan_file
+from stream.dectris_replay import parse_rate
+from stream.encoded_frame import EncodedFrame
+from stream.output_path import check_output_file
+from stream.stream_sender import BindAddressError, Pacer, StreamSender
+from stream.wire_encoder import WireEncoder
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = CommandParser(
+        prog="nanomaps simulate",
+        description="A simulated EIGER scanning the model CsPbBr3 supercrystal (NC size gradient, microstrain, a/b "
+                    "anisotropy, orientation domains, disorder growing to the edge). With --out it writes the scan "
+                    "in the DECTRIS file-writer layout; with --bind it streams it live in the real wire format "
+                    "(stream v1 or stream2). The true maps go to <name>_truth.h5 (--truth for live runs).",
+        epilog="example: nanomaps simulate --bind tcp://127.0.0.1:9999 --shape 40 60 --rate 500 --protocol stream1\n\n"
+               "example: nanomaps simulate --out sim/scan_master.h5 --shape 24 32\n\n"
+               + exit_codes_help().replace("1 data came but not one frame could be processed; ", ""))
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", metavar="MASTER.h5", help="write DECTRIS files (<name>_master.h5 + data files)")
+    where.add_argument("--bind", metavar="tcp://HOST:PORT", help="stream live (loopback unless --allow-remote)")
+    p.add_argument("--config", metavar="C", help="TOML config for geometry, scan and peaks (default: the demo's)")
+    p.add_argument("--detector", choices=sorted(DEMO_DETECTORS), default="Eiger1M",
+                   help="geometry of the default config (ignored with --config)")
+    p.add_argument("--shape", type=int, nargs=2, metavar=("ROWS", "COLS"), help="scan shape (overrides the config)")
+    p.add_argument("--dtype", choices=("uint16", "uint32"), default="uint32", help="pixel type (default uint32)")
+    p.add_argument("--encoding", choices=("bslz4", "lz4"), default="bslz4", help="frame compression")
+    p.add_argument("--seed", type=int, default=0, help="random seed of sample and noise")
+    p.add_argument("--frames-per-file", type=int, default=100, metavar="N", help="frames per data file (--out)")
+    p.add_argument("--rate", default="max", metavar="HZ|max", help="frames per second when streaming (default max)")
+    p.add_argument("--protocol", choices=("stream1", "stream2"), default="stream1")
+    p.add_argument("--header-detail", choices=("all", "basic", "none"), default="all")
+    p.add_argument("--series", type=int, default=1, help="series number to announce")
+    p.add_argument("--truth", metavar="TRUTH.h5", help="where to write the true maps of a live run")
+    p.add_argument("--allow-remote", action="store_true", help="allow binding to a non-loopback interface")
+    return p
+
+
+def _config(args, tmp: Path):
+    if args.config:
+        config = load_config(args.config)
+        if args.shape:
+            from dataclasses import replace
+            config = replace(config, scan=replace(config.scan, shape=(args.shape[0], args.shape[1])))
+        return config
+    return load_config(write_demo_config(tmp, detector=args.detector, shape=args.shape))
+
+
+def stream_scan(sim: ScanSimulator, sender: StreamSender, *, protocol: str, rate: float | str, series: int,
+                header_detail: str, progress=None, stop=None) -> tuple[int, float]:
+    """Send the simulated scan through ``sender``; returns (frames, seconds). ``stop`` (an Event) ends it early."""
+    md = sim.metadata
+    wire = WireEncoder(protocol, series, header_detail, unique_id=f"nanomaps-sim-{sim.seed}-{series}")
+    count_ns = int(md.count_time_s * 1e9)
+    sender.send(wire.start(md), stop)
+    pacer = Pacer()
+    n = 0
+    for k, blob in sim.encoded_frames():
+        if stop is not None and stop.is_set():
+            break
+        if rate != "max":
+            pacer.wait_until(k / rate)
+        frame = EncodedFrame(series, k, sim.encoding, md.dtype, md.shape, blob)
+        start_ns = int(k * md.frame_time_s * 1e9)
+        if not sender.send(wire.image(frame, start_ns, start_ns + count_ns, count_ns), stop):
+            break
+        n += 1
+        if progress is not None:
+            progress(1)
+    seconds = pacer.elapsed()
+    sender.send(wire.end(), stop)
+    return n, seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        for path, what in ((args.out, "output"), (args.truth, "truth file")):
+            if path:
+                check_output_file(path, what=what)
+        rate = parse_rate(args.rate)
+        if rate == "original":
+            raise ValueError("rate 'original' needs a recording: use a number of frames per second or max")
+        with tempfile.TemporaryDirectory(prefix="nanomaps-sim-") as tmp:
+            config = _config(args, Path(tmp))
+            if args.out:
+                with progress_bar(config.scan.n_frames, "simulate") as bar:
+                    sim = simulate_scan_file(config, args.out, dtype=args.dtype, encoding=args.encoding,
+                                             seed=args.seed, frames_per_file=args.frames_per_file,
+                                             progress=bar.update)
+                print(f"{sim.master_path}: {sim.frames} frames; truth in {sim.truth_path}")
+                return 0
+            sim = ScanSimulator(config, dtype=args.dtype, encoding=args.encoding, seed=args.seed,
+                                background_pool=16)
+            sender = StreamSender(args.bind, allow_remote=args.allow_remote)
+            if args.truth:
+                sim.save_truth(Path(args.truth))
+            print(f"simulating {sim.n_frames} frames ({config.scan.shape[0]} x {config.scan.shape[1]} scan, "
+                  f"{sim.metadata.description}) on {sender.endpoint} as {args.protocol}; waiting for a receiver",
+                  flush=True)
+            try:
+                with progress_bar(sim.n_frames, "simulate") as bar:
+                    n, seconds = stream_scan(sim, sender, protocol=args.protocol, rate=rate, series=args.series,
+                                             header_detail=args.header_detail, progress=bar.update)
+            except KeyboardInterrupt:
+                sender.close(linger_s=0)
+                print("nanomaps simulate: interrupted", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            sender.close()
+            print(f"sent {n} frames in {seconds:.2f} s: {n / max(seconds, 1e-9):.1f} frames/s"
+                  + (f" (asked for {rate:g}; rendering limits the rate)" if rate != "max" and n / max(seconds, 1e-9)
+                     < 0.95 * rate else ""))
+            return 0
+    except (ConfigError, GeometryError, ValueError, BindAddressError, OSError) as exc:
+        print(f"nanomaps simulate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+

@@ -1,0 +1,153 @@
+"""Feeds batches to an executor with bounded work in flight and survives dead workers.
+
+Shared by ``reprocess`` and live ``process``: the same submission, completion and
+recovery code whatever the source of the frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable
+
+from monitor.session.map_collector import RunCounters
+from processors.executor import ExecutorHandle, open_executor
+from processors.frame_record import FRAME_WORKER_FAILED, failed_records
+from processors.process_batch import BatchResult, process_batch, warm_up
+from processors.processing_setup import ProcessingSetup
+from stream.encoded_frame import EncodedFrame
+from stream.rate_limited_log import RateLimitedLog
+
+log = logging.getLogger("nanomaps.batches")
+
+Batch = list[EncodedFrame]
+Job = tuple[ProcessingSetup, Batch]
+
+
+class BatchRunner:
+    """Runs :func:`process_batch` on ``(setup, batch)`` jobs, at most ``2 × workers`` at once.
+
+    ``on_result(batch, result)`` is called in this thread for every finished batch, in
+    completion order. When the pool breaks (a worker died), every job that was in
+    flight becomes a suspect: suspects are retried one at a time in a new pool, so the
+    one that kills its worker again is found, its frames are marked ``worker_failed``
+    and counted, and the others complete normally.
+    """
+
+    def __init__(self, workers: int | None, scheduler: str | None,
+                 on_result: Callable[[Batch, BatchResult], None], counters: RunCounters,
+                 limiter: RateLimitedLog) -> None:
+        self.workers, self.scheduler = workers, scheduler
+        self.on_result = on_result
+        self.counters = counters
+        self.limiter = limiter
+        self.handle: ExecutorHandle = open_executor(workers, scheduler)
+        self._in_flight: dict[Future, Job] = {}
+        self._suspects: list[Job] = []
+
+    @property
+    def description(self) -> str:
+        return self.handle.description
+
+    @property
+    def capacity(self) -> int:
+        return 2 * self.handle.workers
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight) + len(self._suspects)
+
+    def can_submit(self) -> bool:
+        return not self._suspects and len(self._in_flight) < self.capacity
+
+    def _submit(self, job: Job) -> bool:
+        try:
+            self._in_flight[self.handle.executor.submit(process_batch, *job)] = job
+            return True
+        except BrokenProcessPool:
+            if not any(job is s for s in self._suspects):
+                self._suspects.append(job)
+            return False
+
+    def submit(self, setup: ProcessingSetup, batch: Batch) -> None:
+        """Queue one batch (call when :meth:`can_submit`; otherwise it waits as a suspect)."""
+        if not self._submit((setup, batch)):
+            self._died_between_tasks()
+
+    def _died_between_tasks(self) -> None:
+        self.counters.worker_failures += 1
+        self.limiter.log(logging.ERROR, "worker", "the worker pool broke: a worker process died between tasks")
+        self._restart("a worker process died between tasks")
+
+    def warm_up(self, setup: ProcessingSetup) -> list[Future]:
+        """Have every worker build its processor now, before frames arrive; the futures say when."""
+        futures = []
+        for _ in range(self.handle.workers):
+            try:
+                futures.append(self.handle.executor.submit(warm_up, setup))
+            except BrokenProcessPool:
+                break
+        return futures
+
+    def poll(self, timeout: float | None = None) -> int:
+        """Handle batches finished within ``timeout`` s (None: wait for one); returns how many."""
+        if self._suspects and not self._in_flight:
+            if not self._submit(self._suspects[0]):
+                self._died_between_tasks()
+                return 0
+        if not self._in_flight:
+            return 0
+        done, _ = wait(list(self._in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+        broken = False
+        for future in done:
+            job = self._in_flight.pop(future)
+            setup, batch = job
+            retrying = bool(self._suspects) and job is self._suspects[0]
+            try:
+                result: BatchResult = future.result()
+            except BrokenProcessPool:
+                broken = True
+                self.counters.worker_failures += 1
+                self.limiter.log(logging.ERROR, "worker", "a worker process died while processing frames %d-%d",
+                                 batch[0].frame, batch[-1].frame)
+                if retrying:
+                    self._suspects.pop(0)
+                    self.on_result(batch, BatchResult(failed_records(batch, len(setup.peaks), FRAME_WORKER_FAILED)))
+                else:
+                    self._suspects.append(job)
+                continue
+            except Exception as exc:  # a bug in a worker must not lose the run: count it, keep the traceback
+                self.counters.worker_failures += 1
+                log.exception("processing frames %d-%d failed: %s", batch[0].frame, batch[-1].frame, exc)
+                result = BatchResult(failed_records(batch, len(setup.peaks), FRAME_WORKER_FAILED))
+            if retrying:
+                self._suspects.pop(0)
+            self.on_result(batch, result)
+        if broken:
+            self._restart("a worker process died")
+        return len(done)
+
+    def _restart(self, why: str) -> None:
+        """Every future of a broken pool fails: take its jobs back and start a new pool."""
+        self._suspects.extend(j for j in self._in_flight.values() if not any(j is s for s in self._suspects))
+        self._in_flight.clear()
+        self.handle.close()
+        self.handle = open_executor(self.workers, self.scheduler)
+        log.warning("%s: restarted the worker pool (%s); retrying %d batch(es) one at a time",
+                    why, self.handle.description, len(self._suspects))
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Finish everything in flight (within ``timeout`` s if given); True when nothing is left."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.in_flight:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self.poll(left)
+        return True
+
+    def close(self) -> None:
+        self.handle.close()

@@ -1,0 +1,58 @@
+"""Build the inspector's view of one frame: decode, integrate, fit, and locate on the detector."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from monitor.links.map_snapshot import FrameView, PeakView
+from processors.frame_processor import FrameProcessor, wrap_degrees
+from processors.frame_record import frame_record_dtype
+from processors.gaussian2d_model import gaussian2d_patch
+from processors.polar_lut import wrap_into_window
+from stream.encoded_frame import EncodedFrame
+
+
+def window_labels(processor: FrameProcessor) -> np.ndarray:
+    """``(rows, cols)`` uint8: k where a pixel feeds peak window k−1, 0 elsewhere."""
+    labels = np.zeros(processor.shape[0] * processor.shape[1], dtype=np.uint8)
+    for k, w in enumerate(processor.lut.windows):
+        inside = (processor.lut.bin_index >= w.offset) & (processor.lut.bin_index < w.offset + w.n_bins)
+        labels[processor.lut.pixel_index[inside]] = k + 1
+    return labels.reshape(processor.shape)
+
+
+def frame_view(processor: FrameProcessor, frame: EncodedFrame, *, run: str, row: int, col: int,
+               q_map: np.ndarray | None = None, chi_map: np.ndarray | None = None, source: str = "") -> FrameView:
+    """The :class:`FrameView` of ``frame``: pixels, mask, windows, polar patches, fits.
+
+    ``q_map``/``chi_map`` (1/Å, degrees per pixel) place the fitted centres on the
+    detector; without them no centre is marked.
+    """
+    record = np.zeros(1, dtype=frame_record_dtype(processor.n_peaks))
+    message = processor.process_into(frame, record[0])
+    if message:
+        raise ValueError(message)
+    image = processor.decode(frame).astype(np.float32)
+    rec = record[0]
+    peaks = []
+    for k, window in enumerate(processor.lut.windows):
+        sums, counts = processor.roi.window_sums(k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(counts > 0, sums / counts, np.nan)
+        params = rec["params"][k].copy()
+        # the fit works in the window's χ branch; show the model there too
+        in_branch = params.copy()
+        in_branch[3] = wrap_into_window(np.asarray(params[3]), window.chi_range[0])
+        model = gaussian2d_patch(in_branch, window.q_centers, window.chi_centers)
+        centre = None
+        if q_map is not None and chi_map is not None and np.isfinite(params[1]):
+            dchi = wrap_degrees(chi_map - params[3])
+            # nearest pixel in (q, χ), χ scaled to q by the window's aspect so neither dominates
+            scale = (window.q_range[1] - window.q_range[0]) / (window.chi_range[1] - window.chi_range[0])
+            dist = (q_map - params[1]) ** 2 + (dchi * scale) ** 2
+            r, c = np.unravel_index(int(np.argmin(dist)), dist.shape)
+            centre = (float(r), float(c))
+        peaks.append(PeakView(window.name, window.q_centers, window.chi_centers, mean, model, params,
+                              int(rec["fit_status"][k]), centre))
+    return FrameView(run=run, series=frame.series, frame=frame.frame, row=row, col=col, image=image,
+                     mask=processor.mask, window_labels=window_labels(processor), peaks=tuple(peaks), source=source)

@@ -1,0 +1,207 @@
+"""Collector: frame records → maps, joined by ``(series, frame)``, never by arrival order."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from processors.config import DerivedConfig, PeakConfig
+from processors.derived_maps import derived_maps
+from processors.frame_record import (
+    FIT_NOT_MEASURED,
+    FRAME_ALL_MASKED,
+    FRAME_CORRUPT,
+    FRAME_MISSING,
+    FRAME_NOT_MEASURED,
+    FRAME_OK,
+    FRAME_WORKER_FAILED,
+    FRAME_WRONG_DTYPE,
+    FRAME_WRONG_SHAPE,
+    PARAM_NAMES,
+    empty_records,
+)
+from processors.process_batch import BatchResult
+from stream.raster_scan import RasterScan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunCounters:
+    """What happened to the frames of a run (written to ``/entry/process``)."""
+
+    received: int = 0       # frames that arrived (read from file or socket)
+    decoded: int = 0        # frames whose pixels were decoded
+    processed: int = 0      # frames decoded with valid pixels, spots fitted
+    dropped: int = 0        # frames skipped by live processing (backlog beyond its bound); none offline
+    corrupt: int = 0        # frames that did not decode, or stream messages that were malformed
+    late: int = 0           # images for a series that had already ended
+    missing: int = 0        # frames known to exist but unreadable (missing data file)
+    wrong_shape: int = 0
+    wrong_dtype: int = 0
+    all_masked: int = 0
+    outside_scan: int = 0   # frame numbers beyond the scan's points
+    duplicate: int = 0      # a frame number seen twice (the first result is kept)
+    worker_failed: int = 0  # frames lost with a worker that died twice on them
+    worker_failures: int = 0  # worker deaths and exceptions (each one logged)
+    fits_ok: int = 0
+    fits_rejected: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def count_records(c: RunCounters, recs: np.ndarray) -> None:
+    """Add what the frame records say (decoded, processed, corrupt, ... fits) to ``c``."""
+    status = recs["status"]
+    c.decoded += int(np.count_nonzero((status == FRAME_OK) | (status == FRAME_ALL_MASKED)))
+    c.processed += int(np.count_nonzero(status == FRAME_OK))
+    c.corrupt += int(np.count_nonzero(status == FRAME_CORRUPT))
+    c.missing += int(np.count_nonzero(status == FRAME_MISSING))
+    c.wrong_shape += int(np.count_nonzero(status == FRAME_WRONG_SHAPE))
+    c.wrong_dtype += int(np.count_nonzero(status == FRAME_WRONG_DTYPE))
+    c.all_masked += int(np.count_nonzero(status == FRAME_ALL_MASKED))
+    c.worker_failed += int(np.count_nonzero(status == FRAME_WORKER_FAILED))
+    ok = status == FRAME_OK
+    fit_ok = recs["fit_status"][ok] == 0
+    c.fits_ok += int(fit_ok.sum())
+    c.fits_rejected += int(fit_ok.size - fit_ok.sum())
+
+
+@dataclass(frozen=True)
+class ResultMaps:
+    """All maps of a run, ``[rows, cols]``; see :mod:`monitor.session.results_file` for the layout."""
+
+    intensity: np.ndarray
+    frame_status: np.ndarray
+    spots: dict[str, dict[str, np.ndarray]] = field(repr=False)
+    derived: dict[str, np.ndarray] = field(repr=False)
+
+
+class MapCollector:
+    """Places frame records into per-frame slots of the scan and builds maps from them.
+
+    ``series_offsets`` maps a series number to the scan frame of its first frame (for a
+    scan recorded as several series, e.g. one per line); a series not listed starts at 0.
+    """
+
+    def __init__(self, scan: RasterScan, peak_names: tuple[str, ...],
+                 series_offsets: dict[int, int] | None = None) -> None:
+        self.scan = scan
+        self.peak_names = tuple(peak_names)
+        self.series_offsets = dict(series_offsets or {})
+        self.records = empty_records(scan.n_frames, len(peak_names))
+        self.counters = RunCounters()
+
+    def grow(self, n_frames: int) -> None:
+        """Make room for ``n_frames`` frames in a 1-D strip (a scan of unknown geometry)."""
+        if n_frames <= self.scan.n_frames:
+            return
+        if self.scan.shape[0] != 1 or self.scan.frames_per_point != 1:
+            raise ValueError("only a 1-D strip can grow")
+        more = empty_records(n_frames - self.scan.n_frames, len(self.peak_names))
+        self.records = np.concatenate([self.records, more])
+        self.scan = RasterScan((1, n_frames), motors=self.scan.motors)
+
+    def slot_of_point(self, row: int, col: int) -> int:
+        """Index into :attr:`records` of the first frame of map point (row, col); -1 if outside."""
+        rows, cols = self.scan.shape
+        if not (0 <= row < rows and 0 <= col < cols):
+            return -1
+        point = row * cols + (cols - 1 - col if self.scan.snake and row % 2 else col)
+        return point * self.scan.frames_per_point
+
+    def add(self, result: BatchResult) -> None:
+        """Take one batch's records; counts problems, keeps the first result per frame."""
+        recs = result.records
+        if recs.size == 0:
+            return
+        c = self.counters
+        count_records(c, recs)
+        offsets = np.array([self.series_offsets.get(int(s), 0) for s in recs["series"]], dtype=np.int64)
+        slot = recs["frame"] + offsets
+        inside = (slot >= 0) & (slot < self.scan.n_frames)
+        c.outside_scan += int(np.count_nonzero(~inside))
+        slot, recs = slot[inside], recs[inside]
+        seen = self.records["status"][slot] != FRAME_NOT_MEASURED
+        # within one batch a frame number may repeat too: keep its first occurrence
+        _, first = np.unique(slot, return_index=True)
+        fresh = np.zeros(slot.size, dtype=bool)
+        fresh[first] = True
+        fresh &= ~seen
+        c.duplicate += int(slot.size - fresh.sum())
+        self.records[slot[fresh]] = recs[fresh]
+
+    # --- maps ------------------------------------------------------------------------
+    def _per_point(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Point-ordered records ``(n_points, fpp)`` and the (row, col) of each point."""
+        fpp = self.scan.frames_per_point
+        points = self.records.reshape(self.scan.n_points, fpp)
+        rows, cols = self.scan.points_of(np.arange(self.scan.n_points) * fpp)
+        return points, rows, cols
+
+    def result_maps(self, peaks: tuple[PeakConfig, ...], derived: DerivedConfig,
+                    wh_peaks: tuple[str, ...]) -> ResultMaps:
+        """Maps of every fitted quantity, errors, statuses and derived quantities.
+
+        With several frames per point, a point shows the mean of its frames' accepted
+        fits and the sum of their intensities.
+        """
+        points, rows, cols = self._per_point()
+        shape = self.scan.shape
+
+        def place(values: np.ndarray, fill=np.nan, dtype=np.float64) -> np.ndarray:
+            out = np.full(shape, fill, dtype=dtype)
+            out[rows, cols] = values
+            return out
+
+        status = points["status"]
+        measured = status != FRAME_NOT_MEASURED
+        values = points["intensity"]
+        intensity = np.where(np.isfinite(values).any(axis=1), np.nansum(values, axis=1), np.nan)
+        frame_status = np.where(measured.any(axis=1), np.where(measured, status, 10**6).min(axis=1),
+                                FRAME_NOT_MEASURED)
+        spots: dict[str, dict[str, np.ndarray]] = {}
+        for k, name in enumerate(self.peak_names):
+            fit_status = points["fit_status"][:, :, k]
+            accepted = fit_status == 0
+            m: dict[str, np.ndarray] = {}
+            for j, pname in enumerate(PARAM_NAMES):
+                vals = np.where(accepted, points["params"][:, :, k, j], np.nan)
+                errs = np.where(accepted, points["errors"][:, :, k, j], np.nan)
+                n_ok = accepted.sum(axis=1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    if pname == "phi0" and points.shape[1] > 1:
+                        mean = np.degrees(np.angle(np.nansum(np.exp(1j * np.radians(vals)), axis=1)))
+                    else:
+                        mean = np.nansum(vals, axis=1) / n_ok
+                    err = np.sqrt(np.nansum(errs ** 2, axis=1)) / n_ok
+                m[pname] = place(np.where(n_ok > 0, mean, np.nan))
+                m[f"{pname}_error"] = place(np.where(n_ok > 0, err, np.nan))
+            # a point's status: ok if any frame fitted, else the first frame's reason
+            best = np.where(accepted.any(axis=1), 0, fit_status[:, 0])
+            m["status"] = place(best, FIT_NOT_MEASURED, np.int32)
+            spots[name] = m
+        derived_out = derived_maps(peaks, derived, wh_peaks, spots)
+        for name in self.peak_names:
+            spots[name]["dphi_do"] = derived_out.pop(f"dphi_do/{name}")
+        return ResultMaps(intensity=place(intensity), frame_status=place(frame_status, FRAME_NOT_MEASURED, np.int32),
+                          spots=spots, derived=derived_out)
+
+    def frames_table(self) -> np.ndarray:
+        """Per-frame table: series, frame, row, col, receive/done times, status (measured frames)."""
+        rec = self.records
+        measured = rec["status"] != FRAME_NOT_MEASURED
+        idx = np.flatnonzero(measured)
+        rows, cols = self.scan.points_of(idx)
+        table = np.zeros(idx.size, dtype=[("series", "<i8"), ("frame", "<i8"), ("row", "<i8"), ("col", "<i8"),
+                                          ("receive_time", "<f8"), ("done_time", "<f8"), ("status", "<i4")])
+        table["series"] = rec["series"][idx]
+        table["frame"] = rec["frame"][idx]
+        table["row"], table["col"] = rows, cols
+        table["receive_time"] = rec["receive_time"][idx]
+        table["done_time"] = rec["done_time"][idx]
+        table["status"] = rec["status"][idx]
+        return table
