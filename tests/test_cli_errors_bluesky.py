@@ -19,7 +19,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from monitor.cli.demo import MARKER, DemoError, prepare_output_folder
+from monitor.sim.demo_control import MARKER, DemoError, prepare_output_folder
 from processors.demo_setup import write_demo_config
 
 from cli_run import _env, assert_one_line_error, closed_port, run_nanomaps

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import zmq
 
-from monitor.cli.simulate import stream_scan
 from monitor.session.live_processor import LiveOptions, LiveProcessor, LiveSummary
 from monitor.session.reprocess import reprocess
+from monitor.sim.live_scan import stream_scan
 from processors.config import load_config
 from processors.demo_setup import write_demo_config
 from processors.simulate_scan import ScanSimulator, simulate_scan_file

@@ -68,28 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 runner.close()
             return EXIT_USAGE
 
-    from PySide6 import QtCore, QtWidgets
+    from monitor.gui.monitor_app import run_monitor  # Qt only from here on
 
-    from monitor.gui.monitor_window import MonitorWindow
-    from monitor.gui.process_window import quit_qt_on_signals
-    from monitor.links.frame_link import FrameClient
-    from monitor.links.snapshot_link import SnapshotSubscriber
-
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-    feed = SnapshotSubscriber(args.connect)
-    frames = FrameClient(frames_endpoint)
-    window = MonitorWindow(feed, frames, runner, rules)
-    window.show()
-    if args.screenshot:
-        def shoot():
-            window.save_screenshot(args.screenshot)
-            app.quit()
-        QtCore.QTimer.singleShot(int(args.seconds * 1000), shoot)
-    try:
-        with quit_qt_on_signals(app):   # Ctrl-C/SIGTERM close the window instead of a traceback from a slot
-            return int(app.exec() or 0)
-    finally:
-        feed.close()
-        frames.close()
-        if runner is not None:
-            runner.close()
+    return run_monitor(args.connect, frames_endpoint, runner, rules, screenshot=args.screenshot,
+                       seconds=args.seconds)

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import time
 from pathlib import Path
 
 from monitor.cli.command_parser import CommandParser
 from monitor.exit_codes import EXIT_NOTHING_PROCESSED, EXIT_OK, EXIT_USAGE, exit_codes_help
-from monitor.session.status_line import StatusLine
+from monitor.session.recording import record_stream
 from monitor.session.stop_signals import stop_on_signals
 from stream.output_path import check_output_file
-from stream.rate_limited_log import RateLimitedLog
-from stream.stream_messages import BadMessage, SeriesEnd
 from stream.stream_receiver import StreamReceiver
-from stream.stream_recorder import StreamRecorder
-
-log = logging.getLogger("nanomaps.record")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,30 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"nanomaps record: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    limiter = RateLimitedLog(log)
-    status = StatusLine()
-    recorder = StreamRecorder(Path(args.out), frames_per_file=args.frames_per_file)
-    done = 0
-    last_flush = time.monotonic()
-    with receiver, stop_on_signals() as stop:
-        try:
-            while not stop.is_set() and not (args.series and done >= args.series):
-                for msg in receiver.receive(100):
-                    recorder.on_message(msg)
-                    if isinstance(msg, SeriesEnd):
-                        done += 1
-                    elif isinstance(msg, BadMessage):
-                        limiter.log(logging.WARNING, msg.kind, "%s message not recorded: %s", msg.kind, msg.reason)
-                if time.monotonic() - last_flush >= 1.0:
-                    recorder.flush()
-                    last_flush = time.monotonic()
-                c = receiver.counters
-                status.update(f"recorded {recorder.frames_recorded} frames | series {done} | corrupt {c.corrupt} "
-                              f"| late {c.late} | {c.bytes / 1e6:.0f} MB")
-        finally:
-            recorder.close()
-            status.close()
-            limiter.flush()
+    with stop_on_signals() as stop:
+        recorder = record_stream(receiver, Path(args.out), frames_per_file=args.frames_per_file,
+                                 series=args.series, stop=stop)
     c = receiver.counters
     for path in recorder.paths:
         print(f"{path}: recorded")

@@ -10,15 +10,14 @@ from pathlib import Path
 from monitor.cli.command_parser import CommandParser
 from monitor.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE, exit_codes_help
 from monitor.session.progress import progress_bar
+from monitor.sim.live_scan import stream_scan
 from processors.config import ConfigError, load_config
 from processors.demo_setup import DEMO_DETECTORS, write_demo_config
 from processors.geometry import GeometryError
 from processors.simulate_scan import ScanSimulator, simulate_scan_file
 from stream.dectris_replay import parse_rate
-from stream.encoded_frame import EncodedFrame
 from stream.output_path import check_output_file
-from stream.stream_sender import BindAddressError, Pacer, StreamSender
-from stream.wire_encoder import WireEncoder
+from stream.stream_sender import BindAddressError, StreamSender
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,32 +58,6 @@ def _config(args, tmp: Path):
             config = replace(config, scan=replace(config.scan, shape=(args.shape[0], args.shape[1])))
         return config
     return load_config(write_demo_config(tmp, detector=args.detector, shape=args.shape))
-
-
-def stream_scan(sim: ScanSimulator, sender: StreamSender, *, protocol: str, rate: float | str, series: int,
-                header_detail: str, progress=None, stop=None) -> tuple[int, float]:
-    """Send the simulated scan through ``sender``; returns (frames, seconds). ``stop`` (an Event) ends it early."""
-    md = sim.metadata
-    wire = WireEncoder(protocol, series, header_detail, unique_id=f"nanomaps-sim-{sim.seed}-{series}")
-    count_ns = int(md.count_time_s * 1e9)
-    sender.send(wire.start(md), stop)
-    pacer = Pacer()
-    n = 0
-    for k, blob in sim.encoded_frames():
-        if stop is not None and stop.is_set():
-            break
-        if rate != "max":
-            pacer.wait_until(k / rate)
-        frame = EncodedFrame(series, k, sim.encoding, md.dtype, md.shape, blob)
-        start_ns = int(k * md.frame_time_s * 1e9)
-        if not sender.send(wire.image(frame, start_ns, start_ns + count_ns, count_ns), stop):
-            break
-        n += 1
-        if progress is not None:
-            progress(1)
-    seconds = pacer.elapsed()
-    sender.send(wire.end(), stop)
-    return n, seconds
 
 
 def main(argv: list[str] | None = None) -> int:

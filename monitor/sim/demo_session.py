@@ -211,3 +211,31 @@ def interesting_region(results: Path, config: NanomapsConfig, width_um: float = 
     y0 = float(np.clip(y[r] - height_um / 2, max(ylo, y.min()), min(yhi, y.max()) - height_um))
     x0 = float(np.clip(x[c] - width_um / 2, max(xlo, x.min()), min(xhi, x.max()) - width_um))
     return y0, y0 + height_um, x0, x0 + width_um
+
+
+def truth_errors(session, uid: str) -> dict[str, float]:
+    """Median absolute errors of a run's maps against the simulated sample (widths, size relative)."""
+    run = session.processor.runs[uid]
+    config = session.config
+    maps = run.collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
+    sample = session.eiger.source.sample
+    scan = run.collector.scan
+    ys, xs = scan.axis_positions()
+    index = np.array([[sample.point_at(y, x) for x in xs] for y in ys])  # (rows, cols, 2)
+    ok = index[..., 0] >= 0
+    out = {}
+    for peak in config.peaks:
+        true = sample.truth.spot(peak.hkl)
+        for key in ("q0", "dq", "phi0"):
+            t = np.full(scan.shape, np.nan)
+            t[ok] = true[key][index[ok, 0], index[ok, 1]]
+            err = maps.spots[peak.name][key] - t
+            if key == "phi0":
+                err = np.mod(err + 180, 360) - 180
+            if key == "dq":
+                err = err / t
+            out[f"{peak.name}/{key}"] = float(np.nanmedian(np.abs(err)))
+    t = np.full(scan.shape, np.nan)
+    t[ok] = sample.truth.size_nm[index[ok, 0], index[ok, 1]]
+    out["size"] = float(np.nanmedian(np.abs(maps.derived["size"] / t - 1)))
+    return out
