@@ -1,1 +1,3 @@
-"""Maps, results files, figures, the command line and (later) the GUI and bluesky."""
+"""The application: command line, live session, links to viewers, bluesky, simulation, GUI, report.
+
+Subpackages by responsibility; their layering is in docs/architecture.md §3."""

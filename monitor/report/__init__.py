@@ -1,1 +1,1 @@
-"""report"""
+"""The paper-style figure of a results file."""
