@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from processors.angles import wrap_deg
 from processors.geometry import combine_masks, pixel_geometry
 from processors.supercrystal import SPOT_AMPLITUDE, SupercrystalTruth
 
@@ -89,8 +90,8 @@ class FrameRenderer:
             equivalents = (0.0,) if ring.hkl[0] == ring.hkl[1] == 0 else (0.0, 90.0, 180.0, 270.0)
             for turn in equivalents:
                 centre = phi0 + turn
-                idx = self._arc(ring, ((centre + 180.0) % 360.0) - 180.0)
-                dchi = np.mod(ring.chi[idx] - centre + 180.0, 360.0) - 180.0
+                idx = self._arc(ring, float(wrap_deg(centre)))
+                dchi = wrap_deg(ring.chi[idx] - centre)
                 lam = ring.amplitude * brightness * np.exp(
                     -_FOUR_LN2 * (((ring.q[idx] - q0) / dq) ** 2 + (dchi / dphi) ** 2))
                 keep = lam > 1e-3

@@ -45,25 +45,25 @@ from __future__ import annotations
 import numpy as np
 
 from processors import gaussian2d_kernel as _kernel
+from processors.frame_record import (
+    FIT_NO_PEAK,
+    FIT_NOT_CONVERGED,
+    FIT_OK,
+    FIT_OUTSIDE_WINDOW,
+    FIT_SINGULAR,
+    FIT_TOO_FEW_BINS,
+    N_PARAMS,
+    PARAM_NAMES,
+)
+from processors.frame_record import FIT_STATUS_NAMES as STATUS_NAMES
 
-FIT_OK = 0
-FIT_TOO_FEW_BINS = 1
-FIT_NO_PEAK = 2
-FIT_OUTSIDE_WINDOW = 3
-FIT_NOT_CONVERGED = 4
-FIT_SINGULAR = 5
-
-STATUS_NAMES: dict[int, str] = {
-    FIT_OK: "ok",
-    FIT_TOO_FEW_BINS: "too_few_bins",
-    FIT_NO_PEAK: "no_peak",
-    FIT_OUTSIDE_WINDOW: "outside_window",
-    FIT_NOT_CONVERGED: "not_converged",
-    FIT_SINGULAR: "singular",
-}
-
-PARAM_NAMES = ("amplitude", "q0", "dq", "phi0", "dphi", "background")
-N_PARAMS = len(PARAM_NAMES)
+# The status codes and parameter order are defined once, in processors.frame_record, and
+# re-exported here as part of the fitter's API.
+__all__ = [
+    "FIT_NO_PEAK", "FIT_NOT_CONVERGED", "FIT_OK", "FIT_OUTSIDE_WINDOW", "FIT_SINGULAR", "FIT_TOO_FEW_BINS",
+    "N_PARAMS", "PARAM_NAMES", "STATUS_NAMES",
+    "fit_gaussian2d", "fit_gaussian2d_into", "fit_work_size", "make_fit_work",
+]
 
 #: ``fit_gaussian2d_into(sums, counts, q_centers, chi_centers, out_params, out_errors, work,
 #: min_bins, min_snr, max_iterations) -> int``: the numba kernel, no validation and no

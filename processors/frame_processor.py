@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from processors.angles import wrap_deg
 from processors.fit_gaussian2d import fit_gaussian2d_into, make_fit_work
 from processors.frame_record import (
     FIT_FRAME_FAILED,
@@ -26,12 +27,6 @@ from stream.chunk_codec import ChunkDecoder, CorruptFrameError
 from stream.dectris_file import ChunkReader
 from stream.encoded_frame import DTYPES, EncodedFrame
 from stream.shared_arena import ArenaReader, ArenaSlice
-
-
-def wrap_degrees(x: np.ndarray | float) -> np.ndarray | float:
-    """Angle(s) in degrees taken into (−180, 180]."""
-    w = np.mod(np.asarray(x, dtype=np.float64) + 180.0, 360.0) - 180.0
-    return np.where(w == -180.0, 180.0, w)
 
 
 @functools.lru_cache(maxsize=1)
@@ -138,5 +133,5 @@ class FrameProcessor:
             statuses[k] = status
             params[k] = self._params
             errors[k] = self._errors
-            params[k, 3] = wrap_degrees(self._params[3])
+            params[k, 3] = wrap_deg(self._params[3])
         return ""

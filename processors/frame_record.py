@@ -21,18 +21,36 @@ FRAME_STATUS_NAMES = {
     FRAME_NOT_MEASURED: "not_measured",
 }
 
-#: Per-peak fit status when the frame itself failed (the fitter's own codes are 0–5).
-FIT_FRAME_FAILED = 6
-FIT_NOT_MEASURED = -1
+#: Per-peak fit status (``fit_status``): the fitter's own codes, 0–5 (what decides them:
+#: ``processors.fit_gaussian2d``), then the two set when there was no fit.
+FIT_OK = 0
+FIT_TOO_FEW_BINS = 1
+FIT_NO_PEAK = 2
+FIT_OUTSIDE_WINDOW = 3
+FIT_NOT_CONVERGED = 4
+FIT_SINGULAR = 5           # also: array sizes disagree or ``work`` too small (unvalidated kernel call)
+FIT_FRAME_FAILED = 6       # the frame itself failed (see ``status``)
+FIT_NOT_MEASURED = -1      # map points no frame arrived for
+
+#: The fitter's own codes (exactly 0–5) and their names.
+FIT_STATUS_NAMES: dict[int, str] = {
+    FIT_OK: "ok",
+    FIT_TOO_FEW_BINS: "too_few_bins",
+    FIT_NO_PEAK: "no_peak",
+    FIT_OUTSIDE_WINDOW: "outside_window",
+    FIT_NOT_CONVERGED: "not_converged",
+    FIT_SINGULAR: "singular",
+}
 
 #: Order of the six fit parameters in ``params``/``errors``.
 PARAM_NAMES = ("amplitude", "q0", "dq", "phi0", "dphi", "background")
+N_PARAMS = len(PARAM_NAMES)
 
 
 def frame_record_dtype(n_peaks: int) -> np.dtype:
     """Structured dtype of one frame's result for ``n_peaks`` configured peaks.
 
-    ``params``/``errors`` are ``(n_peaks, 6)`` in :data:`PARAM_NAMES` order: amplitude
+    ``params``/``errors`` are ``(n_peaks, N_PARAMS)`` in :data:`PARAM_NAMES` order: amplitude
     (counts/pixel), q0 (1/Å), dq (FWHM, 1/Å), phi0 (degrees, (−180, 180]), dphi (FWHM,
     degrees), background (counts/pixel). ``intensity`` is the sum of valid pixels.
     Times are seconds (``receive_time``/``done_time`` Unix time).
@@ -40,7 +58,7 @@ def frame_record_dtype(n_peaks: int) -> np.dtype:
     return np.dtype([
         ("series", "<i8"), ("frame", "<i8"), ("status", "<i4"),
         ("n_valid", "<i8"), ("intensity", "<f8"),
-        ("params", "<f8", (n_peaks, 6)), ("errors", "<f8", (n_peaks, 6)),
+        ("params", "<f8", (n_peaks, N_PARAMS)), ("errors", "<f8", (n_peaks, N_PARAMS)),
         ("fit_status", "<i4", (n_peaks,)),
         ("receive_time", "<f8"), ("done_time", "<f8"),
         ("decode_s", "<f4"), ("process_s", "<f4"),

@@ -4,7 +4,7 @@ Model (science.md), parameters always in this order::
 
     p = (A, q0, dq, phi0, dphi, B)
     I(q, φ) = A · exp{−4 ln2 [(q − q0)² / dq² + w(φ − φ0)² / dφ²]} + B
-    w(x) = ((x + 180) mod 360) − 180
+    w(x) = x wrapped into (−180, 180]   (processors.angles.wrap_deg)
 
 q in 1/Å, φ in degrees, dq and dphi are FWHM. The data are a patch of bins: ``sums`` (photon
 counts summed over the bin's pixels) and ``counts`` (number of valid pixels; 0 = empty bin,
@@ -30,18 +30,20 @@ import math
 import numba as nb
 import numpy as np
 
+from processors.angles import wrap_deg_scalar
+from processors.frame_record import (
+    FIT_NO_PEAK,
+    FIT_NOT_CONVERGED,
+    FIT_OK,
+    FIT_OUTSIDE_WINDOW,
+    FIT_SINGULAR,
+    FIT_TOO_FEW_BINS,
+    N_PARAMS,
+)
+
 # No nnan/ninf: the NaN/inf checks on inputs and results must keep working.
 _FASTMATH = {"contract", "reassoc", "arcp", "nsz", "afn"}
 
-# Status codes, mirrored in processors.fit_gaussian2d (a test checks they agree).
-FIT_OK = 0
-FIT_TOO_FEW_BINS = 1
-FIT_NO_PEAK = 2
-FIT_OUTSIDE_WINDOW = 3
-FIT_NOT_CONVERGED = 4
-FIT_SINGULAR = 5  # also: array sizes disagree or ``work`` too small (unvalidated path)
-
-N_PARAMS = 6
 K4LN2 = 4.0 * math.log(2.0)
 
 #: Blocks per axis at most for the background estimate and the pre-fit peak search.
@@ -104,12 +106,6 @@ def work_size(nq: int, nchi: int) -> int:
 
 
 @nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
-def _wrap_deg(x: float) -> float:
-    """w(x) = ((x + 180) mod 360) − 180, in [−180, 180)."""
-    return x - 360.0 * math.floor((x + 180.0) / 360.0)
-
-
-@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
 def _moments(p, C, S, q, chi, power, bb, gq, u, gp, v, Y, H, gs) -> None:
     """Separable sums Σ c·G^power·J_a·J_b → ``H`` (6 × 6) and Σ S·J_a → ``gs`` (6).
 
@@ -143,7 +139,7 @@ def _moments(p, C, S, q, chi, power, bb, gq, u, gp, v, Y, H, gs) -> None:
     jlo = nchi
     jhi = -1
     for j in range(nchi):
-        vj = _wrap_deg(chi[j] - ph0)
+        vj = wrap_deg_scalar(chi[j] - ph0)
         x = ap * vj * vj
         v[j] = vj
         if x < _EXP_CUTOFF:

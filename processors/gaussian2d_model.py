@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from processors.angles import wrap_deg
+
 _FOUR_LN2 = 4.0 * np.log(2.0)
 
 
@@ -14,7 +16,7 @@ def gaussian2d_patch(params: np.ndarray, q_centers: np.ndarray, chi_centers: np.
     returns ``(nq, nchi)``; NaN everywhere when the fit was rejected (NaN params).
     """
     a, q0, dq, phi0, dphi, b = (float(v) for v in params)
-    w = np.mod(chi_centers - phi0 + 180.0, 360.0) - 180.0
+    w = wrap_deg(np.asarray(chi_centers) - phi0)
     gq = np.exp(-_FOUR_LN2 * ((q_centers - q0) / dq) ** 2)
     gp = np.exp(-_FOUR_LN2 * (w / dphi) ** 2)
     return a * np.outer(gq, gp) + b

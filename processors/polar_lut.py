@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from processors.angles import wrap_deg
 from processors.config import ConfigError, PeakConfig
 from processors.geometry import PixelGeometry
 
@@ -81,8 +82,8 @@ def _pixel_steps(q: np.ndarray, chi: np.ndarray, rows: np.ndarray, cols: np.ndar
     r1 = np.minimum(rows + 1, q.shape[0] - 1)
     c1 = np.minimum(cols + 1, q.shape[1] - 1)
     dq = np.hypot(q[r1, cols] - q[rows, cols], q[rows, c1] - q[rows, cols])
-    dchi_r = np.mod(chi[r1, cols] - chi[rows, cols] + 180.0, 360.0) - 180.0
-    dchi_c = np.mod(chi[rows, c1] - chi[rows, cols] + 180.0, 360.0) - 180.0
+    dchi_r = wrap_deg(chi[r1, cols] - chi[rows, cols])
+    dchi_c = wrap_deg(chi[rows, c1] - chi[rows, cols])
     dchi = np.hypot(dchi_r, dchi_c)
     return float(np.median(dq[dq > 0])), float(np.median(dchi[dchi > 0]))
 

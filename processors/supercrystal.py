@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from processors.angles import wrap_deg
+
 #: Pseudocubic lattice parameter of CsPbBr₃ (Å) and the upright c.
 A0_ANGSTROM = 5.87
 C0_ANGSTROM = 5.910
@@ -63,7 +65,7 @@ class SupercrystalTruth:
         dq0 = 2 * np.pi * self.scherrer_k / (10.0 * self.size_nm)
         dq = np.sqrt((self.microstrain * q0) ** 2 + dq0 ** 2)
         in_plane = math.degrees(math.atan2(k, h)) if (h, k) != (0, 0) else 0.0
-        phi0 = np.mod(self.orientation_deg + in_plane + 180.0, 360.0) - 180.0
+        phi0 = wrap_deg(self.orientation_deg + in_plane)
         dphi = np.degrees(np.sqrt(np.radians(self.disorder_deg) ** 2 + (dq / q0) ** 2))
         return {"q0": q0, "dq": dq, "phi0": phi0, "dphi": dphi}
 
@@ -92,7 +94,7 @@ def model_supercrystal(shape: tuple[int, int], *, orientation_deg: float = 178.0
     c = C0_ANGSTROM + rng.normal(0.0, 0.004, shape)
     domains = np.sign(np.sin(4.4 * u + 0.4) * np.cos(3.4 * v - 0.3) + 0.15)
     orientation = orientation_deg + 5.0 * domains + rng.normal(0.0, 0.3, shape)
-    orientation = np.mod(orientation + 180.0, 360.0) - 180.0
+    orientation = wrap_deg(orientation)
     disorder = 1.5 + 3.5 * (1.0 - centre) + np.abs(rng.normal(0.0, 0.15, shape))
     brightness = 0.55 + 0.45 * centre
 

@@ -13,6 +13,7 @@ import pytest
 from scipy.optimize import least_squares
 
 import processors.fit_gaussian2d as public
+from processors import frame_record
 from processors import gaussian2d_kernel as kernel
 from processors.fit_gaussian2d import (
     FIT_NO_PEAK,
@@ -122,12 +123,14 @@ def assert_failed(params, errors, status, expected):
 def test_status_codes_mirror_the_kernel():
     for name in ("FIT_OK", "FIT_TOO_FEW_BINS", "FIT_NO_PEAK", "FIT_OUTSIDE_WINDOW",
                  "FIT_NOT_CONVERGED", "FIT_SINGULAR"):
-        assert getattr(public, name) == getattr(kernel, name), name
+        assert getattr(public, name) == getattr(kernel, name) == getattr(frame_record, name), name
     assert (FIT_OK, FIT_TOO_FEW_BINS, FIT_NO_PEAK, FIT_OUTSIDE_WINDOW, FIT_NOT_CONVERGED,
             FIT_SINGULAR) == (0, 1, 2, 3, 4, 5)
     # Exactly 0–5: callers store these next to their own codes (e.g. 6 = frame failed).
     assert set(STATUS_NAMES) == {0, 1, 2, 3, 4, 5}
     assert PARAM_NAMES == ("amplitude", "q0", "dq", "phi0", "dphi", "background")
+    # one definition: the fitter re-exports what the frame record defines
+    assert STATUS_NAMES is frame_record.FIT_STATUS_NAMES and PARAM_NAMES is frame_record.PARAM_NAMES
 
 
 def test_make_fit_work_size():

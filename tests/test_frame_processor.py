@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from processors.config import load_config
-from processors.frame_processor import FrameProcessor, wrap_degrees
+from processors.frame_processor import FrameProcessor
 from processors.frame_record import (
     FIT_FRAME_FAILED,
     FRAME_ALL_MASKED,
@@ -35,11 +35,6 @@ def processor(setup):
 
 def frame_of(image, k=0, encoding="bslz4"):
     return EncodedFrame(0, k, encoding, image.dtype.name, image.shape, encode_frame(image, encoding), 1.5)
-
-
-def test_wrap_degrees():
-    np.testing.assert_allclose(wrap_degrees(np.array([190.0, -190.0, 180.0, -180.0, 540.0])),
-                               [-170.0, 170.0, 180.0, 180.0, 180.0])
 
 
 def test_mask_packing_roundtrip(rng):

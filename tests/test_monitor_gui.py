@@ -26,10 +26,10 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtTest import QTest
 
 from monitor.gui.frame_inspector import MASK_COLOR, PLACEHOLDER_TEXT, log_image
-from monitor.gui.map_view import CYCLIC_COLORMAP, robust_levels
 from monitor.gui.monitor_window import MonitorWindow
 from monitor.gui.rescan_dialog import rescan_request
 from monitor.links.frame_link import FrameClient, FrameServer, FrameUnavailable
+from monitor.links.map_colours import CYCLIC_COLORMAP, robust_limits
 from monitor.links.map_snapshot import MapSnapshot
 from monitor.links.snapshot_link import SnapshotPublisher, SnapshotSubscriber
 from monitor.session.frame_views import frame_view
@@ -297,7 +297,7 @@ def test_waiting_then_maps_show_the_published_values(qtbot, publisher, make_wind
     publish_until(qtbot, publisher, newest, lambda: mv.snapshot.time == newest.time)
     assert mv.levels == pytest.approx(manual)
     mv.auto_levels.setChecked(True)
-    assert mv.levels == pytest.approx(robust_levels(newest.maps["intensity"]))
+    assert mv.levels == pytest.approx(robust_limits(newest.maps["intensity"]))
 
     # status: counters, rate, latency, progress; no warning
     text = window.status.text
@@ -338,6 +338,32 @@ def test_phi0_is_folded_mod_90_with_a_cyclic_colormap(qtbot, publisher, make_win
     # back to a linear quantity, back to the linear colormap
     mv.select_quantity("100/dphi")
     assert mv.colormap_name != CYCLIC_COLORMAP
+
+
+def test_live_phi0_map_and_report_show_the_same_fold_and_colormap(qtbot, publisher, make_window):
+    """The live φ0 map and the report's φ0 panel fold the same values to the same numbers, with one colormap."""
+    from monitor.report.figure import MapAxis, ReportData, draw_report_data
+
+    window = make_window(publisher.endpoint, refresh_hz=20)
+    snap = known_snapshot()
+    publish_until(qtbot, publisher, snap, lambda: window.map_view.displayed is not None)
+    mv = window.map_view
+    mv.select_quantity("100/phi0")
+    raw = snap.maps["100/phi0"]
+    data = ReportData(path=Path("scan_results.h5"), shape=raw.shape, x=MapAxis(np.asarray(snap.x, float), "x (µm)"),
+                      y=MapAxis(np.asarray(snap.y, float), "y (µm)"), peak="100", peaks=("100",),
+                      phi0=raw.astype(np.float64))
+    fig = draw_report_data(data)
+    (ax,) = [a for a in fig.axes if a.get_label() == "phi0"]
+    image = ax.get_images()[0]
+    in_report = np.ma.filled(image.get_array(), np.nan)
+    np.testing.assert_allclose(in_report, mv.image_item.image, atol=1e-4)   # NaN where NaN
+    assert f"median {mv.angle_centre:.1f}°" in ax.get_title()
+    assert image.get_cmap().name == mv.colormap_name == CYCLIC_COLORMAP
+    # the very same colours along the map: matplotlib's table and the live colour bar's
+    report_lut = (image.get_cmap()(np.linspace(0, 1, 256))[:, :3] * 255).round()
+    live_lut = mv.colorbar.colorMap().getLookupTable(nPts=256)[:, :3].astype(float)
+    assert np.abs(report_lut - live_lut).max() <= 2
 
 
 def test_new_run_is_selected_and_old_runs_stay_selectable(qtbot, publisher, make_window):

@@ -17,7 +17,8 @@ from matplotlib.text import Text
 
 from monitor.cli.report import main
 from monitor.report import figure as report
-from monitor.report.figure import draw_report, read_report_data, wrap_orientation
+from monitor.report.figure import draw_report, read_report_data
+from processors.angles import fold_orientation
 
 ROWS, COLS = 20, 30
 K = 0.85
@@ -189,14 +190,14 @@ def test_bytes_attributes_are_understood(tmp_path: Path, truth) -> None:
     assert data.x.label == "piezo x (µm)"
 
 
-def test_wrap_orientation_folds_modulo_90() -> None:
+def test_orientation_folds_modulo_90() -> None:
     phi = np.array([10.0, 12.0, 14.0, 12.0 + 90.0, 12.0 - 180.0, np.nan])
-    folded, median = wrap_orientation(phi)
+    folded, median = fold_orientation(phi)
     assert median == pytest.approx(12.0)
     np.testing.assert_allclose(folded[:5], [10.0, 12.0, 14.0, 12.0, 12.0])
     assert np.isnan(folded[5])
     # straddling the fold: 44° and −44° are 2° apart modulo 90
-    folded, median = wrap_orientation(np.array([44.0, -44.0, 45.0]))
+    folded, median = fold_orientation(np.array([44.0, -44.0, 45.0]))
     assert abs(((median - 45.0 + 45) % 90) - 45) < 2.0
     assert np.ptp(folded) < 3.0
 

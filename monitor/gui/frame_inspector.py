@@ -16,11 +16,11 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-from monitor.gui.map_view import image_rect, robust_levels
+from monitor.gui.map_view import image_rect
 from monitor.links.frame_link import FrameClient, FrameUnavailable
+from monitor.links.map_colours import robust_limits
 from monitor.links.map_snapshot import FrameView, PeakView
-from processors.fit_gaussian2d import STATUS_NAMES
-from processors.frame_record import PARAM_NAMES
+from processors.frame_record import FIT_STATUS_NAMES, PARAM_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def window_overlay(labels: np.ndarray, fill_alpha: int = 50, outline_px: int = 3
 def params_text(peak: PeakView) -> str:
     """The fitted parameters of one peak with units (FWHM widths, q in 1/Å, angles in °)."""
     p = dict(zip(PARAM_NAMES, (float(v) for v in peak.params)))
-    status = STATUS_NAMES.get(peak.status, str(peak.status))
+    status = FIT_STATUS_NAMES.get(peak.status, str(peak.status))
     if not np.isfinite(p["q0"]):
         return f"{peak.name}: no fit ({status})"
     return (f"{peak.name} ({status}): q0 {p['q0']:.4f} 1/Å · Δq {p['dq']:.4f} 1/Å · φ0 {p['phi0']:.2f}° · "
@@ -283,8 +283,8 @@ class FrameInspector(QtWidgets.QWidget):
             colour = PEAK_COLORS[k % len(PEAK_COLORS)]
             residual = peak.mean - peak.model
             both = np.concatenate([peak.mean.ravel(), peak.model.ravel()])
-            levels = robust_levels(both, 0.5, 99.5)
-            r = robust_levels(np.abs(residual), 0, 99)[1]
+            levels = robust_limits(both, 0.5, 99.5) or (0.0, 1.0)  # (0, 1): a patch without data
+            r = (robust_limits(np.abs(residual), 0, 99) or (0.0, 1.0))[1]
             items = {}
             for j, (title, data, lv, cmap) in enumerate((
                     ("data", peak.mean, levels, FRAME_COLORMAP),

@@ -13,7 +13,9 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
+from monitor.links.map_colours import CYCLIC_COLORMAP, robust_limits
 from monitor.links.map_snapshot import MapSnapshot
+from processors.angles import ORIENTATION_PERIOD_DEG, fold_orientation
 
 #: Per-peak quantities offered, in selector order, with their units (science.md conventions).
 PEAK_QUANTITIES: dict[str, str] = {
@@ -24,12 +26,7 @@ DERIVED_QUANTITIES: dict[str, str] = {
     "a": "Å", "b": "Å", "c": "Å", "size": "nm", "microstrain": "fraction",
     "a_sc1": "nm", "a_sc2": "nm", "a_sc": "nm",
 }
-#: Quantities that are orientations: only defined modulo this period (four spots 90° apart).
-ANGLE_PERIOD_DEG = 90.0
-
 LINEAR_COLORMAP = "viridis"
-#: Cyclic: equal orientations (modulo the period) get equal colours.
-CYCLIC_COLORMAP = "CET-C2"
 
 
 def quantity_keys(keys) -> list[str]:
@@ -67,49 +64,6 @@ def quantity_label(key: str) -> str:
 def is_angle(key: str) -> bool:
     """True for orientation maps (φ0), which are shown folded with a cyclic colormap."""
     return key.rpartition("/")[2] == "phi0"
-
-
-def fold_angle(values: np.ndarray, period: float = ANGLE_PERIOD_DEG) -> tuple[np.ndarray, float]:
-    """Fold angles (degrees) into ``centre ± period/2`` around their circular median.
-
-    Orientation is defined modulo ``period``: 44° and −46° are the same crystal
-    orientation, and a (100) spot near χ = 180° jumps between +179° and −179°. The
-    centre is first the circular mean (immune to that jump), then refined to the
-    median of the folded values, so ±5° domains show as ±5° around it.
-    Returns ``(folded float32 array of the same shape, centre in degrees)``; NaN stays NaN.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    finite = v[np.isfinite(v)]
-    if finite.size == 0:
-        return v.astype(np.float32), 0.0
-    k = 2.0 * math.pi / period
-    centre = math.atan2(np.sin(k * finite).mean(), np.cos(k * finite).mean()) / k
-    # of the equivalent centres (c + n·period) take the one nearest the spots' actual direction
-    # (full-circle mean), so a (100) spot near χ = 180° reads 180 ± 5°, not 0 ± 5°
-    r = math.radians
-    direction = math.degrees(math.atan2(np.sin(r(1) * finite).mean(), np.cos(r(1) * finite).mean()))
-    centre += period * round((direction - centre) / period)
-
-    def fold(c: float) -> np.ndarray:
-        return c + np.mod(v - c + period / 2, period) - period / 2
-
-    centre = float(np.nanmedian(fold(centre)))
-    return fold(centre).astype(np.float32), centre
-
-
-def robust_levels(values: np.ndarray, low: float = 2.0, high: float = 98.0) -> tuple[float, float]:
-    """Colour levels from the ``low``–``high`` percentiles of the finite values.
-
-    A few hot or failed points must not wash out the map. Never returns an empty range.
-    """
-    finite = np.asarray(values)[np.isfinite(values)]
-    if finite.size == 0:
-        return 0.0, 1.0
-    lo, hi = (float(x) for x in np.percentile(finite, [low, high]))
-    if not hi > lo:
-        pad = max(abs(lo) * 1e-3, 1e-9)
-        lo, hi = lo - pad, hi + pad
-    return lo, hi
 
 
 def _level_rounding(lo: float, hi: float) -> float:
@@ -413,11 +367,14 @@ class MapView(QtWidgets.QWidget):
         strip = snap.geometry == "strip" or data.ndim != 2
         self.angle_centre = None
         if is_angle(key):
-            data, self.angle_centre = fold_angle(data)
-            levels = (self.angle_centre - ANGLE_PERIOD_DEG / 2, self.angle_centre + ANGLE_PERIOD_DEG / 2)
+            folded, self.angle_centre = fold_orientation(data)
+            data = folded.astype(np.float32)
+            # one whole period: the cyclic colormap's two ends meet, as the orientations do
+            levels = (self.angle_centre - ORIENTATION_PERIOD_DEG / 2, self.angle_centre + ORIENTATION_PERIOD_DEG / 2)
             self._set_colormap(CYCLIC_COLORMAP)
         else:
-            levels = robust_levels(data)
+            # (0, 1) while nothing is measured yet
+            levels = robust_limits(data) or (0.0, 1.0)
             self._set_colormap(LINEAR_COLORMAP)
         if not self.auto_levels.isChecked():
             levels = self.levels
@@ -453,13 +410,14 @@ class MapView(QtWidgets.QWidget):
             self.plot.setLabel("left", f"{snap.motors[0]} (µm)")
         title = f"{snap.run[:8]} · {quantity_label(key)}"
         if self.angle_centre is not None:
-            title += f" mod {ANGLE_PERIOD_DEG:g}°, centre {self.angle_centre:.1f}°"
+            title += f" mod {ORIENTATION_PERIOD_DEG:g}°, centre {self.angle_centre:.1f}°"
         self.plot.setTitle(title, size="10pt")
         self.colorbar.axis.setLabel(quantity_label(key))
 
     def _set_colormap(self, name: str) -> None:
         if name != self._colormap_name:
-            self.colorbar.setColorMap(pg.colormap.get(name))
+            # by matplotlib's name: the report (matplotlib) draws with the very same colours
+            self.colorbar.setColorMap(pg.colormap.get(name, source="matplotlib"))
             self._colormap_name = name
 
     def _levels_set_by_hand(self, _bar) -> None:

@@ -29,6 +29,9 @@ from matplotlib.colors import Colormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, ScalarFormatter
 
+from monitor.links.map_colours import CYCLIC_COLORMAP, robust_limits
+from processors.angles import ORIENTATION_PERIOD_DEG, fold_orientation
+
 __all__ = [
     "MapAxis",
     "ReportData",
@@ -38,15 +41,12 @@ __all__ = [
     "draw_report_data",
     "pearson",
     "read_report_data",
-    "robust_limits",
     "williamson_hall_median_fit",
-    "wrap_orientation",
 ]
 
 RESULTS = "/entry/results"
 DERIVED = "/entry/results/derived"
 SCAN = "/entry/scan"
-ORIENTATION_PERIOD_DEG = 90.0  # four co-aligned spots: φ0 is defined modulo 90°
 DEFAULT_SCHERRER_K = 0.85
 OUTPUT_FORMATS = ("png", "pdf", "svg")
 BAD_COLOUR = "0.72"  # neutral grey behind NaN (not measured / rejected)
@@ -347,40 +347,6 @@ def read_report_data(results_path: str | Path, peak: str | None = None) -> Repor
 # ------------------------------------------------------------------ computations
 
 
-def robust_limits(values: np.ndarray, lo: float = 2.0, hi: float = 98.0) -> tuple[float, float] | None:
-    """The ``lo``–``hi`` percentiles of the finite values (widened if equal); None if none."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return None
-    vmin, vmax = (float(p) for p in np.percentile(v, [lo, hi]))
-    if vmax <= vmin:
-        pad = abs(vmin) * 1e-3 or 1e-3
-        vmin, vmax = vmin - pad, vmax + pad
-    return vmin, vmax
-
-
-def wrap_orientation(phi0_deg: np.ndarray, period: float = ORIENTATION_PERIOD_DEG) -> tuple[np.ndarray, float]:
-    """φ0 folded into one ``period`` centred on its median: ``((φ0 − m + p/2) mod p) − p/2 + m``.
-
-    The median ``m`` is taken after folding around the circular mean (so values
-    straddling the fold do not pull it away), then moved by whole periods next to the
-    plain median of the stored values. Returns the folded map and ``m``; NaN stays NaN.
-    """
-    phi = np.asarray(phi0_deg, dtype=np.float64)
-    finite = phi[np.isfinite(phi)]
-    if finite.size == 0:
-        return phi.copy(), float("nan")
-    angle = finite * (2 * np.pi / period)
-    mean = math.atan2(float(np.mean(np.sin(angle))), float(np.mean(np.cos(angle)))) * period / (2 * np.pi)
-    median = float(np.median(np.mod(finite - mean + period / 2, period) - period / 2 + mean))
-    # Same orientation, but on the branch of the stored values (57° stays 57°, not −33°).
-    median += period * round((float(np.median(finite)) - median) / period)
-    with np.errstate(invalid="ignore"):
-        folded = np.mod(phi - median + period / 2, period) - period / 2 + median
-    return folded, median
-
-
 def williamson_hall_median_fit(data: ReportData) -> tuple[float, float] | None:
     """The "median fit" line Δq² = slope·q0² + intercept (Å⁻²).
 
@@ -506,7 +472,7 @@ def _map_panels(data: ReportData) -> list[_MapPanel]:
         )
     ]
     if data.phi0 is not None and np.isfinite(data.phi0).any():
-        folded, median = wrap_orientation(data.phi0)
+        folded, median = fold_orientation(data.phi0)  # the live map's fold: same numbers, same colours
         # Orientation domains are a few degrees apart: a full 90° colour period would show
         # them as one colour, so the cyclic map spans the robust spread around the median.
         spread = np.nanpercentile(np.abs(folded - median), 98)
@@ -519,13 +485,14 @@ def _map_panels(data: ReportData) -> list[_MapPanel]:
                 folded,
                 "",
                 "φ0 (°)",
-                "twilight_shifted",
+                CYCLIC_COLORMAP,
                 norm=Normalize(median - half, median + half),
                 ticks=(median - half, median - half / 2, median, median + half / 2, median + half),
             )
         )
     else:
-        panels.append(_MapPanel("phi0", f"φ0 ({peak})" if peak else "φ0", data.phi0, no_peak or f"no {peak}/phi0", "°", "twilight"))
+        panels.append(_MapPanel("phi0", f"φ0 ({peak})" if peak else "φ0", data.phi0, no_peak or f"no {peak}/phi0", "°",
+                                CYCLIC_COLORMAP))
     panels += [
         _MapPanel("dphi_do", f"Δφ_do ({peak}) orientational disorder" if peak else "Δφ_do", data.dphi_do,
                   no_peak or f"no {peak}/dphi_do", "Δφ_do (°)", "plasma"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from monitor.links.map_snapshot import FrameView, PeakView
-from processors.frame_processor import FrameProcessor, wrap_degrees
+from processors.angles import wrap_deg
+from processors.frame_processor import FrameProcessor
 from processors.frame_record import frame_record_dtype
 from processors.gaussian2d_model import gaussian2d_patch
 from processors.polar_lut import wrap_into_window
@@ -46,7 +47,7 @@ def frame_view(processor: FrameProcessor, frame: EncodedFrame, *, run: str, row:
         model = gaussian2d_patch(in_branch, window.q_centers, window.chi_centers)
         centre = None
         if q_map is not None and chi_map is not None and np.isfinite(params[1]):
-            dchi = wrap_degrees(chi_map - params[3])
+            dchi = wrap_deg(chi_map - params[3])
             # nearest pixel in (q, χ), χ scaled to q by the window's aspect so neither dominates
             scale = (window.q_range[1] - window.q_range[0]) / (window.chi_range[1] - window.chi_range[0])
             dist = (q_map - params[1]) ** 2 + (dchi * scale) ** 2

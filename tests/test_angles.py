@@ -1,0 +1,44 @@
+"""The one angle wrap and the one orientation fold (processors.angles)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from processors.angles import ORIENTATION_PERIOD_DEG, fold_orientation, wrap_deg, wrap_deg_scalar
+
+
+def test_wrap_deg():
+    np.testing.assert_allclose(wrap_deg(np.array([190.0, -190.0, 180.0, -180.0, 540.0])),
+                               [-170.0, 170.0, 180.0, 180.0, 180.0])
+    assert wrap_deg(-170.0) == -170.0 and wrap_deg(0.0) == 0.0 and wrap_deg(359.0) == pytest.approx(-1.0)
+    assert np.isnan(wrap_deg(np.nan))
+
+
+def test_wrap_deg_scalar_is_the_same_wrap(rng):
+    x = np.concatenate([rng.uniform(-1000, 1000, 500), np.arange(-720.0, 721.0, 90.0), [179.999, -179.999]])
+    np.testing.assert_allclose([wrap_deg_scalar(float(v)) for v in x], wrap_deg(x), atol=1e-9)
+    assert wrap_deg_scalar(-180.0) == 180.0 and wrap_deg_scalar(180.0) == 180.0
+
+
+def test_fold_keeps_domains_straddling_180_together():
+    """Spots near χ = 180° (±5° domains written as +175 / −175) read 180 ± 5°, not ±175."""
+    phi = np.array([175.0, 175.1, -175.0, -174.9, 174.9, np.nan])
+    folded, centre = fold_orientation(phi)
+    assert 174.5 <= np.mod(centre, 360.0) <= 185.5
+    assert np.nanmax(folded) - np.nanmin(folded) < 11
+    assert np.isnan(folded[-1])
+    # the same orientation modulo the period
+    diff = np.mod(folded[:-1] - phi[:-1], ORIENTATION_PERIOD_DEG)
+    assert np.all((diff < 1e-9) | (diff > ORIENTATION_PERIOD_DEG - 1e-9))
+
+
+def test_fold_stays_on_the_branch_of_the_values_and_centres_on_the_median():
+    folded, centre = fold_orientation(np.array([55.0, 57.0, 59.0, 57.0 - 90.0]))
+    assert centre == pytest.approx(57.0)
+    np.testing.assert_allclose(folded, [55.0, 57.0, 59.0, 57.0])
+
+
+def test_fold_of_nothing_measured():
+    folded, centre = fold_orientation(np.full((2, 3), np.nan, dtype=np.float32))
+    assert centre == 0.0 and folded.shape == (2, 3) and np.isnan(folded).all()
