@@ -1,0 +1,149 @@
+"""The receiver thread: owns the ZeroMQ socket and the raw recorder, bounds the backlog of images.
+
+The recording gets every frame whatever happens downstream. Validated messages go to
+the main thread through a queue; only images are bounded: when the compressed frames
+waiting or in flight would exceed the budget, an image is skipped for live processing
+and a ``("dropped", series)`` message says so (counted, never silent).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable
+
+from stream.encoded_frame import EncodedFrame
+from stream.rate_limited_log import RateLimitedLog
+from stream.shared_arena import ArenaSlice, SharedArena
+from stream.stream_messages import ImageMessage
+from stream.stream_receiver import StreamReceiver
+from stream.stream_recorder import StreamRecorder
+
+log = logging.getLogger("nanomaps.process")
+
+RECEIVER_DONE = object()  # the last thing the receiver thread puts on the queue
+
+
+class RecentFrames:
+    """The last ``capacity`` frames received, by (series, frame), for the frame inspector.
+
+    Holds references only (blobs are views of received messages or shared bytes): no copy.
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._lock = threading.Lock()
+        self._frames: "OrderedDict[tuple[int, int], EncodedFrame]" = OrderedDict()
+        self.capacity = capacity
+
+    def add(self, frame: EncodedFrame) -> None:
+        with self._lock:
+            self._frames[(frame.series, frame.frame)] = frame
+            while len(self._frames) > self.capacity:
+                self._frames.popitem(last=False)
+
+    def get(self, key: tuple[int, int]) -> EncodedFrame | None:
+        with self._lock:
+            return self._frames.get(key)
+
+
+class ReceiverThread:
+    """Receives into ``out`` (a queue read by the main thread) until ``stop`` is set.
+
+    Frames go into ``arena`` (shared memory for local workers) when there is one, else
+    stay in the message, counted against ``budget_bytes``; either way :meth:`release`
+    frees their space once processed. ``record``: the raw recording's path, or None.
+    """
+
+    def __init__(self, receiver: StreamReceiver, out: queue.Queue, stop: threading.Event, *,
+                 record: Path | None, arena: SharedArena | None, budget_bytes: int, recent: RecentFrames,
+                 limiter: RateLimitedLog) -> None:
+        self.receiver = receiver
+        self.out = out
+        self.stop = stop
+        self.record = record
+        self.arena = arena
+        self.budget_bytes = budget_bytes
+        self.recent = recent
+        self.limiter = limiter
+        self.recorder: StreamRecorder | None = None
+        self.last_message_time = time.monotonic()
+        self.last_good_time: float | None = None  # a valid image arrived (--idle-timeout counts from here)
+        self._pending_lock = threading.Lock()
+        self._pending_bytes = 0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="nanomaps-receiver", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Compressed bytes received and not yet released."""
+        return self.arena.used if self.arena is not None else self._pending_bytes
+
+    def release(self, frames: Iterable[EncodedFrame]) -> None:
+        """``frames`` are done with (processed or skipped): their backlog space is free again."""
+        if self.arena is not None:
+            for f in frames:
+                if isinstance(f.source, ArenaSlice):
+                    self.arena.release(f.source)
+            return
+        with self._pending_lock:
+            self._pending_bytes -= sum(len(f.blob) for f in frames)
+
+    def _loop(self) -> None:
+        recorder = StreamRecorder(self.record) if self.record else None
+        self.recorder = recorder
+        last_flush = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                for msg in self.receiver.receive(100):
+                    self._route(msg, recorder)
+                if recorder is not None and time.monotonic() - last_flush >= 1.0:
+                    recorder.flush()
+                    last_flush = time.monotonic()
+            for msg in self.receiver.finish():  # the series never ended: close it here
+                self._route(msg, recorder)
+        except Exception:  # the socket thread must report, not vanish
+            log.exception("the receiver stopped on an unexpected error")
+        finally:
+            if recorder is not None:
+                recorder.close()
+            self.out.put(RECEIVER_DONE)
+
+    def _route(self, msg, recorder: StreamRecorder | None) -> None:
+        self.last_message_time = time.monotonic()
+        if isinstance(msg, ImageMessage) or self.last_good_time is None:
+            # the idle clock starts with the first message of any kind and is reset only by
+            # valid images: a stream of undecodable messages must not keep a session alive
+            self.last_good_time = self.last_message_time
+        if recorder is not None:
+            recorder.on_message(msg)
+        if isinstance(msg, ImageMessage):
+            frame = msg.frame
+            self.recent.add(frame)
+            if self.arena is not None:
+                piece = self.arena.put(frame.blob)
+                if piece is not None:
+                    msg = replace(msg, frame=replace(frame, blob=b"", source=piece))
+            else:
+                with self._pending_lock:
+                    piece = None if self._pending_bytes + len(frame.blob) > self.budget_bytes else len(frame.blob)
+                    if piece is not None:
+                        self._pending_bytes += piece
+            if piece is None:
+                self.out.put(("dropped", frame.series))  # counted by the main thread, for its run
+                self.limiter.log(logging.WARNING, "backlog", "processing is behind: frame %d of series %d skipped "
+                                 "for live processing%s", frame.frame, frame.series,
+                                 " (still recorded)" if recorder else "")
+                return
+        self.out.put(msg)

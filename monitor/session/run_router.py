@@ -1,0 +1,316 @@
+"""Which run (map) each series belongs to: the decisions of the live loop, without its sockets.
+
+A *run* is one map with its own results file: one per bluesky start document, or one
+from the config's ``[scan]`` when no documents come. :class:`RunRouter` is fed what the
+live loop receives — series headers and ends, frames, bluesky start and stop documents,
+batch records, bad messages, the passing of time (a ``now`` argument in seconds, any
+monotonic clock: there is no clock inside) — and answers with decisions and events
+(:class:`RunBegun`, :class:`SeriesAssigned`, ...) that the caller acts on. It never
+touches sockets, threads, workers or files, so every rule can be tested with a few
+plain calls.
+
+The rules are today's, flaws included (other issues will change them, with these
+tests to lean on):
+
+* a start document that arrives before any series header waits, and the *next* series
+  header takes it, whichever series that is;
+* a header that arrives while documents are expected (or were seen) waits up to
+  ``document_wait_s`` for its document; the first start document to come is its run;
+  on timeout the series gets a run of the config's ``[scan]``;
+* without bluesky, every series goes into the first run, one after the other (one scan
+  recorded as several series), however many series come;
+* a new run completes the previous one unless that was a config run;
+* a start document without a 2-D grid gives a 1-D strip that grows as frames come;
+* run ``k`` (1-based, counted by distinct uids) writes ``out`` for ``k = 1``, else
+  ``<stem>_<k><suffix>``, e.g. ``R.h5``, ``R_2.h5``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+from monitor.session.start_geometry import geometry_from_start
+from stream.raster_scan import RasterScan
+from stream.stream_messages import SeriesStart
+
+
+@dataclass(eq=False)
+class RunPlan:
+    """One run as the router sees it (identity matters: two runs may share a uid).
+
+    ``n_frames`` is the number of frame slots of its map; it changes only for a
+    ``"strip"``, whose ``scan`` is then ``(1, n_frames)`` (the caller grows its map along,
+    on :class:`StripGrown` or :attr:`FrameRoute.grow_to`).
+    ``series_offsets`` maps a series number to the slot of its frame 0; ``next_offset``
+    is the slot where the next series of this run starts.
+    """
+
+    index: int                  # 1-based file number: 1 → out, k → <stem>_<k><suffix>
+    uid: str                    # the start document's uid, or "run-<index>"
+    geometry: str               # "bluesky", "config" or "strip"
+    parent: str                 # the start document's parent_uid ("" if none)
+    scan: RasterScan            # the map's geometry (a strip's grows with n_frames)
+    out: Path                   # its results file
+    n_frames: int = 0           # frame slots (grows for a strip)
+    next_offset: int = 0
+    series_offsets: dict[int, int] = field(default_factory=dict)
+    done: bool = False          # completed by the next run
+    exit_status: str = ""       # from the stop document: "success", "abort", "fail"; "" while open
+
+
+@dataclass(frozen=True, eq=False)
+class RunBegun:
+    """Open ``run``: make its map and results file, of geometry ``scan`` (the run's as it began:
+    a strip may have grown since, with a :class:`StripGrown` to follow). ``early_corrupt`` /
+    ``early_late``: bad messages received before any run existed, to be counted in this one."""
+
+    run: RunPlan
+    scan: RasterScan
+    early_corrupt: int = 0
+    early_late: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class RunComplete:
+    """``run`` is complete (a new bluesky run began): write its file a last time, publish it done."""
+
+    run: RunPlan
+
+
+@dataclass(frozen=True, eq=False)
+class StripGrown:
+    """The strip ``run`` now has ``n_frames`` frame slots: grow its map to ``(1, n_frames)``."""
+
+    run: RunPlan
+    n_frames: int
+
+
+@dataclass(frozen=True, eq=False)
+class SeriesAssigned:
+    """Series ``series`` belongs to ``run``; its frame 0 is slot ``offset`` of the map.
+
+    ``received`` frames of it and the batch ``records`` (structured arrays of frame
+    records) came while it waited for its start document: they are released to ``run``
+    now. Both are empty for a series assigned at its header.
+    """
+
+    series: int
+    run: RunPlan
+    offset: int
+    received: int = 0
+    records: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class DocumentTimedOut:
+    """Series ``series`` got no start document within ``wait_s`` s: it falls back on the config's [scan]."""
+
+    series: int
+    wait_s: float
+
+
+@dataclass(frozen=True, eq=False)
+class RunExit:
+    """The stop document of ``run`` came: it ended with ``exit_status`` (``reason`` may be "")."""
+
+    run: RunPlan
+    exit_status: str
+    reason: str = ""
+
+
+Event = RunBegun | RunComplete | StripGrown | SeriesAssigned | DocumentTimedOut | RunExit
+
+
+class FrameRoute(NamedTuple):
+    """Where one frame goes. ``accepted`` False: no run and none to come (skip and count it as
+    dropped). ``run`` None with ``accepted``: its series waits for its start document.
+    ``grow_to``: the strip ``run`` must first grow to this many frame slots."""
+
+    run: RunPlan | None
+    accepted: bool
+    grow_to: int | None = None
+
+
+_UNROUTED = FrameRoute(None, False)
+
+
+class RunRouter:
+    """Decides runs, offsets and files for the live loop; see the module docstring for the rules.
+
+    ``config_scan``: the config's ``[scan]`` (the map when no start document gives one);
+    ``out``: the first run's results file; ``expect_documents``: start documents will
+    come, so every series header waits up to ``document_wait_s`` s for its own.
+    """
+
+    def __init__(self, config_scan: RasterScan, out: Path, *, expect_documents: bool = False,
+                 document_wait_s: float = 5.0) -> None:
+        self.config_scan = config_scan
+        self.out = Path(out)
+        self.expect_documents = expect_documents
+        self.document_wait_s = document_wait_s
+        self.current: RunPlan | None = None           # the run begun last
+        self.runs: dict[str, RunPlan] = {}            # by uid; a repeated uid replaces the earlier run
+        self._documents_seen = False
+        self._pending_docs: list[Mapping[str, Any]] = []   # start documents no header has taken yet
+        self._series_run: dict[int, RunPlan] = {}
+        # bluesky stages the detector (series header) before it opens the run (start document),
+        # and the two travel by different sockets: a series may wait for its document a while
+        self._awaiting: dict[int, tuple[float, SeriesStart]] = {}   # series → (deadline, header)
+        self._held: dict[int, list[Any]] = {}                     # records of awaiting series
+        self._held_received: dict[int, int] = {}                  # frames received for awaiting series
+        self._last_frame: dict[int, int] = {}                     # highest frame number accepted per series
+        self._early = {"corrupt": 0, "late": 0}                   # bad messages before the first run
+
+    # --- questions ------------------------------------------------------------------
+    @property
+    def waiting(self) -> bool:
+        """Some series still waits for its start document (the loop must not end yet)."""
+        return bool(self._awaiting)
+
+    def run_of(self, series: int) -> RunPlan | None:
+        """The run of ``series``; None while it waits for its document, or when it has none."""
+        return self._series_run.get(series)
+
+    # --- series ---------------------------------------------------------------------
+    def series_start(self, header: SeriesStart, now: float, *, documents_announced: bool = False) -> list[Event]:
+        """A series header at time ``now`` (s). ``documents_announced``: a start document was
+        announced to the caller but has not reached the router yet (it comes by another
+        thread), so this series must wait for it as if documents were expected."""
+        if self._pending_docs:
+            return self._begin(self._pending_docs.pop(0)) + self._assign(header.series, self.current, header)
+        if self.expect_documents or self._documents_seen or documents_announced:
+            self._awaiting[header.series] = (now + self.document_wait_s, header)
+            return []
+        if self.current is None:
+            return self._begin(None) + self._assign(header.series, self.current, header)
+        return self._assign(header.series, self.current, header)  # one scan recorded as several series
+
+    def series_end(self, series: int) -> None:
+        """The series ended: the next series of its run starts after its highest frame number."""
+        run = self._series_run.get(series)
+        if run is not None:
+            run.next_offset = run.series_offsets.get(series, 0) + self._last_frame.get(series, -1) + 1
+
+    def frame(self, series: int, number: int) -> FrameRoute:
+        """Frame ``number`` (0-based) of ``series`` arrived: where it goes (see :class:`FrameRoute`)."""
+        run = self._series_run.get(series)
+        if run is None:
+            if series not in self._awaiting:
+                return _UNROUTED
+            self._held_received[series] = self._held_received.get(series, 0) + 1
+        grow_to = None
+        if run is not None and run.geometry == "strip":
+            slot = run.series_offsets.get(series, 0) + number
+            if slot >= run.n_frames:
+                grow_to = self._grow(run, max(2 * run.n_frames, slot + 1))
+        self._last_frame[series] = max(self._last_frame.get(series, -1), number)
+        return FrameRoute(run, True, grow_to)
+
+    def records(self, series: int, records: Any) -> RunPlan | None:
+        """Processed ``records`` of ``series``: the run to add them to; None when they are held
+        (the series waits for its document; they come back in its :class:`SeriesAssigned`)
+        or belong to no run."""
+        run = self._series_run.get(series)
+        if run is None and series in self._awaiting:
+            self._held.setdefault(series, []).append(records)
+        return run
+
+    def bad_message(self, kind: str) -> RunPlan | None:
+        """A bad message (``kind`` "corrupt" or "late") belongs to the run being received: returned;
+        before the first run it is kept for that run (:attr:`RunBegun.early_corrupt`) and None returned."""
+        if self.current is None:
+            self._early[kind] += 1
+        return self.current
+
+    # --- documents and time -----------------------------------------------------------
+    def start_document(self, doc: Mapping[str, Any]) -> list[Event]:
+        """A bluesky start document: the run of the (first) waiting series, else of the next header."""
+        self._documents_seen = True
+        if self._awaiting:  # the series header came first: this document is its run
+            series = next(iter(self._awaiting))
+            _, header = self._awaiting.pop(series)
+            return self._begin(doc) + self._assign(series, self.current, header)
+        self._pending_docs.append(doc)
+        return []
+
+    def stop_document(self, doc: Mapping[str, Any]) -> list[Event]:
+        """A bluesky stop document: how its run (``run_start`` uid) ended; ignored for an unknown run."""
+        run = self.runs.get(str(doc.get("run_start", "")))
+        if run is None:
+            return []
+        run.exit_status = str(doc.get("exit_status") or "")
+        return [RunExit(run, run.exit_status, str(doc.get("reason") or ""))]
+
+    def expire(self, now: float, *, force: bool = False) -> list[Event]:
+        """Series whose deadline passed by ``now`` (s), or all waiting ones if ``force`` (nothing more
+        will be received), get a run of the config's [scan]."""
+        events: list[Event] = []
+        for series, (deadline, header) in list(self._awaiting.items()):
+            if now > deadline or force:
+                del self._awaiting[series]
+                events.append(DocumentTimedOut(series, self.document_wait_s))
+                events += self._begin(None)
+                events += self._assign(series, self.current, header)
+        return events
+
+    def ensure_run(self) -> RunBegun | None:
+        """At the end: a config run if there never was one (an empty results file is still written)."""
+        if self.runs:
+            return None
+        run = self._plan(None)
+        return RunBegun(run, run.scan)
+
+    # --- decisions --------------------------------------------------------------------
+    def _plan(self, doc: Mapping[str, Any] | None) -> RunPlan:
+        """A run from a bluesky start document, or from the config's [scan] when there is none."""
+        index = len(self.runs) + 1
+        if doc is None:
+            scan, geometry, uid, parent = self.config_scan, "config", f"run-{index}", ""
+        else:
+            uid, parent = str(doc.get("uid", f"run-{index}")), str(doc.get("parent_uid") or "")
+            scan = geometry_from_start(doc)
+            geometry = "bluesky"
+            if scan is None:  # no grid in the start document: a 1-D strip that grows
+                motors = tuple(doc.get("motors") or ("", "point"))[-2:]
+                scan = RasterScan((1, max(1, int(doc.get("num_points") or 1))),
+                                  motors=(motors[0] if len(motors) == 2 else "", motors[-1]))
+                geometry = "strip"
+        out = self.out if index == 1 else self.out.with_name(f"{self.out.stem}_{index}{self.out.suffix}")
+        run = RunPlan(index, uid, geometry, parent, scan, out, n_frames=scan.n_frames)
+        self.runs[uid] = run
+        return run
+
+    def _begin(self, doc: Mapping[str, Any] | None) -> list[Event]:
+        """A new run; the previous one is complete unless it was the config's (which takes every series)."""
+        events: list[Event] = []
+        if self.current is not None and self.current.geometry != "config":
+            self.current.done = True
+            events.append(RunComplete(self.current))
+        self.current = self._plan(doc)
+        events.append(RunBegun(self.current, self.current.scan, self._early["corrupt"], self._early["late"]))
+        self._early = {"corrupt": 0, "late": 0}
+        return events
+
+    def _assign(self, series: int, run: RunPlan, header: SeriesStart) -> list[Event]:
+        self._series_run[series] = run
+        offset = run.series_offsets.setdefault(series, run.next_offset)
+        events: list[Event] = []
+        if run.geometry == "strip":
+            seen = run.next_offset + max(header.nimages, self._last_frame.get(series, -1) + 1)
+            grow_to = self._grow(run, max(seen, 1))
+            if grow_to is not None:
+                events.append(StripGrown(run, grow_to))
+        events.append(SeriesAssigned(series, run, offset, self._held_received.pop(series, 0),
+                                     tuple(self._held.pop(series, []))))
+        return events
+
+    @staticmethod
+    def _grow(run: RunPlan, n_frames: int) -> int | None:
+        """Grow the strip ``run`` to ``n_frames`` slots; the new size, or None if it was that long already."""
+        if n_frames <= run.n_frames:
+            return None
+        run.n_frames = n_frames
+        run.scan = RasterScan((1, n_frames), motors=run.scan.motors)
+        return n_frames

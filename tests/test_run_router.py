@@ -1,0 +1,249 @@
+"""The run router on its own: message sequences in, decisions out (no sockets, threads or files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.session.run_router import (
+    DocumentTimedOut,
+    RunBegun,
+    RunComplete,
+    RunExit,
+    RunRouter,
+    SeriesAssigned,
+    StripGrown,
+)
+from stream.raster_scan import RasterScan
+from stream.stream_messages import SeriesStart
+
+CONFIG_SCAN = RasterScan((4, 5), motors=("y", "x"))
+OUT = Path("/data/R.h5")
+GRID = {"uid": "grid-1", "plan_name": "grid_scan", "shape": [3, 4], "extents": [[0.0, 1.0], [0.0, 1.5]],
+        "snaking": [False, True], "motors": ["piezo_y", "piezo_x"], "num_points": 12}
+COUNT = {"uid": "count-1", "plan_name": "count", "num_points": 5, "parent_uid": "grid-1", "motors": ["piezo_x"]}
+
+
+def header(series: int, nimages: int = 0) -> SeriesStart:
+    return SeriesStart(protocol="stream1", series=series, config={"nimages": nimages} if nimages else {})
+
+
+def router(**kwargs) -> RunRouter:
+    return RunRouter(CONFIG_SCAN, OUT, **kwargs)
+
+
+def kinds(events) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def test_without_bluesky_every_series_goes_into_one_config_run():
+    r = router()
+    first = r.series_start(header(1), now=0.0)
+    assert kinds(first) == ["RunBegun", "SeriesAssigned"]
+    run = first[0].run
+    assert (run.index, run.uid, run.geometry, run.parent, run.out) == (1, "run-1", "config", "", OUT)
+    assert run.scan == CONFIG_SCAN and run.n_frames == 20
+    assert first[1].series == 1 and first[1].run is run and first[1].offset == 0
+    for k in range(7):
+        assert r.frame(1, k) == (run, True, None)
+    r.series_end(1)
+    # the next series continues the same map after the last frame of the first (one scan, two series)
+    second = r.series_start(header(2), now=1.0)
+    assert kinds(second) == ["SeriesAssigned"]
+    assert second[0].run is run and second[0].offset == 7
+    assert r.run_of(2) is run and list(r.runs) == ["run-1"]
+
+
+def test_start_document_before_the_header_gives_the_next_series_its_run():
+    r = router()
+    assert r.start_document(GRID) == []
+    events = r.series_start(header(3), now=0.0)
+    assert kinds(events) == ["RunBegun", "SeriesAssigned"]
+    run = events[0].run
+    assert (run.uid, run.geometry, run.out) == ("grid-1", "bluesky", OUT)
+    assert run.scan.shape == (3, 4) and run.scan.snake and run.scan.motors == ("piezo_y", "piezo_x")
+    assert events[1].series == 3 and events[1].run is run
+
+
+def test_header_before_its_start_document_waits_and_its_records_are_held():
+    r = router(expect_documents=True, document_wait_s=2.0)
+    assert r.series_start(header(1), now=10.0) == [] and r.waiting
+    # frames are accepted (they will be processed) but have no run yet
+    assert r.frame(1, 0) == (None, True, None) and r.frame(1, 1) == (None, True, None)
+    records = np.arange(2)
+    assert r.records(1, records) is None  # held
+    assert r.expire(11.9) == []           # still within its wait
+    events = r.start_document(GRID)
+    assert kinds(events) == ["RunBegun", "SeriesAssigned"]
+    assigned = events[1]
+    assert assigned.run.uid == "grid-1" and assigned.series == 1 and assigned.offset == 0
+    # what arrived while it waited is released to its run, once
+    assert assigned.received == 2 and len(assigned.records) == 1 and assigned.records[0] is records
+    assert not r.waiting and r.records(1, records) is assigned.run
+
+
+def test_records_of_a_series_without_a_run_are_neither_held_nor_routed():
+    r = router()
+    assert r.frame(5, 0) == (None, False, None)  # no header: skipped by the caller
+    assert r.records(5, np.arange(3)) is None
+    r.series_start(header(1), now=0.0)
+    assert r.frame(5, 1).accepted is False
+
+
+def test_series_waiting_too_long_falls_back_on_the_config_scan():
+    r = router(expect_documents=True, document_wait_s=5.0)
+    r.series_start(header(1), now=100.0)
+    r.frame(1, 0)
+    assert r.expire(105.0) == []  # the deadline itself is not past it
+    events = r.expire(105.01)
+    assert kinds(events) == ["DocumentTimedOut", "RunBegun", "SeriesAssigned"]
+    assert events[0] == DocumentTimedOut(1, 5.0)
+    assert events[1].run.geometry == "config" and events[1].run.scan == CONFIG_SCAN
+    assert events[2].received == 1 and not r.waiting
+
+
+def test_expire_with_force_releases_every_waiting_series_in_order():
+    r = router(expect_documents=True)
+    r.series_start(header(1), now=0.0)
+    r.series_start(header(2), now=0.0)
+    events = r.expire(0.0, force=True)  # the receiver is done: nothing will come
+    assigned = [e for e in events if isinstance(e, SeriesAssigned)]
+    assert [a.series for a in assigned] == [1, 2]
+    # each gets a run of its own (a config run is never completed by the next one)
+    assert [a.run.out for a in assigned] == [OUT, Path("/data/R_2.h5")]
+    assert not any(isinstance(e, RunComplete) for e in events)
+
+
+def test_a_document_seen_makes_later_headers_wait_and_announced_ones_too():
+    r = router()
+    r.start_document(GRID)
+    r.series_start(header(1), now=0.0)
+    assert r.series_start(header(2), now=0.0) == [] and r.waiting  # documents come: wait for its own
+    r2 = router()
+    # the caller was told of a document still on its way to the router: the header waits for it
+    assert r2.series_start(header(1), now=0.0, documents_announced=True) == [] and r2.waiting
+    assert kinds(r2.start_document(GRID)) == ["RunBegun", "SeriesAssigned"]
+
+
+def test_a_pending_document_is_taken_by_the_next_series_whichever_it_is():
+    r = router()
+    r.start_document(GRID)
+    r.start_document(COUNT)
+    a = r.series_start(header(7), now=0.0)
+    b = r.series_start(header(3), now=0.0)
+    assert a[0].run.uid == "grid-1" and a[-1].series == 7
+    assert b[-1].run.uid == "count-1" and b[-1].series == 3
+
+
+def test_new_bluesky_run_completes_the_previous_one_and_names_files_in_order():
+    r = router()
+    r.start_document(GRID)
+    first = r.series_start(header(1), now=0.0)[0].run
+    r.start_document(COUNT)
+    events = r.series_start(header(2), now=1.0)
+    assert kinds(events) == ["RunComplete", "RunBegun", "SeriesAssigned"]  # 5 points, no frame yet: no growth
+    assert events[0].run is first and first.done
+    second = events[1].run
+    assert (second.index, second.out, second.parent) == (2, Path("/data/R_2.h5"), "grid-1")
+    r.start_document({"uid": "grid-2", "shape": [2, 2], "extents": [[0, 1], [0, 1]]})
+    third = r.series_start(header(3), now=2.0)
+    assert third[0].run is second and third[1].run.out == Path("/data/R_3.h5")
+
+
+def test_config_run_is_not_completed_by_a_later_bluesky_run():
+    r = router()
+    config_run = r.series_start(header(1), now=0.0)[0].run
+    r.start_document(GRID)
+    events = r.series_start(header(2), now=0.0)
+    assert kinds(events) == ["RunBegun", "SeriesAssigned"] and not config_run.done
+
+
+def test_strip_runs_grow_with_the_header_and_the_frames():
+    r = router()
+    r.start_document(COUNT)  # no grid: a 1-D strip as long as num_points
+    events = r.series_start(header(1, nimages=8), now=0.0)
+    run = events[0].run
+    assert run.geometry == "strip" and events[0].scan.shape == (1, 5) and events[0].scan.motors == ("", "piezo_x")
+    # the header announces 8 frames: the strip grows to them before any frame comes
+    assert isinstance(events[1], StripGrown) and events[1].run is run and events[1].n_frames == 8
+    assert run.n_frames == 8 and run.scan.shape == (1, 8)
+    assert r.frame(1, 7) == (run, True, None)
+    # a frame beyond: at least doubled, so a long strip is not grown frame by frame
+    assert r.frame(1, 8) == (run, True, 16)
+    assert r.frame(1, 40) == (run, True, 41)
+    assert run.scan.shape == (1, 41)
+
+
+def test_strip_grows_for_frames_received_while_waiting():
+    r = router(expect_documents=True)
+    r.series_start(header(1), now=0.0)  # nimages unknown
+    for k in range(6):
+        r.frame(1, k)
+    events = r.start_document({"uid": "strip", "num_points": 2})
+    grown = [e for e in events if isinstance(e, StripGrown)]
+    assert len(grown) == 1 and grown[0].n_frames == 6
+
+
+def test_series_end_moves_the_next_offset_of_a_strip():
+    r = router()
+    r.start_document({"uid": "s", "num_points": 1})
+    run = r.series_start(header(1), now=0.0)[0].run
+    for k in range(3):
+        r.frame(1, k)
+    assert run.next_offset == 0
+    r.series_end(1)
+    assert run.next_offset == 3 and run.n_frames == 4  # grown to max(2 × 1, 2) then max(2 × 2, 3)
+    assert r.series_start(header(2), now=0.0) == []      # documents were seen: it waits for its own
+
+
+def test_stop_document_sets_the_exit_status_of_its_run():
+    r = router()
+    r.start_document(GRID)
+    run = r.series_start(header(1), now=0.0)[0].run
+    assert r.stop_document({"run_start": "unknown", "exit_status": "fail"}) == []
+    events = r.stop_document({"run_start": "grid-1", "exit_status": "abort", "reason": "user pressed Abort"})
+    (ended,) = events
+    assert isinstance(ended, RunExit) and ended.run is run
+    assert (ended.exit_status, ended.reason) == ("abort", "user pressed Abort")
+    assert run.exit_status == "abort"
+    (ok,) = r.stop_document({"run_start": "grid-1", "exit_status": "success"})
+    assert ok.reason == "" and run.exit_status == "success"
+
+
+def test_bad_messages_before_the_first_run_go_to_it():
+    r = router()
+    assert r.bad_message("corrupt") is None and r.bad_message("corrupt") is None and r.bad_message("late") is None
+    begun = r.series_start(header(1), now=0.0)[0]
+    assert isinstance(begun, RunBegun) and (begun.early_corrupt, begun.early_late) == (2, 1)
+    assert r.bad_message("late") is begun.run
+    r.start_document(GRID)
+    later = r.series_start(header(2), now=0.0)
+    assert (later[0].early_corrupt, later[0].early_late) == (0, 0)
+
+
+def test_ensure_run_only_when_there_was_none():
+    r = router()
+    begun = r.ensure_run()
+    assert begun is not None and begun.run.geometry == "config" and begun.run.out == OUT
+    assert r.ensure_run() is None
+
+
+def test_offsets_follow_the_highest_frame_number_not_the_count():
+    r = router()
+    r.series_start(header(1), now=0.0)
+    for k in (0, 4, 2):
+        r.frame(1, k)
+    r.series_end(1)
+    assert r.series_start(header(2), now=0.0)[0].offset == 5
+    r.series_end(2)  # no frame: the next series starts where this one did
+    assert r.series_start(header(3), now=0.0)[0].offset == 5
+
+
+@pytest.mark.parametrize("doc, out", [({"uid": "a"}, OUT), ({}, OUT)])
+def test_documents_without_a_uid_are_named_by_their_index(doc, out):
+    r = router()
+    r.start_document(doc)
+    run = r.series_start(header(1), now=0.0)[0].run
+    assert run.out == out and run.uid == (doc.get("uid") or "run-1")
