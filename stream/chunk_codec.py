@@ -12,18 +12,15 @@ function, which is correct but allocates.
 from __future__ import annotations
 
 import ctypes
-import struct
 
 import bitshuffle
 import dectris.compression as _dectris
 import lz4.block
 import numpy as np
 
+from stream.blob_framing import BLOCK_LEN, HEADER, declared_size
 from stream.encoded_frame import EncodedFrame
 
-#: HDF5 filter framing: uint64 BE decoded size, uint32 BE block size in bytes.
-_HEADER = struct.Struct(">QI")
-_BLOCK_LEN = struct.Struct(">I")
 #: bitshuffle's default target block size in bytes (BSHUF_TARGET_BLOCK_SIZE_B).
 _BSHUF_BLOCK_BYTES = 8192
 #: LZ4 filter (32004) default block size in bytes.
@@ -67,11 +64,6 @@ class ChunkDecoder:
     def __init__(self) -> None:
         self._c_decompress = _load_c_decompress()
 
-    @property
-    def zero_copy(self) -> bool:
-        """True when decoding writes straight into the output buffer."""
-        return self._c_decompress is not None
-
     def decode_into(self, frame: EncodedFrame, out: np.ndarray) -> np.ndarray:
         """Decode ``frame`` into ``out`` (any contiguous array with enough bytes).
 
@@ -94,9 +86,9 @@ class ChunkDecoder:
             return view
         if frame.encoding not in _ALGORITHM_ID:
             raise CorruptFrameError(f"unknown encoding {frame.encoding!r}")
-        if len(blob) < _HEADER.size:
+        declared = declared_size(blob)
+        if declared is None:
             raise CorruptFrameError(f"blob of {len(blob)} bytes is shorter than its 12-byte header")
-        declared, _block = _HEADER.unpack_from(blob)
         if declared != nbytes:
             raise CorruptFrameError(
                 f"blob header says {declared} decoded bytes, frame {frame.shape} {frame.dtype} needs {nbytes}")
@@ -130,12 +122,12 @@ def encode_frame(array: np.ndarray, encoding: str = "bslz4") -> bytes:
     if encoding == "bslz4":
         block_elems = _BSHUF_BLOCK_BYTES // array.itemsize
         body = bitshuffle.compress_lz4(array.reshape(-1), block_elems)
-        return _HEADER.pack(array.nbytes, block_elems * array.itemsize) + body.tobytes()
+        return HEADER.pack(array.nbytes, block_elems * array.itemsize) + body.tobytes()
     if encoding == "lz4":
         raw = array.tobytes()
-        parts = [_HEADER.pack(len(raw), _LZ4_BLOCK_BYTES)]
+        parts = [HEADER.pack(len(raw), _LZ4_BLOCK_BYTES)]
         for start in range(0, len(raw), _LZ4_BLOCK_BYTES):
             block = lz4.block.compress(raw[start:start + _LZ4_BLOCK_BYTES], store_size=False)
-            parts += [_BLOCK_LEN.pack(len(block)), block]
+            parts += [BLOCK_LEN.pack(len(block)), block]
         return b"".join(parts)
     raise ValueError(f"unknown encoding {encoding!r}; expected one of bslz4, lz4, raw")

@@ -13,8 +13,10 @@ if TYPE_CHECKING:
 #: stream v1 sends ``bs*-lz4<``; ``raw`` is little-endian pixels.
 ENCODINGS = ("bslz4", "lz4", "raw")
 
-#: Pixel types EIGER detectors send.
+#: Pixel types EIGER detectors send, their bytes per pixel, and the type of each bit depth.
 DTYPES = ("uint8", "uint16", "uint32")
+ITEMSIZE = {"uint8": 1, "uint16": 2, "uint32": 4}
+DTYPE_OF_BITS = {8 * size: name for name, size in ITEMSIZE.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,5 +58,4 @@ class EncodedFrame:
     @property
     def nbytes_decoded(self) -> int:
         """Size in bytes of the decoded frame."""
-        itemsize = {"uint8": 1, "uint16": 2, "uint32": 4}.get(self.dtype, 0)
-        return self.shape[0] * self.shape[1] * itemsize
+        return self.shape[0] * self.shape[1] * ITEMSIZE.get(self.dtype, 0)

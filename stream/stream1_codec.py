@@ -19,28 +19,18 @@ and is not checked.
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import lz4.block
 import numpy as np
 
+from stream.blob_framing import frame_blob_problem, frame_lz4_block, unframe_lz4
 from stream.detector_metadata import DetectorMetadata
-from stream.encoded_frame import DTYPES, ENCODINGS, EncodedFrame
+from stream.encoded_frame import DTYPE_OF_BITS, DTYPES, ENCODINGS, ITEMSIZE, EncodedFrame
 from stream.stream_messages import BadMessage, ImageMessage, Message, SeriesEnd, SeriesStart
 
 PROTOCOL = "stream1"
 
-#: HDF5 filter framing of ``bslz4`` / ``lz4`` blobs: uint64 BE decoded bytes, uint32 BE block bytes.
-_HEADER = struct.Struct(">QI")
-_BLOCK_LEN = struct.Struct(">I")
-#: bitshuffle compresses whole blocks of a multiple of 8 elements; the last ``n % 8``
-#: elements are appended uncompressed.
-_BSHUF_MULT = 8
-
-_ITEMSIZE = {"uint8": 1, "uint16": 2, "uint32": 4}
-_DTYPE_OF_BITS = {8: "uint8", 16: "uint16", 32: "uint32"}
 #: stream v1 ``encoding`` → (our encoding, element bits or None when any element size fits).
 _V1_ENCODINGS = {
     "bs8-lz4<": ("bslz4", 8),
@@ -56,102 +46,9 @@ _HEADER_ARRAYS = (
     ("dpixelmask-1.0", ("uint32", "uint16", "uint8")),
     ("dcountrate_table-1.0", ("float32",)),
 )
-_ARRAY_ITEMSIZE = {"float32": 4, "uint32": 4, "uint16": 2, "uint8": 1}
+_ARRAYITEMSIZE = {"float32": 4, "uint32": 4, "uint16": 2, "uint8": 1}
 #: h·c in eV·Å, for photon_energy from the wavelength.
 _HC_EV_A = 12398.419843320026
-
-
-# --------------------------------------------------------------------------- blob checks
-
-def frame_blob_problem(frame: EncodedFrame, walk: bool = True) -> str:
-    """What is wrong with ``frame.blob`` for its encoding, dtype and shape; ``""`` if nothing.
-
-    Checks the framing without decompressing: raw length; for ``bslz4``/``lz4`` the
-    12-byte header (declared decoded size = rows × cols × itemsize, a sane block size)
-    and a walk over the length-prefixed blocks, which must end exactly at the end of the
-    blob (a blob cut short, or with bytes after its last block, is caught here). The walk
-    costs ~0.2 ms for an EIGER 4M frame (≈2000 blocks); ``walk=False`` skips it when the
-    frame is decoded soon anyway (the decoder reports a truncated stream as corrupt).
-    """
-    itemsize = _ITEMSIZE.get(frame.dtype, 0)
-    if itemsize == 0:
-        return f"unsupported dtype {frame.dtype!r}; expected one of {', '.join(DTYPES)}"
-    rows, cols = frame.shape
-    nbytes = rows * cols * itemsize
-    blob = frame.blob
-    if frame.encoding == "raw":
-        if len(blob) != nbytes:
-            return f"raw blob holds {len(blob)} bytes, {rows}×{cols} {frame.dtype} needs {nbytes}"
-        return ""
-    if frame.encoding not in ("bslz4", "lz4"):
-        return f"unknown encoding {frame.encoding!r}; expected one of {', '.join(ENCODINGS)}"
-    if len(blob) < _HEADER.size:
-        return f"{frame.encoding} blob of {len(blob)} bytes is shorter than its 12-byte header"
-    declared, block_bytes = _HEADER.unpack_from(blob)
-    if declared != nbytes:
-        return (f"{frame.encoding} header declares {declared} decoded bytes, "
-                f"{rows}×{cols} {frame.dtype} needs {nbytes}")
-    if frame.encoding == "bslz4":
-        if block_bytes == 0 or block_bytes % (itemsize * _BSHUF_MULT):
-            return f"bslz4 header block size {block_bytes} is not a positive multiple of {itemsize * _BSHUF_MULT} bytes"
-        n = nbytes // itemsize
-        block_elems = block_bytes // itemsize
-        partial = n % block_elems
-        partial -= partial % _BSHUF_MULT
-        nblocks = n // block_elems + (1 if partial else 0)
-        tail = (n % _BSHUF_MULT) * itemsize
-    else:
-        if block_bytes == 0:
-            return "lz4 header block size is 0"
-        nblocks = -(-nbytes // block_bytes)
-        tail = 0
-    return _walk_blocks(blob, nblocks, tail, frame.encoding, declared) if walk else ""
-
-
-def _walk_blocks(blob, nblocks: int, tail: int, encoding: str, declared: int) -> str:
-    pos = _HEADER.size
-    end = len(blob)
-    unpack = _BLOCK_LEN.unpack_from
-    for i in range(nblocks):
-        if pos + 4 > end:
-            return (f"{encoding} blob is cut short: {end} bytes end inside block {i} of {nblocks} "
-                    f"that its header ({declared} decoded bytes) declares")
-        pos += 4 + unpack(blob, pos)[0]
-    if pos + tail > end:
-        return (f"{encoding} blob is cut short: its {nblocks} blocks need at least {pos + tail} bytes, "
-                f"blob holds {end}")
-    if pos + tail < end:
-        return f"{encoding} blob holds {end - pos - tail} bytes after its last block"
-    return ""
-
-
-def _reframe_lz4_block(block: memoryview, nbytes: int) -> bytes:
-    """One raw LZ4 block (stream v1 ``lz4<``) → our ``lz4`` HDF5 LZ4-filter framing."""
-    return b"".join((_HEADER.pack(nbytes, nbytes), _BLOCK_LEN.pack(len(block)), block))
-
-
-def _lz4_single_block(blob: bytes) -> bytes:
-    """Our ``lz4`` framing → one raw LZ4 block (stream v1 ``lz4<``)."""
-    if len(blob) < _HEADER.size:
-        raise ValueError("lz4 blob shorter than its 12-byte header")
-    nbytes, block_bytes = _HEADER.unpack_from(blob)
-    if block_bytes == 0:
-        raise ValueError("lz4 blob header has block size 0")
-    nblocks = -(-nbytes // block_bytes)
-    pos = _HEADER.size
-    if nblocks == 1:
-        (n,) = _BLOCK_LEN.unpack_from(blob, pos)
-        block = blob[pos + 4:pos + 4 + n]
-        if len(block) != n or pos + 4 + n != len(blob):
-            raise ValueError("lz4 blob does not hold exactly one block")
-        return bytes(block)
-    raw = bytearray()
-    for i in range(nblocks):
-        (n,) = _BLOCK_LEN.unpack_from(blob, pos)
-        size = min(block_bytes, nbytes - i * block_bytes)
-        raw += lz4.block.decompress(blob[pos + 4:pos + 4 + n], uncompressed_size=size)
-        pos += 4 + n
-    return lz4.block.compress(bytes(raw), store_size=False)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -208,7 +105,7 @@ def parse_stream1(parts: Sequence[Any], receive_time: float = 0.0, *, copy_blob:
     ``copy_blob=False`` leaves an image's blob as a view of its part (which must then
     stay alive): the caller copies it once, where it is needed (e.g. shared memory).
     ``check_blocks=False`` skips the walk over the compressed blocks (see
-    :func:`frame_blob_problem`).
+    :func:`~stream.blob_framing.frame_blob_problem`).
     """
     try:
         views = [memoryview(p).cast("B") for p in parts]
@@ -267,7 +164,7 @@ def _parse_header(first: dict, views: list[memoryview], receive_time: float) -> 
         else:
             problems.append(f"config has no usable x/y_pixels_in_detector ({x!r}, {y!r}): frame shape unknown")
         bits = config.get("bit_depth_image")
-        dtype = _DTYPE_OF_BITS.get(bits) if _is_int(bits) else None
+        dtype = DTYPE_OF_BITS.get(bits) if _is_int(bits) else None
         if dtype is None:
             problems.append(f"config bit_depth_image is {bits!r}, not 8, 16 or 32: pixel type unknown")
     if detail == "all":
@@ -300,7 +197,7 @@ def _header_array(views, parts, index, htype, types, problems) -> np.ndarray | N
         problems.append(f"{htype} has shape {desc.get('shape')!r} type {type_!r}; expected [x, y] and "
                         f"one of {', '.join(types)}")
         return None
-    need = shape[0] * shape[1] * _ARRAY_ITEMSIZE[type_]
+    need = shape[0] * shape[1] * _ARRAYITEMSIZE[type_]
     blob = parts[index + 1]
     if len(blob) != need:
         problems.append(f"{htype} blob holds {len(blob)} bytes, shape {desc['shape']} {type_} needs {need}"
@@ -324,14 +221,14 @@ def _parse_image(first: dict, views: list[memoryview], receive_time: float, copy
     if shape is None:
         raise _Bad(f"dimage_d-1.0 shape is {d.get('shape')!r}, not [x, y] positive integers", series, frame)
     dtype = d.get("type")
-    if dtype not in _ITEMSIZE:
+    if dtype not in ITEMSIZE:
         raise _Bad(f"dimage_d-1.0 type is {dtype!r}; expected one of {', '.join(DTYPES)}", series, frame)
     v1_encoding = d.get("encoding")
     if v1_encoding not in _V1_ENCODINGS:
         raise _Bad(f"dimage_d-1.0 encoding is {v1_encoding!r}; expected one of "
                    f"{', '.join(_V1_ENCODINGS)}", series, frame)
     encoding, bits = _V1_ENCODINGS[v1_encoding]
-    if bits is not None and bits != 8 * _ITEMSIZE[dtype]:
+    if bits is not None and bits != 8 * ITEMSIZE[dtype]:
         raise _Bad(f"encoding {v1_encoding} ({bits}-bit elements) does not match type {dtype}", series, frame)
     size = d.get("size")
     blob = views[2]
@@ -343,11 +240,11 @@ def _parse_image(first: dict, views: list[memoryview], receive_time: float, copy
     cfg = _json(views[3], "image config (part 3)")
     if cfg.get("htype") != "dconfig-1.0":
         raise _Bad(f"part 3 has htype {cfg.get('htype')!r}, expected dconfig-1.0", series, frame)
-    nbytes = shape[0] * shape[1] * _ITEMSIZE[dtype]
+    nbytes = shape[0] * shape[1] * ITEMSIZE[dtype]
     if encoding == "lz4" and nbytes > 0xFFFFFFFF:
         raise _Bad(f"lz4< frame of {nbytes} bytes is larger than one LZ4 block can be", series, frame)
     if encoding == "lz4":
-        data = _reframe_lz4_block(blob, nbytes)
+        data = frame_lz4_block(blob, nbytes)
     else:
         data = bytes(blob) if copy_blob else blob
     encoded = EncodedFrame(series, frame, encoding, dtype, shape, data, receive_time)
@@ -384,12 +281,12 @@ def _check_series(series: int) -> None:
 
 def stream1_config(metadata: DetectorMetadata) -> dict[str, Any]:
     """The ``basic`` header's detector config (DECTRIS key names and units) for ``metadata``."""
-    if metadata.dtype not in _ITEMSIZE:
+    if metadata.dtype not in ITEMSIZE:
         raise ValueError(f"metadata dtype {metadata.dtype!r} is not one of {', '.join(DTYPES)}")
     config: dict[str, Any] = {
         "x_pixels_in_detector": int(metadata.x_pixels),
         "y_pixels_in_detector": int(metadata.y_pixels),
-        "bit_depth_image": 8 * _ITEMSIZE[metadata.dtype],
+        "bit_depth_image": 8 * ITEMSIZE[metadata.dtype],
         "wavelength": float(metadata.wavelength_A),
         "beam_center_x": float(metadata.beam_center_x_px),
         "beam_center_y": float(metadata.beam_center_y_px),
@@ -456,12 +353,12 @@ def encode_stream1_image(frame: EncodedFrame, *, start_time_ns: int = 0, stop_ti
     block (a single-block chunk is unwrapped, a multi-block one decoded and recompressed);
     ``raw`` → ``<``. The ``hash`` is left empty (receivers must not verify it).
     """
-    if frame.dtype not in _ITEMSIZE:
+    if frame.dtype not in ITEMSIZE:
         raise ValueError(f"frame dtype {frame.dtype!r} is not one of {', '.join(DTYPES)}")
     if frame.encoding == "bslz4":
-        v1_encoding, blob = f"bs{8 * _ITEMSIZE[frame.dtype]}-lz4<", bytes(frame.blob)
+        v1_encoding, blob = f"bs{8 * ITEMSIZE[frame.dtype]}-lz4<", bytes(frame.blob)
     elif frame.encoding == "lz4":
-        v1_encoding, blob = "lz4<", _lz4_single_block(frame.blob)
+        v1_encoding, blob = "lz4<", unframe_lz4(frame.blob)
     elif frame.encoding == "raw":
         v1_encoding, blob = "<", bytes(frame.blob)
     else:

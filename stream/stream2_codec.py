@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime
 import math
 import os
-import struct
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,9 +31,9 @@ import cbor2
 import dectris.compression as _dectris
 import numpy as np
 
+from stream.blob_framing import declared_size, frame_blob_problem
 from stream.detector_metadata import DetectorMetadata
-from stream.encoded_frame import DTYPES, EncodedFrame
-from stream.stream1_codec import frame_blob_problem
+from stream.encoded_frame import DTYPE_OF_BITS, DTYPES, EncodedFrame
 from stream.stream_messages import BadMessage, ImageMessage, Message, SeriesEnd, SeriesStart
 
 PROTOCOL = "stream2"
@@ -134,7 +133,7 @@ def _to_numpy(dims: tuple[int, ...], p: _ArrayPayload, what: str) -> np.ndarray:
     nbytes = math.prod(dims) * p.dtype.itemsize
     data = p.data
     if p.compression:
-        declared = struct.unpack_from(">Q", data)[0] if len(data) >= 12 else None
+        declared = declared_size(data)
         if declared != nbytes:
             raise _Bad(f"{what}: {p.compression} header declares {declared} decoded bytes, "
                        f"dims {list(dims)} {p.dtype.name} need {nbytes}")
@@ -145,15 +144,6 @@ def _to_numpy(dims: tuple[int, ...], p: _ArrayPayload, what: str) -> np.ndarray:
     if len(data) != nbytes:
         raise _Bad(f"{what}: dims {list(dims)} {p.dtype.name} need {nbytes} bytes, payload has {len(data)}")
     return np.frombuffer(data, dtype=p.dtype).reshape(dims)
-
-
-def decode_typed_array(value: Any) -> np.ndarray:
-    """A tag-40 array value as parsed by cbor2 → numpy array (raises ``ValueError``)."""
-    try:
-        dims, payload = _payload(value, "array")
-        return _to_numpy(dims, payload, "array")
-    except _Bad as bad:
-        raise ValueError(str(bad)) from None
 
 
 # --------------------------------------------------------------------------- parsing
@@ -232,7 +222,7 @@ def parse_stream2(data: Any, channel: str = "threshold_1", receive_time: float =
     """Parse one stream2 CBOR message for ``channel``; never raises for bad input.
 
     ``check_blocks=False`` skips the walk over compressed blocks (see
-    :func:`~stream.stream1_codec.frame_blob_problem`).
+    :func:`~stream.blob_framing.frame_blob_problem`).
     """
     try:
         view = memoryview(data).cast("B")
@@ -283,7 +273,7 @@ def _parse_start(msg: Mapping[str, Any], view: memoryview, channel: str, unique_
     if shape is None:
         problems.append(f"start has no usable image_size_x/y ({x!r}, {y!r}): frame shape unknown")
     bits = msg.get("bit_depth_image")
-    dtype = {8: "uint8", 16: "uint16", 32: "uint32"}.get(bits) if _is_int(bits) else None
+    dtype = DTYPE_OF_BITS.get(bits) if _is_int(bits) else None
     if bits is not None and dtype is None:
         problems.append(f"bit_depth_image is {bits!r}, not 8, 16 or 32: pixel type unknown")
     pixel_mask = None

@@ -6,12 +6,14 @@ an encoder turns them back into wire bytes. Nothing here touches sockets.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
 import numpy as np
 
 from stream.encoded_frame import EncodedFrame
+from stream.series_header import SeriesHeader
 
 
 @dataclass(frozen=True)
@@ -22,9 +24,10 @@ class SeriesStart:
     ``dtype`` from ``bit_depth_image`` (v1) or the image data (stream2, may be None).
     ``config`` holds the detector configuration as sent (v1 part 2 JSON; stream2 start
     fields other than arrays), with DECTRIS names (``wavelength`` Å, ``detector_distance``
-    m, ``beam_center_x`` px, ``count_time`` s, ``nimages``, ...). ``pixel_mask`` is
-    ``(rows, cols)`` uint32, nonzero = bad, or None when not sent (or unusable, see
-    ``problems``). ``parts`` are the wire parts verbatim, for the recorder.
+    m, ``beam_center_x`` px, ``count_time`` s, ``nimages``, ...); code reads it through
+    :attr:`header` (typed), not by key. ``pixel_mask`` is ``(rows, cols)`` uint32,
+    nonzero = bad, or None when not sent (or unusable, see ``problems``). ``parts`` are
+    the wire parts verbatim, for the recorder.
     """
 
     protocol: str
@@ -39,11 +42,16 @@ class SeriesStart:
     problems: tuple[str, ...] = ()
     receive_time: float = 0.0
 
+    @functools.cached_property
+    def header(self) -> SeriesHeader:
+        """The header's values, typed (read from ``config`` once, here)."""
+        return SeriesHeader.from_config(self.config, series=self.series, shape=self.shape, dtype=self.dtype,
+                                        pixel_mask=self.pixel_mask)
+
     @property
     def nimages(self) -> int:
         """Frames announced for the series (nimages × ntrigger), 0 when unknown."""
-        n = int(self.config.get("nimages", self.config.get("number_of_images", 0)) or 0)
-        return n * max(1, int(self.config.get("ntrigger", 1) or 1))
+        return self.header.frames_expected
 
 
 @dataclass(frozen=True)

@@ -31,22 +31,15 @@ FRAME_TABLE = np.dtype([("series", "<i8"), ("frame", "<i8"), ("start_time_ns", "
 
 
 def metadata_from_header(start: SeriesStart, dtype: str, shape: tuple[int, int], encoding: str) -> DetectorMetadata:
-    """DECTRIS master-file metadata from a series header (v1 config names; stream2 aliased)."""
-    c = start.config
-
-    def num(key, default=0.0):
-        try:
-            return float(c.get(key, default) or default)
-        except (TypeError, ValueError):
-            return default
-
+    """DECTRIS master-file metadata from a series header, for frames of ``dtype``, ``shape`` and ``encoding``."""
+    h = start.header
     return DetectorMetadata(
-        description=str(c.get("description", "") or ""), x_pixels=shape[1], y_pixels=shape[0], dtype=dtype,
-        x_pixel_size_m=num("x_pixel_size", 75e-6), y_pixel_size_m=num("y_pixel_size", 75e-6),
-        detector_distance_m=num("detector_distance"), beam_center_x_px=num("beam_center_x"),
-        beam_center_y_px=num("beam_center_y"), wavelength_A=num("wavelength"), count_time_s=num("count_time"),
-        frame_time_s=num("frame_time"), nimages=int(num("nimages")), ntrigger=int(num("ntrigger", 1)) or 1,
-        compression=encoding, pixel_mask=start.pixel_mask)
+        description=h.description, x_pixels=shape[1], y_pixels=shape[0], dtype=dtype,
+        x_pixel_size_m=h.x_pixel_size_m, y_pixel_size_m=h.y_pixel_size_m,
+        detector_distance_m=h.detector_distance_m, beam_center_x_px=h.beam_center_x_px,
+        beam_center_y_px=h.beam_center_y_px, wavelength_A=h.wavelength_A, count_time_s=h.count_time_s,
+        frame_time_s=h.frame_time_s, nimages=h.nimages, ntrigger=h.ntrigger,
+        compression=encoding, pixel_mask=h.pixel_mask)
 
 
 def series_master_path(base: Path, index: int) -> Path:

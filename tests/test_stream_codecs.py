@@ -12,18 +12,19 @@ import lz4.block
 import numpy as np
 import pytest
 
+from stream import stream2_codec
+from stream.blob_framing import frame_blob_problem
 from stream.chunk_codec import ChunkDecoder, encode_frame
 from stream.detector_metadata import DetectorMetadata
 from stream.encoded_frame import EncodedFrame
+from stream.series_header import SeriesHeader
 from stream.stream1_codec import (
     encode_stream1_end,
     encode_stream1_image,
     encode_stream1_start,
-    frame_blob_problem,
     parse_stream1,
 )
 from stream.stream2_codec import (
-    decode_typed_array,
     encode_stream2_end,
     encode_stream2_image,
     encode_stream2_start,
@@ -34,6 +35,12 @@ from stream.stream_messages import BadMessage, ImageMessage, SeriesEnd, SeriesSt
 from conftest import real_capture
 
 MAX32 = 0xFFFFFFFF
+
+
+def decode_typed_array(value) -> np.ndarray:
+    """A tag-40 array as parsed by cbor2 → numpy, the way parse_stream2 decodes masks and flatfields."""
+    dims, payload = stream2_codec._payload(value, "array")
+    return stream2_codec._to_numpy(dims, payload, "array")
 
 
 @lru_cache(maxsize=None)
@@ -594,3 +601,32 @@ def test_parse_zmq_frame_buffers(decoder):
         pull.close(0)
     finally:
         ctx.term()
+
+
+# --------------------------------------------------------------------------- typed header
+
+@pytest.mark.parametrize("protocol", ["stream1", "stream2"])
+def test_series_header_is_typed_alike_for_both_protocols(rng, protocol):
+    md = make_metadata(rng, "uint16")
+    if protocol == "stream1":
+        msg = parse_stream1(views(encode_stream1_start(9, md, "all")))
+    else:
+        msg = parse_stream2(encode_stream2_start(9, md, unique_id="01ABC"))
+    h = msg.header
+    assert isinstance(h, SeriesHeader) and msg.header is h  # read once
+    assert (h.series, h.shape, h.dtype, h.nimages, h.ntrigger, h.frames_expected) == (9, (40, 30), "uint16", 7, 3, 21)
+    assert (h.count_time_s, h.frame_time_s, h.wavelength_A, h.detector_distance_m) == (0.001, 0.0011, 0.8266, 0.25)
+    assert (h.beam_center_x_px, h.beam_center_y_px, h.x_pixel_size_m, h.y_pixel_size_m) == (15.5, 20.25, 75e-6, 75e-6)
+    assert h.description == "Simulated EIGER2 Si 4M"
+    assert h.pixel_mask is msg.pixel_mask and np.array_equal(h.pixel_mask, md.pixel_mask)
+    assert msg.nimages == h.frames_expected
+
+
+def test_series_header_defaults_for_missing_or_unusable_values():
+    h = SeriesHeader.from_config({"number_of_images": 5, "ntrigger": 0, "wavelength": "n/a", "count_time": None,
+                                  "frame_time": float("nan"), "detector_distance": True, "x_pixel_size": 0},
+                                 series=2)
+    assert (h.nimages, h.ntrigger, h.frames_expected) == (5, 1, 5)
+    assert (h.wavelength_A, h.count_time_s, h.frame_time_s, h.detector_distance_m) == (0.0, 0.0, 0.0, 0.0)
+    assert (h.x_pixel_size_m, h.shape, h.dtype, h.pixel_mask, h.description) == (75e-6, None, None, None, "")
+    assert SeriesStart("stream1", 3).nimages == 0
