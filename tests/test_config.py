@@ -49,7 +49,7 @@ def test_shipped_configs_are_valid():
     from processors.geometry import pixel_geometry, read_poni
     from processors.polar_lut import build_polar_lut
 
-    paths = sorted((REPO / "configs").glob("*.toml"))
+    paths = sorted((REPO / "configs").glob("*.toml")) + [DEMO_DATA / "demo.toml"]
     assert {p.name for p in paths} >= {"demo.toml", "p10_cspbbr3.toml"}
     for path in paths:
         cfg = load_config(path)
@@ -58,9 +58,11 @@ def test_shipped_configs_are_valid():
         assert all(w.n_pixels > 1000 for w in lut.windows), path
 
 
-def test_demo_config_in_configs_matches_embedded_default():
-    for name in ("demo.toml", "eiger1m_demo.poni"):
-        assert (REPO / "configs" / name).read_text() == (DEMO_DATA / name).read_text()
+def test_demo_files_have_one_home_and_the_shared_poni_matches():
+    """The demo lives in processors/demo_data only (package data); configs/ holds the beamline
+    example, whose PONI is also the embedded Eiger4M demo's: the two copies are identical."""
+    assert not (REPO / "configs" / "demo.toml").exists() and not (REPO / "configs" / "eiger1m_demo.poni").exists()
+    assert (REPO / "configs" / "p10_eiger4m.poni").read_text() == (DEMO_DATA / "p10_eiger4m.poni").read_text()
 
 
 def test_default_williamson_hall_peaks_are_h00_and_hh0(cfg_dir):
