@@ -1,0 +1,185 @@
+"""The results file as :class:`ResultsWriter` writes it (layout, units, counters, timing, status),
+and when the live loop rewrites and publishes it (:class:`OutputSchedule`)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import h5py
+import numpy as np
+import pytest
+
+from monitor.session.map_collector import MapCollector, RunCounters
+from monitor.session.results_file import ResultsWriter
+from monitor.session.run_state import OutputSchedule
+from processors.config import load_config
+from processors.demo_setup import write_demo_config
+from processors.frame_record import FRAME_OK, PARAM_NAMES
+from processors.process_batch import BatchResult
+from stream.raster_scan import RasterScan
+
+SCAN = RasterScan((3, 4), snake=True, step=(0.5, 0.25), origin=(1.0, 2.0), motors=("piezo_y", "piezo_x"))
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    return load_config(write_demo_config(tmp_path_factory.mktemp("cfg"), shape=SCAN.shape))
+
+
+def measured(config, scan: RasterScan, frames: list[int]) -> MapCollector:
+    """A collector with good records for ``frames`` of series 1 (fitted peaks, 10 ms latency)."""
+    collector = MapCollector(scan, tuple(p.name for p in config.peaks))
+    recs = collector.records[: len(frames)].copy()
+    recs["series"], recs["frame"], recs["status"] = 1, frames, FRAME_OK
+    recs["intensity"] = 100.0 + np.arange(len(frames))
+    recs["params"] = [1.0, 1.07, 0.02, 178.0, 9.0, 0.5]   # amplitude q0 dq phi0 dphi background
+    recs["errors"] = 0.01
+    recs["fit_status"] = 0
+    recs["receive_time"] = 1000.0 + np.arange(len(frames))
+    recs["done_time"] = recs["receive_time"] + 0.01
+    collector.add(BatchResult(recs))
+    return collector
+
+
+def write(writer: ResultsWriter, config, collector: MapCollector, **kwargs) -> None:
+    maps = collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
+    writer.write(maps, collector.frames_table(), collector.counters, **kwargs)
+
+
+def test_layout_opens_on_the_maps_and_every_nxdata_has_its_axes(config, tmp_path):
+    collector = measured(config, SCAN, [0, 1, 2, 5])
+    with ResultsWriter(tmp_path / "R.h5", config, SCAN, inputs=("tcp://det:9999",), poni_text="poni!",
+                       run_uid="uid-1", parent_uid="uid-0", geometry="bluesky") as writer:
+        write(writer, config, collector)
+    with h5py.File(tmp_path / "R.h5", "r") as f:
+        assert f.attrs["default"] == "entry"
+        entry = f["entry"]
+        assert entry.attrs["NX_class"] == "NXentry" and entry.attrs["default"] == "results"
+        results = entry["results"]
+        assert results.attrs["NX_class"] == "NXdata" and results.attrs["signal"] == "intensity"
+        assert list(results.attrs["axes"]) == ["y", "x"]
+        assert results["intensity"].shape == SCAN.shape and results["frame_status"].shape == SCAN.shape
+        # frame 5 is on the odd (backward) row of a snake scan: row 1, col 4 - 1 - 1
+        assert results["intensity"][1, 2] == 103.0 and results["frame_status"][1, 2] == FRAME_OK
+        assert np.isnan(results["intensity"][2, 0]) and results["frame_status"][2, 0] == -1
+        frames = results["frames"][()]
+        assert frames["frame"].tolist() == [0, 1, 2, 5] and (frames["row"][3], frames["col"][3]) == (1, 2)
+        for peak in config.peaks:
+            g = results[peak.name]
+            assert g.attrs["NX_class"] == "NXdata" and g.attrs["signal"] == "amplitude"
+            assert {*PARAM_NAMES, "status", "dphi_do"} <= set(g) and "q0_error" in g
+            np.testing.assert_array_equal(g.attrs["hkl"], peak.hkl)
+            np.testing.assert_allclose(g.attrs["q_window"], peak.q)
+        derived = results["derived"]
+        assert derived.attrs["NX_class"] == "NXdata" and derived.attrs["signal"] == "size"
+        for nxdata in [results, derived] + [results[p.name] for p in config.peaks]:
+            np.testing.assert_allclose(nxdata["y"][()], [1.0, 1.5, 2.0])
+            np.testing.assert_allclose(nxdata["x"][()], [2.0, 2.25, 2.5, 2.75])
+        scan = entry["scan"]
+        assert scan["shape"][()].tolist() == [3, 4] and bool(scan["snake"][()])
+        assert [m.decode() for m in scan["motors"][()]] == ["piezo_y", "piezo_x"]
+        process = entry["process"]
+        assert process.attrs["NX_class"] == "NXprocess" and process["program"][()] == b"nanomaps"
+        assert process["config"][()].decode() == config.text and process["poni"][()] == b"poni!"
+        assert process["inputs"][()].tolist() == [b"tcp://det:9999"]
+        assert (process["run_uid"][()], process["parent_uid"][()], process["geometry"][()]) == (
+            b"uid-1", b"uid-0", b"bluesky")
+        assert process["start_time"][()] and process["end_time"][()] == b""
+
+
+def test_units_and_long_names(config, tmp_path):
+    collector = measured(config, SCAN, [0, 1])
+    with ResultsWriter(tmp_path / "R.h5", config, SCAN) as writer:
+        write(writer, config, collector)
+    with h5py.File(tmp_path / "R.h5", "r") as f:
+        results = f["entry/results"]
+        assert results["intensity"].attrs["units"] == "counts"
+        peak = results[config.peaks[0].name]
+        expected = {"amplitude": "counts", "q0": "1/angstrom", "dq": "1/angstrom", "phi0": "degrees",
+                    "dphi": "degrees", "background": "counts", "dphi_do": "degrees"}
+        for key, units in expected.items():
+            assert peak[key].attrs["units"] == units, key
+        assert peak["q0_error"].attrs["units"] == "1/angstrom"
+        assert peak["q0_error"].attrs["long_name"] == "peak position q0 (standard error)"
+        assert "units" not in peak["status"].attrs
+        derived = results["derived"]
+        assert derived["size"].attrs["units"] == "nm" and derived["a"].attrs["units"] == "angstrom"
+        for key in derived:
+            if key.startswith("strain_"):
+                assert derived[key].attrs["units"] == "1"
+        assert f["entry/scan/x"].attrs["units"] == "um" and f["entry/scan/x"].attrs["long_name"] == "piezo_x"
+
+
+def test_counters_timing_and_exit_status(config, tmp_path):
+    collector = measured(config, SCAN, [0])
+    counters = RunCounters(received=12, processed=10, dropped=1, corrupt=1, late=2)
+    maps = collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
+    with ResultsWriter(tmp_path / "R.h5", config, SCAN) as writer:
+        writer.write(maps, collector.frames_table(), counters)
+        with h5py.File(tmp_path / "R.h5", "r") as f:
+            assert f["entry/process/exit_status"][()] == b"" and "timing" not in f["entry/process"]
+        timing = {"latency_median_ms": 12.5, "latency_p95_ms": 30.0, "frame_mean_ms": 4.0}
+        writer.write(maps, collector.frames_table(), counters, timing=timing, exit_status="abort")
+        counters.received = 13
+        writer.write(maps, collector.frames_table(), counters, exit_status="")  # "" keeps the status
+    with h5py.File(tmp_path / "R.h5", "r") as f:
+        process = f["entry/process"]
+        for key, value in counters.as_dict().items():
+            assert process[key][()] == value and process[key].dtype == np.int64, key
+        group = process["timing"]
+        assert group.attrs["NX_class"] == "NXcollection"
+        assert group["latency_median_ms"][()] == 12.5 and group["latency_median_ms"].attrs["units"] == "ms"
+        assert process["exit_status"][()] == b"abort"
+
+
+def test_set_scan_changes_the_map_axes_everywhere(config, tmp_path):
+    strip = RasterScan((1, 3), motors=("", "point"))
+    collector = measured(config, strip, [0, 1])
+    with ResultsWriter(tmp_path / "R.h5", config, strip) as writer:
+        write(writer, config, collector)
+        collector.grow(6)
+        writer.set_scan(collector.scan)
+        write(writer, config, collector)
+    with h5py.File(tmp_path / "R.h5", "r") as f:
+        assert f["entry/scan/shape"][()].tolist() == [1, 6]
+        assert f["entry/scan/x"].attrs["units"] == "point" and f["entry/scan/x"].attrs["long_name"] == "point point"
+        for nxdata in ("entry/results", "entry/results/derived", f"entry/results/{config.peaks[0].name}"):
+            assert f[nxdata]["x"].shape == (6,) and f[nxdata]["y"].shape == (1,), nxdata
+        assert f["entry/results/intensity"].shape == (1, 6)
+        assert f[f"entry/results/{config.peaks[0].name}/q0"].shape == (1, 6)
+
+
+def test_final_write_sets_the_end_time(config, tmp_path):
+    collector = measured(config, SCAN, [0])
+    with ResultsWriter(tmp_path / "R.h5", config, SCAN) as writer:
+        write(writer, config, collector)
+        with h5py.File(tmp_path / "R.h5", "r") as f:
+            assert f["entry/process/end_time"][()] == b""
+        write(writer, config, collector, final=True)
+    with h5py.File(tmp_path / "R.h5", "r") as f:
+        end, start = f["entry/process/end_time"][()].decode(), f["entry/process/start_time"][()].decode()
+        assert end >= start and end.endswith("+00:00")
+
+
+def run(dirty_file=False, dirty_snapshot=False, closed=False, last_publish=0.0):
+    return SimpleNamespace(dirty_file=dirty_file, dirty_snapshot=dirty_snapshot, closed=closed,
+                           last_publish=last_publish)
+
+
+def test_files_are_rewritten_once_per_flush_interval_when_changed():
+    schedule = OutputSchedule(1.0, now=0.0)
+    changed, unchanged, closed = run(dirty_file=True), run(), run(dirty_file=True, closed=True)
+    runs = [changed, unchanged, closed]
+    assert schedule.files_due(runs, now=0.99) == []
+    assert schedule.files_due(runs, now=1.0) == [changed]
+    assert schedule.files_due(runs, now=1.5) == []  # the interval counts from the last rewrite
+    assert schedule.files_due(runs, now=2.0) == [changed]
+
+
+def test_snapshots_go_when_changed_and_every_two_seconds_anyway():
+    schedule = OutputSchedule(1.0, now=0.0)
+    changed, quiet = run(dirty_snapshot=True), run(last_publish=0.0)
+    assert schedule.snapshots_due([changed, quiet], now=0.2) == []
+    assert schedule.snapshots_due([changed, quiet], now=0.25) == [changed] and changed.last_publish == 0.25
+    assert schedule.snapshots_due([changed, quiet], now=2.1) == [changed, quiet]
+    assert quiet.last_publish == 2.1
