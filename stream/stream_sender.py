@@ -111,15 +111,22 @@ class StreamSender:
 
 
 class Pacer:
-    """Keeps message ``k`` from leaving before ``start + offset_k``; ``rate`` None = as fast as possible."""
+    """Keeps a message from leaving before its offset (seconds) after the pacer was made.
+
+    The caller computes each message's offset (e.g. ``k / rate``, or the recorded
+    receive time) and calls :meth:`wait_until` before sending it; to send as fast as
+    possible, don't call it.
+    """
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
 
     def wait_until(self, offset_s: float) -> None:
+        """Sleep until ``offset_s`` seconds after the start (at once if that has passed)."""
         delay = self.start + offset_s - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
 
     def elapsed(self) -> float:
+        """Seconds since the start."""
         return time.perf_counter() - self.start

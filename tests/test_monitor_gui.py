@@ -796,7 +796,7 @@ def test_a_failing_plan_is_one_warning_line_and_raises(make_runner, caplog):
     try:
         with pytest.raises(RuntimeError, match="piezo_x stalled"):
             runner.run_blocking(GridScanRequest("piezo_y", 0, 1, 2, "piezo_x", 0, 1, 2), timeout=30)
-        start = runner.last_start
+        start = runner.start_documents[-1]
     finally:
         runner.close()
     ours = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "monitor.bluesky.run_engine_runner"]

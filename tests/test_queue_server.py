@@ -128,6 +128,25 @@ class QueueServer:
         self.proxy.close()
 
 
+def open_environment(runner: QueueServerRunner, timeout: float) -> None:
+    """Open the RE worker environment (runs the profile's startup code) unless it is open; wait until idle.
+
+    The beamline's staff open it on a real server; the test's server starts without one.
+    """
+    if not runner.status()["worker_environment_exists"]:
+        runner.api.environment_open()
+    runner.api.wait_for_condition(lambda s: s["worker_environment_exists"] and s["manager_state"] == "idle",
+                                  timeout=timeout)
+
+
+def close_environment(runner: QueueServerRunner, timeout: float) -> None:
+    """Close the RE worker environment (when idle); wait until it is closed."""
+    if runner.status()["worker_environment_exists"]:
+        runner.api.environment_close()
+    runner.api.wait_for_condition(lambda s: not s["worker_environment_exists"] and s["manager_state"] == "idle",
+                                  timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     threads_before = set(threading.enumerate())
@@ -140,11 +159,11 @@ def server(tmp_path_factory):
         wait_until_linked(local, subscriber)  # our side of the proxy is up before any run
         qs.wait_ready(runner)
         try:
-            runner.open_environment(timeout=60)
+            open_environment(runner, timeout=60)
         except Exception as exc:
             raise RuntimeError(f"the RE environment did not open ({exc}):\n{tail(qs.manager_log)}") from exc
         yield qs, runner, docs
-        runner.close_environment(timeout=30)
+        close_environment(runner, timeout=30)
     finally:
         runner.close()
         local.close()

@@ -156,7 +156,7 @@ class QueueServerRunner:
             self._api_client = REManagerAPI(**self._api_options)
         return self._api_client
 
-    # ------------------------------------------------------------------ environment
+    # ------------------------------------------------------------------ server
 
     def check(self, timeout_s: float = 2.0) -> None:
         """Raise :class:`QueueServerError` (or ``AddressError``) unless a queue server answers at the address.
@@ -172,22 +172,6 @@ class QueueServerRunner:
     @_names_the_address("read its status")
     def status(self) -> dict[str, Any]:
         return self._api.status(reload=True)
-
-    @_names_the_address("open the RE worker environment")
-    def open_environment(self, timeout: float | None = None) -> None:
-        """Open the RE worker environment (runs the startup code) unless it is open; waits until idle."""
-        if not self.status()["worker_environment_exists"]:
-            self._api.environment_open()
-        self._api.wait_for_condition(lambda s: s["worker_environment_exists"] and s["manager_state"] == "idle",
-                                     timeout=timeout or self.timeout_s)
-
-    @_names_the_address("close the RE worker environment")
-    def close_environment(self, timeout: float | None = None) -> None:
-        """Close the RE worker environment (when idle); waits until it is closed."""
-        if self.status()["worker_environment_exists"]:
-            self._api.environment_close()
-        self._api.wait_for_condition(lambda s: not s["worker_environment_exists"] and s["manager_state"] == "idle",
-                                     timeout=timeout or self.timeout_s)
 
     # ------------------------------------------------------------------ PlanRunner
 

@@ -147,7 +147,6 @@ class RunEngineRunner:
         self._pending: list[_Job] = []
         self._current: _Job | None = None
         self._closed = False
-        self._last_start: dict | None = None
         self._starts: list[dict] = []
         self._re: RunEngine | None = None
         self._by_id: dict[str, _Job] = {}
@@ -250,11 +249,6 @@ class RunEngineRunner:
         return self.result(self.submit(request), timeout)
 
     @property
-    def last_start(self) -> dict | None:
-        """The start document of the most recent run."""
-        return self._last_start
-
-    @property
     def start_documents(self) -> list[dict]:
         """Start documents of every run of this runner, oldest first."""
         return list(self._starts)
@@ -291,7 +285,6 @@ class RunEngineRunner:
     def _on_document(self, name: str, doc: dict) -> None:
         job = self._current
         if name == "start":
-            self._last_start = doc
             self._starts.append(doc)
             if job is not None:
                 job.outcome.start = doc
