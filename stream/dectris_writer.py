@@ -65,7 +65,6 @@ class DectrisWriter:
         self.metadata = metadata
         self.encoding = encoding
         self.frames_per_file = frames_per_file
-        self.frames_written = 0
         self._data_file: h5py.File | None = None
         self._data_ds: h5py.Dataset | None = None
         self._data_index = 0
@@ -150,7 +149,6 @@ class DectrisWriter:
             ds.resize(local + 1, axis=0)
         ds.id.write_direct_chunk((local, 0, 0), blob)
         ds.attrs["image_nr_high"] = np.int32(frame + 1)
-        self.frames_written += 1
         self._next_frame = frame + 1
 
     @property

@@ -63,7 +63,6 @@ class StreamRecorder:
         self.frames_per_file = frames_per_file
         self.paths: list[Path] = []
         self.frames_recorded = 0
-        self.reencoded = 0
         self._start: SeriesStart | None = None
         self._writer: DectrisWriter | None = None
         self._table: list[tuple] = []
@@ -145,7 +144,6 @@ class StreamRecorder:
                 log.warning("frame %d not recorded: %s", frame.frame, exc)
                 return
             blob = encode_frame(image, self._writer.encoding)
-            self.reencoded += 1
         self._writer.write_chunk(blob, frame.frame)
         self.frames_recorded += 1
         def ns(value):

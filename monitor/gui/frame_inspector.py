@@ -103,7 +103,6 @@ class FrameInspector(QtWidgets.QWidget):
         super().__init__(parent)
         self.frames = frames
         self.view: FrameView | None = None
-        self.requested: tuple[str, int, int] | None = None
         self._seq = itertools.count(1)
         self._latest = 0
         self._lock = threading.Lock()
@@ -170,7 +169,6 @@ class FrameInspector(QtWidgets.QWidget):
 
     def request(self, run: str, row: int, col: int) -> None:
         """Fetch the frame of map point (row, col) of ``run`` in the worker thread, then draw it."""
-        self.requested = (run, int(row), int(col))
         if self.frames is None:
             self.show_message(f"cannot fetch {run} row {row}, col {col}: no frame server connected")
             return

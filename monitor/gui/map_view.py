@@ -161,7 +161,6 @@ class MapView(QtWidgets.QWidget):
         self.displayed: np.ndarray | None = None     # the array handed to the ImageItem
         self.angle_centre: float | None = None       # fold centre (°) when an angle is shown
         self.redraws = 0
-        self.last_redraw_s = 0.0
 
         self.run_box = QtWidgets.QComboBox()
         self.run_box.setMinimumContentsLength(12)
@@ -352,8 +351,6 @@ class MapView(QtWidgets.QWidget):
         # identity, not ==: each received snapshot is a new object, and == would compare arrays
         if not force and self._shown[0] is snap and self._shown[1] == key:
             return False
-        t0 = QtCore.QElapsedTimer()
-        t0.start()
         self.snapshot = snap
         self._shown = (snap, key)
         if key is None or key not in snap.maps:
@@ -395,7 +392,6 @@ class MapView(QtWidgets.QWidget):
         self.colorbar.setLevels(levels)
         self._label_axes(snap, key, strip)
         self.redraws += 1
-        self.last_redraw_s = t0.nsecsElapsed() * 1e-9
         return True
 
     def _label_axes(self, snap: MapSnapshot, key: str, strip: bool) -> None:
