@@ -167,7 +167,7 @@ def test_grid_scan_streams_one_real_frame_per_point_in_snake_order(rig, source):
     start = outcome.start
     assert start["plan_name"] == "grid_scan" and start["parent_uid"] == "parent-0"
     assert start["nanomaps_request"]["fast_num"] == 8 and start["beamline"] == "test"
-    assert rig.runner.last_start is start
+    assert rig.runner.start_documents[-1] is start
 
     series = rig.eiger.series.get()
     msgs = rig.listener.series(series)
