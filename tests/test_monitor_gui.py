@@ -342,7 +342,8 @@ def test_phi0_is_folded_mod_90_with_a_cyclic_colormap(qtbot, publisher, make_win
 
 def test_live_phi0_map_and_report_show_the_same_fold_and_colormap(qtbot, publisher, make_window):
     """The live φ0 map and the report's φ0 panel fold the same values to the same numbers, with one colormap."""
-    from monitor.report.figure import MapAxis, ReportData, draw_report_data
+    from monitor.report.figure import draw_report_data
+    from monitor.report.figure_data import MapAxis, ReportData
 
     window = make_window(publisher.endpoint, refresh_hz=20)
     snap = known_snapshot()

@@ -17,7 +17,8 @@ from matplotlib.text import Text
 
 from monitor.cli.report import main
 from monitor.report import figure as report
-from monitor.report.figure import draw_report, read_report_data
+from monitor.report.figure import draw_report
+from monitor.report.figure_data import read_report_data
 from processors.angles import fold_orientation
 
 ROWS, COLS = 20, 30

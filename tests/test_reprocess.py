@@ -13,6 +13,7 @@ import pytest
 
 from monitor.cli import reprocess as reprocess_cmd
 from monitor.session.reprocess import reprocess
+from processors.angles import wrap_deg
 from processors.config import load_config
 from processors.simulate_scan import simulate_scan_file
 
@@ -57,7 +58,7 @@ def test_maps_recover_the_truth(simulated):
             assert np.nanmedian(np.abs(fit["q0"] - true["q0"])) < 1e-3
             assert np.nanmedian(np.abs(fit["dq"] / true["dq"] - 1)) < 0.03
             assert np.nanmedian(np.abs(fit["dphi"] / true["dphi"] - 1)) < 0.03
-            assert np.nanmedian(np.abs(np.mod(fit["phi0"] - true["phi0"] + 180, 360) - 180)) < 0.1
+            assert np.nanmedian(np.abs(wrap_deg(fit["phi0"] - true["phi0"]))) < 0.1
         size = r["entry/results/derived/size"][()]
         assert np.nanmedian(np.abs(size / t["truth/size_nm"][()] - 1)) < 0.05
         assert np.nanmedian(np.abs(r["entry/results/derived/a"][()] - t["truth/a_A"][()])) < 0.01

@@ -24,6 +24,7 @@ from monitor.bluesky.plan_runner import GridScanRequest
 from monitor.bluesky.run_engine_runner import RunEngineRunner
 from monitor.session.live_processor import LiveOptions, LiveProcessor, LiveSummary
 from monitor.sim.simulated_eiger import SimulatedEiger
+from processors.angles import wrap_deg
 from processors.config import NanomapsConfig, load_config
 from processors.demo_setup import write_demo_config
 from stream.stream_sender import StreamSender
@@ -231,7 +232,7 @@ def truth_errors(session, uid: str) -> dict[str, float]:
             t[ok] = true[key][index[ok, 0], index[ok, 1]]
             err = maps.spots[peak.name][key] - t
             if key == "phi0":
-                err = np.mod(err + 180, 360) - 180
+                err = wrap_deg(err)
             if key == "dq":
                 err = err / t
             out[f"{peak.name}/{key}"] = float(np.nanmedian(np.abs(err)))
