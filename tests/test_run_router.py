@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from monitor.session.run_router import (
     SeriesAssigned,
     StripGrown,
 )
+from monitor.session.start_geometry import MAX_MAP_POINTS
 from stream.raster_scan import RasterScan
 from stream.stream_messages import SeriesStart
 
@@ -247,3 +249,74 @@ def test_documents_without_a_uid_are_named_by_their_index(doc, out):
     r.start_document(doc)
     run = r.series_start(header(1), now=0.0)[0].run
     assert run.out == out and run.uid == (doc.get("uid") or "run-1")
+
+
+MALFORMED = [
+    {"uid": "m", "shape": 7},
+    {"uid": "m", "shape": None},
+    {"uid": "m", "shape": "3x4"},
+    {"uid": "m", "shape": [3]},
+    {"uid": "m", "shape": [3, "4"]},
+    {"uid": "m", "shape": [[3], [4]]},
+    {"uid": "m", "shape": [float("nan"), 4]},
+    {"uid": "m", "shape": [float("inf"), 4]},
+    {"uid": "m", "shape": [-3, 4]},
+    {"uid": "m", "shape": [True, 4]},
+    {"uid": "m", "shape": [10**30, 10**30]},
+    {"uid": "m", "shape": [200_000, 1]},      # a side over MAX_MAP_SIDE
+    {"uid": "m", "shape": [5000, 5000]},      # 25 M points, over MAX_MAP_POINTS
+    {"uid": "m", "num_points": "many"},
+    {"uid": "m", "num_points": float("nan")},
+    {"uid": "m", "num_points": float("inf")},
+    {"uid": "m", "num_points": -5},
+    {"uid": "m", "num_points": [1, 2]},
+    {"uid": "m", "num_points": 10**30, "motors": 7},
+    {"uid": "m", "motors": 7, "num_points": None},
+    {"uid": "m", "motors": [None, {"a": 1}], "shape": 7},
+    {"uid": ["not", "a", "string"], "parent_uid": {"x": 1}},
+]
+
+
+@pytest.mark.parametrize("doc", MALFORMED, ids=range(len(MALFORMED)))
+def test_a_malformed_start_document_gives_a_strip_never_an_exception(doc, caplog):
+    r = router()
+    r.start_document(doc)
+    with caplog.at_level("WARNING", logger="monitor.session.run_router"):
+        events = r.series_start(header(1, nimages=3), now=0.0)
+    run = events[0].run
+    assert kinds(events)[0] == "RunBegun" and run.geometry == "strip"
+    assert run.scan.shape[0] == 1 and 1 <= run.n_frames <= MAX_MAP_POINTS
+    for k in range(5):
+        assert r.frame(1, k).accepted
+    assert run.n_frames >= 5
+    if "shape" in doc or doc.get("num_points") is not None:  # there and unusable: one warning for the run
+        assert len([rec for rec in caplog.records if "without usable map geometry" in rec.message]) == 1
+
+
+@pytest.mark.parametrize("extra", [{"extents": 5}, {"extents": [[0, "a"], [0, 1]]}, {"extents": [[0, float("nan")], [0, 1]]},
+                                   {"extents": [[-1e308, 1e308], [0, 1]]}, {"snaking": "yes"}, {"snaking": 3.5},
+                                   {"snake_axes": [1, None]}, {"motors": ["a"]}, {"motors": [1, 2]},
+                                   {"plan_name": "list_grid_scan", "plan_args": {"args": ["m", [0, "x"], "n", 5]}},
+                                   {"plan_name": "list_grid_scan", "plan_args": [1, 2]}])
+def test_a_grid_with_malformed_extras_keeps_its_grid(extra):
+    r = router()
+    r.start_document({"uid": "g", "shape": [3, 4], **extra})
+    run = r.series_start(header(1), now=0.0)[0].run
+    assert run.geometry == "bluesky" and run.scan.shape == (3, 4)
+    assert run.scan.step is None or all(math.isfinite(s) for s in run.scan.step)
+
+
+def test_a_strip_grows_to_the_cap_and_drops_frames_beyond(caplog):
+    r = router()
+    r.start_document({"uid": "s", "num_points": 2})
+    run = r.series_start(header(1, nimages=10**15), now=0.0)[0].run
+    assert run.n_frames == MAX_MAP_POINTS
+    with caplog.at_level("WARNING", logger="monitor.session.run_router"):
+        assert r.frame(1, MAX_MAP_POINTS - 1) == (run, True, None)
+        assert r.frame(1, MAX_MAP_POINTS) == (run, False, None)
+        assert r.frame(1, 10**12) == (run, False, None)
+    assert len([rec for rec in caplog.records if "beyond" in rec.message]) == 1
+
+
+def test_a_stop_document_that_is_not_a_mapping_is_ignored():
+    assert router().stop_document(["not", "a", "document"]) == []

@@ -21,19 +21,25 @@ tests to lean on):
   recorded as several series), however many series come;
 * a new run completes the previous one unless that was a config run;
 * a start document without a 2-D grid gives a 1-D strip that grows as frames come;
+  a malformed one (any key of any type) does too, with one warning for its run, never an
+  exception; a strip grows to at most ``MAX_MAP_POINTS`` slots, frames beyond are dropped;
 * run ``k`` (1-based, counted by distinct uids) writes ``out`` for ``k = 1``, else
   ``<stem>_<k><suffix>``, e.g. ``R.h5``, ``R_2.h5``.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
-from monitor.session.start_geometry import geometry_from_start
+from monitor.session.start_geometry import MAX_MAP_POINTS, geometry_and_problem
 from stream.raster_scan import RasterScan
 from stream.stream_messages import SeriesStart
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -124,8 +130,9 @@ Event = RunBegun | RunComplete | StripGrown | SeriesAssigned | DocumentTimedOut 
 
 
 class FrameRoute(NamedTuple):
-    """Where one frame goes. ``accepted`` False: no run and none to come (skip and count it as
-    dropped). ``run`` None with ``accepted``: its series waits for its start document.
+    """Where one frame goes. ``accepted`` False: no run and none to come, or a strip ``run``
+    that cannot grow to hold it (``MAX_MAP_POINTS``): skip it and count it as dropped.
+    ``run`` None with ``accepted``: its series waits for its start document.
     ``grow_to``: the strip ``run`` must first grow to this many frame slots."""
 
     run: RunPlan | None
@@ -162,6 +169,7 @@ class RunRouter:
         self._held_received: dict[int, int] = {}                  # frames received for awaiting series
         self._last_frame: dict[int, int] = {}                     # highest frame number accepted per series
         self._early = {"corrupt": 0, "late": 0}                   # bad messages before the first run
+        self._strip_full: set[str] = set()                        # strips whose frames overflowed (warned)
 
     # --- questions ------------------------------------------------------------------
     @property
@@ -203,6 +211,12 @@ class RunRouter:
         grow_to = None
         if run is not None and run.geometry == "strip":
             slot = run.series_offsets.get(series, 0) + number
+            if slot >= MAX_MAP_POINTS:
+                if run.uid not in self._strip_full:
+                    self._strip_full.add(run.uid)
+                    log.warning("run %s: frame %d of series %d lies beyond the %d slots a strip may have: "
+                                "dropped (and every later one)", run.uid, number, series, MAX_MAP_POINTS)
+                return FrameRoute(run, False)
             if slot >= run.n_frames:
                 grow_to = self._grow(run, max(2 * run.n_frames, slot + 1))
         self._last_frame[series] = max(self._last_frame.get(series, -1), number)
@@ -237,6 +251,8 @@ class RunRouter:
 
     def stop_document(self, doc: Mapping[str, Any]) -> list[Event]:
         """A bluesky stop document: how its run (``run_start`` uid) ended; ignored for an unknown run."""
+        if not isinstance(doc, Mapping):
+            return []
         run = self.runs.get(str(doc.get("run_start", "")))
         if run is None:
             return []
@@ -269,14 +285,22 @@ class RunRouter:
         if doc is None:
             scan, geometry, uid, parent = self.config_scan, "config", f"run-{index}", ""
         else:
-            uid, parent = str(doc.get("uid", f"run-{index}")), str(doc.get("parent_uid") or "")
-            scan = geometry_from_start(doc)
+            if not isinstance(doc, Mapping):
+                doc = {}
+            uid = doc.get("uid")
+            uid = uid if isinstance(uid, str) and uid else f"run-{index}"
+            parent = doc.get("parent_uid")
+            parent = parent if isinstance(parent, str) else ""
+            scan, problem = geometry_and_problem(doc)
             geometry = "bluesky"
             if scan is None:  # no grid in the start document: a 1-D strip that grows
-                motors = tuple(doc.get("motors") or ("", "point"))[-2:]
-                scan = RasterScan((1, max(1, int(doc.get("num_points") or 1))),
-                                  motors=(motors[0] if len(motors) == 2 else "", motors[-1]))
+                length, length_problem = _strip_length(doc.get("num_points"))
+                scan = RasterScan((1, length), motors=_strip_motors(doc.get("motors")))
                 geometry = "strip"
+                problems = "; ".join(p for p in (problem, length_problem) if p)
+                if problems:  # once per run: the run is planned once
+                    log.warning("run %s: start document without usable map geometry (%s): its frames go "
+                                "into a 1-D strip that grows as they come", uid, problems)
         out = self.out if index == 1 else self.out.with_name(f"{self.out.stem}_{index}{self.out.suffix}")
         run = RunPlan(index, uid, geometry, parent, scan, out, n_frames=scan.n_frames)
         self.runs[uid] = run
@@ -299,7 +323,7 @@ class RunRouter:
         events: list[Event] = []
         if run.geometry == "strip":
             seen = run.next_offset + max(header.nimages, self._last_frame.get(series, -1) + 1)
-            grow_to = self._grow(run, max(seen, 1))
+            grow_to = self._grow(run, min(max(seen, 1), MAX_MAP_POINTS))
             if grow_to is not None:
                 events.append(StripGrown(run, grow_to))
         events.append(SeriesAssigned(series, run, offset, self._held_received.pop(series, 0),
@@ -309,8 +333,31 @@ class RunRouter:
     @staticmethod
     def _grow(run: RunPlan, n_frames: int) -> int | None:
         """Grow the strip ``run`` to ``n_frames`` slots; the new size, or None if it was that long already."""
+        n_frames = min(n_frames, MAX_MAP_POINTS)
         if n_frames <= run.n_frames:
             return None
         run.n_frames = n_frames
         run.scan = RasterScan((1, n_frames), motors=run.scan.motors)
         return n_frames
+
+
+def _strip_length(num_points: Any) -> tuple[int, str]:
+    """A strip's first length from a start document's ``num_points``: ``(length, problem)``;
+    1 when it is missing or unusable (the strip grows as frames come), at most ``MAX_MAP_POINTS``."""
+    if num_points is None:
+        return 1, ""
+    if isinstance(num_points, float) and math.isfinite(num_points) and num_points.is_integer():
+        num_points = int(num_points)
+    if not isinstance(num_points, int) or isinstance(num_points, bool) or num_points < 0:
+        text = repr(num_points) if isinstance(num_points, (int, float)) else type(num_points).__name__
+        return 1, f"num_points {text} is not a non-negative integer"
+    if num_points > MAX_MAP_POINTS:
+        return MAX_MAP_POINTS, f"num_points {num_points} is more than a strip may hold ({MAX_MAP_POINTS})"
+    return max(num_points, 1), ""
+
+
+def _strip_motors(motors: Any) -> tuple[str, str]:
+    """A strip's axis names from ``motors``: the last two names (slow "" for one motor), else ("", "point")."""
+    if not isinstance(motors, (list, tuple)) or not motors or not all(isinstance(m, str) for m in motors):
+        return ("", "point")
+    return (motors[-2] if len(motors) >= 2 else "", motors[-1])
