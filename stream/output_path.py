@@ -47,3 +47,42 @@ def check_output_file(path: str | Path, *, what: str = "output file") -> Path:
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputPathError(f"{what} {path}: exists and is read-only. Fix: choose another name")
     return path
+
+
+def _existing(pattern: str | Path) -> list[Path]:
+    """The files ``pattern`` names: itself, or what its glob (``*``, ``?``, ``[...]`` in the name) matches."""
+    pattern = Path(pattern)
+    if not any(c in pattern.name for c in "*?["):
+        return [pattern] if pattern.exists() else []
+    parent = pattern.parent if str(pattern.parent) else Path(".")
+    return sorted(parent.glob(pattern.name)) if parent.is_dir() else []
+
+
+def refuse_existing(paths_or_globs, what: str, flag: str = "--overwrite") -> None:
+    """Raise :class:`OutputPathError` when any of ``paths_or_globs`` exists: nothing is overwritten unasked.
+
+    Each entry is a path or a glob in its file name (e.g. ``out/R_[0-9]*.h5``). The one-line
+    message names the first existing file, how many more there are, and ``flag``.
+    """
+    found: list[Path] = []
+    for pattern in paths_or_globs:
+        found += [p for p in _existing(pattern) if p not in found]
+    if found:
+        more = f" (and {len(found) - 1} more of this output)" if len(found) > 1 else ""
+        raise OutputPathError(f"{what} {found[0]} already exists{more}. Fix: choose another name, or pass "
+                              f"{flag} to replace it")
+
+
+def results_series_globs(out: str | Path) -> list[Path]:
+    """A live session's results files: ``R.h5`` and the later runs' ``R_<n>.h5``."""
+    out = Path(out)
+    return [out, out.with_name(f"{out.stem}_[0-9]*{out.suffix}")]
+
+
+def recording_globs(master: str | Path) -> list[Path]:
+    """A recording's files: ``RAW_master.h5``, its ``RAW_data_*.h5``, later series' ``RAW_<n>_master.h5``
+    and their data files (names as :mod:`stream.dectris_writer` and :mod:`stream.stream_recorder` give them)."""
+    master = Path(master)
+    stem = master.name.removesuffix("_master.h5").removesuffix(".h5")
+    return [master, master.with_name(f"{stem}_data_*.h5"), master.with_name(f"{stem}_[0-9]*_master.h5"),
+            master.with_name(f"{stem}_[0-9]*_data_*.h5")]

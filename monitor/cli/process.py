@@ -13,6 +13,7 @@ from monitor.session.live_processor import LiveOptions, LiveProcessor
 from monitor.session.stop_signals import stop_on_signals
 from processors.config import ConfigError, load_config
 from processors.geometry import GeometryError
+from stream.output_path import recording_globs, refuse_existing, results_series_globs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,9 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="C", help="TOML configuration")
     p.add_argument("--connect", metavar="tcp://HOST:PORT",
                    help="detector stream endpoint (default: [stream] connect in the config)")
-    p.add_argument("--out", required=True, metavar="R.h5", help="results file (overwritten)")
+    p.add_argument("--out", required=True, metavar="R.h5", help="results file; later runs: R_2.h5, ... (must not exist)")
     p.add_argument("--record", metavar="RAW_master.h5",
                    help="also record every received frame, raw, in the DECTRIS layout (later series: RAW_2_master.h5, ...)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing results (R.h5, R_<n>.h5) and recordings (default: refuse, exit 2)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per core)")
     where.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address, e.g. tcp://host:8786")
@@ -58,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"nanomaps process: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if not args.overwrite:  # before any socket binds or worker starts
+        try:
+            refuse_existing(results_series_globs(args.out), "results file")
+            if args.record:
+                refuse_existing(recording_globs(args.record), "recording")
+        except OSError as exc:
+            print(f"nanomaps process: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     endpoint = args.connect or config.stream.connect
     if not endpoint:
         print("nanomaps process: no stream endpoint. Fix: pass --connect tcp://HOST:PORT or set [stream] connect",

@@ -10,7 +10,7 @@ from monitor.cli.command_parser import CommandParser
 from monitor.exit_codes import EXIT_NOTHING_PROCESSED, EXIT_OK, EXIT_USAGE, exit_codes_help
 from monitor.session.recording import record_stream
 from monitor.session.stop_signals import stop_on_signals
-from stream.output_path import check_output_file
+from stream.output_path import check_output_file, recording_globs, refuse_existing
 from stream.stream_receiver import StreamReceiver
 
 
@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: nanomaps record --connect tcp://127.0.0.1:9999 --out raw_master.h5\n\n"
                + exit_codes_help("Ctrl-C or SIGTERM close the files (valid) and exit 0 or 1 as above"))
     p.add_argument("--connect", required=True, metavar="tcp://HOST:PORT", help="detector stream endpoint")
-    p.add_argument("--out", required=True, metavar="MASTER.h5", help="master file (later series: NAME_2_master.h5 ...)")
+    p.add_argument("--out", required=True, metavar="MASTER.h5", help="master file (later series: NAME_2_master.h5 ...); must not exist")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing recording of that name (default: refuse, exit 2)")
     p.add_argument("--series", type=int, default=1, metavar="N", help="stop after N series (0 = until Ctrl-C)")
     p.add_argument("--protocol", choices=("auto", "stream1", "stream2"), default="auto")
     p.add_argument("--channel", default="threshold_1", help="stream2 threshold channel")
@@ -37,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_output_file(args.out, what="recording")
+        if not args.overwrite:  # before the socket connects
+            refuse_existing(recording_globs(args.out), "recording")
         receiver = StreamReceiver(args.connect, socket_type=args.socket, protocol=args.protocol,
                                   channel=args.channel)
     except (ValueError, OSError) as exc:

@@ -10,6 +10,7 @@ from monitor.exit_codes import EXIT_INTERRUPTED, EXIT_NOTHING_PROCESSED, EXIT_OK
 from monitor.session.reprocess import reprocess
 from processors.config import ConfigError, load_config
 from processors.geometry import GeometryError
+from stream.output_path import refuse_existing
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                + exit_codes_help())
     p.add_argument("masters", nargs="+", metavar="MASTER.h5", help="DECTRIS master file(s), in scan order")
     p.add_argument("--config", required=True, metavar="C", help="TOML configuration (peaks, scan, geometry)")
-    p.add_argument("--out", required=True, metavar="R.h5", help="results file to write (overwritten)")
+    p.add_argument("--out", required=True, metavar="R.h5", help="results file to write (must not exist)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse, exit 2)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per core)")
     where.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address, e.g. tcp://host:8786")
@@ -37,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         print("nanomaps reprocess: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     try:
+        if not args.overwrite:  # before anything is read or any worker starts
+            refuse_existing([args.out], "results file")
         config = load_config(args.config)
         summary = reprocess(args.masters, config, args.out, workers=args.workers, scheduler=args.scheduler,
                             batch_size=args.batch_size, progress=not args.no_progress)
