@@ -23,6 +23,16 @@ class ConfigError(ValueError):
 _MISSING = object()
 
 
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool) that a float can hold: TOML integers may have any size."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
 class _Table:
     """Reads one TOML table, checking types and remembering which keys were used."""
 
@@ -46,9 +56,8 @@ class _Table:
             "str": lambda v: isinstance(v, str),
             "bool": lambda v: isinstance(v, bool),
             "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-            "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-            "pair": lambda v: isinstance(v, list) and len(v) == 2 and all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v),
+            "float": _is_number,
+            "pair": lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v),
             "intpair": lambda v: isinstance(v, list) and len(v) == 2 and all(
                 isinstance(x, int) and not isinstance(x, bool) for x in v),
             "ints": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
@@ -180,6 +189,14 @@ class NanomapsConfig:
         return tuple(names)
 
 
+def _is_file(path: Path) -> bool:
+    """``path`` is a file; False also for a path the system refuses (name too long, ...)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 _TABLES = ("geometry", "scan", "peak", "fit", "derived", "executor", "stream", "monitor", "rescan")
 
 
@@ -221,8 +238,11 @@ def parse_config(text: str, path: str | Path = "<config>") -> NanomapsConfig:
     source = str(path)
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError; an integer of more than 4300 digits
         raise ConfigError(f"{source}: not valid TOML ({exc}). Fix: check the syntax at that line") from exc
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{source}: not valid TOML (arrays or tables nested too deeply). "
+                          "Fix: write the config as plain tables and flat lists") from None
     unknown = sorted(set(data) - set(_TABLES))
     if unknown:
         raise ConfigError(f"{source}: unknown table(s) {', '.join(unknown)}. "
@@ -235,11 +255,11 @@ def parse_config(text: str, path: str | Path = "<config>") -> NanomapsConfig:
     poni = base / g.get("poni", "str", fix='poni = "geometry.poni"')
     mask = g.get("mask", "str", None)
     g.finish()
-    if not poni.is_file():
+    if not _is_file(poni):
         raise ConfigError(f"{source}: [geometry] key 'poni': file {poni} not found. "
                           "Fix: give the PONI path relative to the config file")
     mask_path = base / mask if mask else None
-    if mask_path is not None and not mask_path.is_file():
+    if mask_path is not None and not _is_file(mask_path):
         raise ConfigError(f"{source}: [geometry] key 'mask': file {mask_path} not found. "
                           "Fix: give a .npy mask path relative to the config file, or remove the key")
     geometry = GeometryConfig(poni=poni, mask=mask_path)
@@ -301,7 +321,7 @@ def parse_config(text: str, path: str | Path = "<config>") -> NanomapsConfig:
     for name, value in d_ref_raw.items():
         if name not in names:
             raise d.error("d_ref", f"peak '{name}' is not configured", f"use names from {names}")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        if not _is_number(value) or value <= 0:
             raise d.error("d_ref", f"'{name}' = {value!r} is not a positive d-spacing", "give d in Å")
         d_ref[name] = float(value)
     derived = DerivedConfig(scherrer_k=k, williamson_hall=tuple(wh) if wh is not None else None, d_ref=d_ref)
@@ -343,8 +363,7 @@ def parse_config(text: str, path: str | Path = "<config>") -> NanomapsConfig:
     r.finish()
     limits = {}
     for motor, lim in limits_raw.items():
-        if not (isinstance(lim, list) and len(lim) == 2 and all(isinstance(x, (int, float)) for x in lim)
-                and lim[0] < lim[1]):
+        if not (isinstance(lim, list) and len(lim) == 2 and all(_is_number(x) for x in lim) and lim[0] < lim[1]):
             raise r.error("limits", f"motor '{motor}' limits {lim!r} are not [low, high] with low < high",
                           f"write {motor} = [low, high]")
         limits[motor] = (float(lim[0]), float(lim[1]))
@@ -358,9 +377,11 @@ def load_config(path: str | Path) -> NanomapsConfig:
     """Read and validate a TOML config file (see :func:`parse_config`)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # TOML is UTF-8
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found. Fix: check the --config path") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc}). Fix: save the config as UTF-8 TOML") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc})") from exc
     return parse_config(text, path)
