@@ -9,7 +9,7 @@ from pathlib import Path
 from monitor.bluesky.documents import DocumentSubscriber, check_proxy
 from monitor.cli.command_parser import CommandParser
 from monitor.exit_codes import EXIT_NOTHING_PROCESSED, EXIT_OK, EXIT_USAGE, exit_codes_help
-from monitor.session.live_processor import LiveOptions, LiveProcessor
+from monitor.session.live_processor import LiveOptions, LiveProcessor, LiveSummary
 from monitor.session.stop_signals import stop_on_signals
 from processors.config import ConfigError, load_config
 from processors.geometry import GeometryError
@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: nanomaps process --config cfg.toml --connect tcp://127.0.0.1:9999 --out results.h5 "
                "--record raw_master.h5\n\n" + exit_codes_help(
                    "Ctrl-C or SIGTERM end the session like the end of the stream: the frames received are "
-                   "finished and written, then 0 or 1 as above"))
+                   "finished and written, then 0 or 1 as above; 1 also when the receiver or the recording "
+                   "failed (the error on stderr and in each results file)"))
     p.add_argument("--config", required=True, metavar="C", help="TOML configuration")
     p.add_argument("--connect", metavar="tcp://HOST:PORT",
                    help="detector stream endpoint (default: [stream] connect in the config)")
@@ -134,6 +135,16 @@ def main(argv: list[str] | None = None) -> int:
           f"latency {p50:.0f} ms median, {p95:.0f} ms p95")
     for path in summary.record_paths:
         print(f"recorded {path}")
+    return exit_status(summary)
+
+
+def exit_status(summary: LiveSummary) -> int:
+    """The exit code for a finished session, its reason on stderr: a failure of the receiver or the
+    recording is loud (1), like a session where data came but no frame could be processed."""
+    c = summary.counters
+    if summary.error:
+        print(f"nanomaps process: {summary.error}", file=sys.stderr)
+        return EXIT_NOTHING_PROCESSED
     if not c.processed and (c.received or c.corrupt or c.late):
         print("nanomaps process: data arrived but no frame could be processed (see the counts above)",
               file=sys.stderr)

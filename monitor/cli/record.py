@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and a per-frame table of detector and receive times. Ends on the series' end message, Ctrl-C "
                     "or SIGTERM, always leaving files that open in h5py + hdf5plugin.",
         epilog="example: nanomaps record --connect tcp://127.0.0.1:9999 --out raw_master.h5\n\n"
-               + exit_codes_help("Ctrl-C or SIGTERM close the files (valid) and exit 0 or 1 as above"))
+               + exit_codes_help("Ctrl-C or SIGTERM close the files (valid) and exit 0 or 1 as above; 1 also when "
+                                 "writing fails, e.g. a full disk"))
     p.add_argument("--connect", required=True, metavar="tcp://HOST:PORT", help="detector stream endpoint")
     p.add_argument("--out", required=True, metavar="MASTER.h5", help="master file (later series: NAME_2_master.h5 ...); must not exist")
     p.add_argument("--overwrite", action="store_true",
@@ -46,9 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"nanomaps record: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    with stop_on_signals() as stop:
-        recorder = record_stream(receiver, Path(args.out), frames_per_file=args.frames_per_file,
-                                 series=args.series, stop=stop)
+    try:
+        with stop_on_signals() as stop:
+            recorder = record_stream(receiver, Path(args.out), frames_per_file=args.frames_per_file,
+                                     series=args.series, stop=stop)
+    except OSError as exc:  # e.g. the disk is full: loud, one line, not a traceback
+        print(f"nanomaps record: recording failed: {exc}", file=sys.stderr)
+        return EXIT_NOTHING_PROCESSED
     c = receiver.counters
     for path in recorder.paths:
         print(f"{path}: recorded")

@@ -94,6 +94,20 @@ class LiveSummary:
     record_paths: tuple[Path, ...] = ()
     timing: dict = field(default_factory=dict)
     results: tuple[Path, ...] = ()       # one results file per run
+    error: str = ""                      # what failed (receiver or recording); stopped_by is then "error"
+
+
+def _write_end(writer: ResultsWriter, stopped_by: str, error: str) -> None:
+    """``/entry/process/stopped_by`` and ``/entry/process/error`` of a run's results file.
+
+    ResultsWriter has no argument for them yet; written here into its open file.
+    """
+    process = writer._file["entry/process"]
+    for name, value in (("stopped_by", stopped_by), ("error", error)):
+        if name in process:
+            del process[name]
+        process.create_dataset(name, data=value)
+    writer._file.flush()
 
 
 class LiveProcessor:
@@ -428,6 +442,9 @@ class LiveProcessor:
         finally:
             self._stop_receiving.set()
             self._intake.join(timeout=10)
+            error = "; ".join(self._intake.errors)
+            if error:  # loud: the summary, the exit status and every results file say so
+                stopped_by = "error"
             runner.close()
             self.limiter.flush()
             if not self.runs:  # nothing ever arrived: still leave a (empty) results file
@@ -438,6 +455,7 @@ class LiveProcessor:
                 run.done = True
                 if not run.closed:
                     self._write_run(run, final=True)
+                    _write_end(run.writer, stopped_by, error)
                     self._publish(run)
                     run.writer.close()
                     run.closed = True
@@ -447,7 +465,7 @@ class LiveProcessor:
         p50, p95 = self.timing.percentiles()
         return LiveSummary(self.counters, time.monotonic() - t0, stopped_by, (p50, p95),
                            tuple(self.recorder.paths) if self.recorder else (), self.timing.as_dict(),
-                           tuple(r.out for r in self.runs.values()))
+                           tuple(r.out for r in self.runs.values()), error)
 
     def close(self) -> None:
         """Release sockets and shared memory (idempotent; :meth:`run` ends with it)."""

@@ -4,6 +4,11 @@ The recording gets every frame whatever happens downstream. Validated messages g
 the main thread through a queue; only images are bounded: when the compressed frames
 waiting or in flight would exceed the budget, an image is skipped for live processing
 and a ``("dropped", series)`` message says so (counted, never silent).
+
+Failures are loud, never a quiet end of the stream: an unexpected error of the socket
+thread ends receiving and is kept in :attr:`ReceiverThread.errors`; the recorder failing
+to write (an ``OSError``, e.g. a full disk) stops the recording only, logs an error and is
+kept there too, while live processing goes on.
 """
 
 from __future__ import annotations
@@ -70,7 +75,9 @@ class ReceiverThread:
         self.budget_bytes = budget_bytes
         self.recent = recent
         self.limiter = limiter
-        self.recorder: StreamRecorder | None = None
+        self.recorder: StreamRecorder | None = None  # kept after a failure: its files can still be read
+        self.recording = False  # the recorder is being written (False once it failed)
+        self.errors: list[str] = []  # what went wrong (receiver or recorder), for the summary and files
         self.last_message_time = time.monotonic()
         self.last_good_time: float | None = None  # a valid image arrived (--idle-timeout counts from here)
         self._pending_lock = threading.Lock()
@@ -103,31 +110,48 @@ class ReceiverThread:
     def _loop(self) -> None:
         recorder = StreamRecorder(self.record) if self.record else None
         self.recorder = recorder
+        self.recording = recorder is not None
         last_flush = time.monotonic()
         try:
             while not self.stop.is_set():
                 for msg in self.receiver.receive(100):
-                    self._route(msg, recorder)
-                if recorder is not None and time.monotonic() - last_flush >= 1.0:
-                    recorder.flush()
+                    self._route(msg)
+                if self.recording and time.monotonic() - last_flush >= 1.0:
+                    self._record(self.recorder.flush)
                     last_flush = time.monotonic()
             for msg in self.receiver.finish():  # the series never ended: close it here
-                self._route(msg, recorder)
-        except Exception:  # the socket thread must report, not vanish
+                self._route(msg)
+        except Exception as exc:  # the socket thread must report, not vanish
+            self.errors.append(f"the receiver stopped on an unexpected error: {type(exc).__name__}: {exc}")
             log.exception("the receiver stopped on an unexpected error")
         finally:
-            if recorder is not None:
-                recorder.close()
+            if self.recording:
+                self._record(self.recorder.close)
             self.out.put(RECEIVER_DONE)
 
-    def _route(self, msg, recorder: StreamRecorder | None) -> None:
+    def _record(self, action, *args) -> None:
+        """``action`` of the recorder; an OSError (disk full, file system gone) ends the recording only."""
+        try:
+            action(*args)
+        except OSError as exc:
+            self.recording = False
+            where = f" ({self.recorder.paths[-1]})" if self.recorder.paths else ""
+            self.errors.append(f"recording stopped{where}: {exc}")
+            log.error("recording stopped%s: %s; live processing goes on, frames from now on are not recorded",
+                      where, exc)
+            try:
+                self.recorder.close()  # whatever it can still save
+            except Exception:  # the first error is the one reported
+                log.debug("closing the failed recording", exc_info=True)
+
+    def _route(self, msg) -> None:
         self.last_message_time = time.monotonic()
         if isinstance(msg, ImageMessage) or self.last_good_time is None:
             # the idle clock starts with the first message of any kind and is reset only by
             # valid images: a stream of undecodable messages must not keep a session alive
             self.last_good_time = self.last_message_time
-        if recorder is not None:
-            recorder.on_message(msg)
+        if self.recording:
+            self._record(self.recorder.on_message, msg)
         if isinstance(msg, ImageMessage):
             frame = msg.frame
             self.recent.add(frame)
@@ -144,6 +168,6 @@ class ReceiverThread:
                 self.out.put(("dropped", frame.series))  # counted by the main thread, for its run
                 self.limiter.log(logging.WARNING, "backlog", "processing is behind: frame %d of series %d skipped "
                                  "for live processing%s", frame.frame, frame.series,
-                                 " (still recorded)" if recorder else "")
+                                 " (still recorded)" if self.recording else "")
                 return
         self.out.put(msg)

@@ -1,0 +1,132 @@
+"""Issue 9: a beamtime that cannot go wrong silently.
+
+A failure of the receiver thread or of the raw recording ends with ``stopped_by = "error"``
+in the summary and in every results file (``/entry/process/stopped_by``, ``error``), and
+``nanomaps process`` exits non-zero. A full disk while recording stops the recording only:
+live processing goes on and every frame is processed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import h5py
+import pytest
+
+from monitor.cli.process import exit_status
+from monitor.session.live_processor import LiveOptions, LiveProcessor, LiveSummary
+from monitor.session.map_collector import RunCounters
+from processors.config import load_config
+from processors.demo_setup import write_demo_config
+from processors.simulate_scan import simulate_scan_file
+from stream.dectris_replay import replay_file
+from stream.dectris_writer import DectrisWriter
+from stream.stream_receiver import StreamReceiver
+from stream.stream_sender import StreamSender
+
+SHAPE = (4, 5)
+N = SHAPE[0] * SHAPE[1]
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    d = tmp_path_factory.mktemp("loud")
+    config = load_config(write_demo_config(d / "cfg", shape=SHAPE))
+    sim = simulate_scan_file(config, d / "scan_master.h5", seed=3)
+    return config, sim.master_path
+
+
+def _run(config, master, out, **options) -> LiveSummary:
+    """One live session fed by a real sender replaying ``master``."""
+    sender = StreamSender("tcp://127.0.0.1:*")
+    stop_replay = threading.Event()
+    replayer = threading.Thread(target=replay_file, args=(master, sender),
+                                kwargs={"rate": "max", "stop": stop_replay}, daemon=True)
+    replayer.start()
+    try:
+        opts = LiveOptions(endpoint=sender.endpoint, out=out, workers=1, status=False, drain_timeout_s=60,
+                           idle_timeout_s=20, **options)
+        return LiveProcessor(config, opts).run(threading.Event())
+    finally:
+        stop_replay.set()
+        replayer.join(30)
+        sender.close(linger_s=0)
+
+
+def _end_of(path) -> tuple[str, str]:
+    with h5py.File(path, "r") as f:
+        process = f["entry/process"]
+        return process["stopped_by"][()].decode(), process["error"][()].decode()
+
+
+@pytest.mark.slow
+@pytest.mark.allow_error_log
+def test_full_disk_stops_the_recording_not_the_processing(scan, tmp_path, monkeypatch, caplog):
+    config, master = scan
+    real_write = DectrisWriter.write_chunk
+    written = []
+
+    def write_chunk(self, *args, **kwargs):
+        if len(written) >= 5:
+            raise OSError(28, "No space left on device")
+        written.append(args)
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(DectrisWriter, "write_chunk", write_chunk)
+    summary = _run(config, master, tmp_path / "R.h5", record=tmp_path / "RAW_master.h5")
+    c = summary.counters
+    assert (c.received, c.processed, c.dropped) == (N, N, 0)  # live processing went on
+    assert summary.stopped_by == "error"
+    assert "No space left on device" in summary.error and "recording stopped" in summary.error
+    assert _end_of(tmp_path / "R.h5") == ("error", summary.error)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("recording stopped" in m and "No space left on device" in m for m in errors), errors
+    assert len(written) == 5
+    assert exit_status(summary) != 0
+
+
+@pytest.mark.slow
+@pytest.mark.allow_error_log
+def test_receiver_crash_is_an_error_not_the_end_of_the_series(scan, tmp_path, monkeypatch, caplog):
+    config, master = scan
+    real_receive = StreamReceiver.receive
+    seen = [0]
+
+    def receive(self, *args, **kwargs):
+        messages = list(real_receive(self, *args, **kwargs))
+        seen[0] += len(messages)
+        if seen[0] > 8:
+            raise RuntimeError("socket gone")
+        return messages
+
+    monkeypatch.setattr(StreamReceiver, "receive", receive)
+    summary = _run(config, master, tmp_path / "R.h5")
+    assert summary.stopped_by == "error"
+    assert "RuntimeError: socket gone" in summary.error
+    assert summary.counters.received < N
+    assert _end_of(tmp_path / "R.h5") == ("error", summary.error)
+    assert any(r.levelno >= logging.ERROR and "receiver stopped" in r.getMessage() for r in caplog.records)
+    assert exit_status(summary) == 1
+
+
+@pytest.mark.slow
+def test_a_clean_session_says_how_it_ended(scan, tmp_path):
+    config, master = scan
+    summary = _run(config, master, tmp_path / "R.h5", record=tmp_path / "RAW_master.h5")
+    assert (summary.stopped_by, summary.error, summary.counters.processed) == ("series", "", N)
+    assert _end_of(tmp_path / "R.h5") == ("series", "")
+    assert exit_status(summary) == 0
+
+
+def test_exit_status_of_process(capsys):
+    ok = LiveSummary(RunCounters(received=4, processed=4), 1.0, "series", (0.0, 0.0))
+    assert exit_status(ok) == 0
+    assert capsys.readouterr().err == ""
+    failed = LiveSummary(RunCounters(received=4, processed=4), 1.0, "error", (0.0, 0.0),
+                         error="recording stopped: No space left on device")
+    assert exit_status(failed) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["nanomaps process: recording stopped: No space left on device"]
+    nothing = LiveSummary(RunCounters(received=4, corrupt=4), 1.0, "series", (0.0, 0.0))
+    assert exit_status(nothing) == 1
