@@ -54,6 +54,9 @@ TYPED_ARRAY_DTYPES: dict[int, np.dtype] = {
 #: Frame dtype → little-endian typed-array tag, for encoding.
 _FRAME_TAG = {"uint8": 64, "uint16": 69, "uint32": 70}
 _COMPRESSIONS = ("bslz4", "lz4")
+#: The most bytes an array of a start message (pixel mask, flatfield) may decode to: an EIGER2 16M
+#: uint32 mask is 73 MB; a header that declares more is refused before anything is allocated.
+MAX_ARRAY_BYTES = 1 << 30
 _NS = 1_000_000_000
 _MESSAGE_TYPES = ("start", "image", "end")
 
@@ -131,6 +134,9 @@ def _payload(value: Any, what: str) -> tuple[tuple[int, ...], _ArrayPayload]:
 def _to_numpy(dims: tuple[int, ...], p: _ArrayPayload, what: str) -> np.ndarray:
     """Decoded (read-only, native-order when it was little-endian) array; raise _Bad."""
     nbytes = math.prod(dims) * p.dtype.itemsize
+    if nbytes > MAX_ARRAY_BYTES:
+        raise _Bad(f"{what}: dims {list(dims)} {p.dtype.name} would be {nbytes} bytes, more than the "
+                   f"{MAX_ARRAY_BYTES} an array may have")
     data = p.data
     if p.compression:
         declared = declared_size(data)
@@ -139,8 +145,8 @@ def _to_numpy(dims: tuple[int, ...], p: _ArrayPayload, what: str) -> np.ndarray:
                        f"dims {list(dims)} {p.dtype.name} need {nbytes}")
         try:
             data = _dectris.decompress(data, p.compression, elem_size=p.elem_size)
-        except (RuntimeError, ValueError) as exc:
-            raise _Bad(f"{what}: {p.compression} payload does not decode ({exc})") from None
+        except (RuntimeError, ValueError, MemoryError) as exc:
+            raise _Bad(f"{what}: {p.compression} payload does not decode ({type(exc).__name__}: {exc})") from None
     if len(data) != nbytes:
         raise _Bad(f"{what}: dims {list(dims)} {p.dtype.name} need {nbytes} bytes, payload has {len(data)}")
     return np.frombuffer(data, dtype=p.dtype).reshape(dims)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -399,3 +400,13 @@ def test_config_file_escapes_found_are_config_errors(config_dir, data):
     (config_dir / "f.toml").write_bytes(data)
     with pytest.raises(ConfigError):
         load_config(config_dir / "f.toml")
+
+
+def test_a_start_message_declaring_a_huge_pixel_mask_is_refused_before_decoding():
+    """Found by review of the fuzzed paths: a compressed pixel mask whose header declares 256 GiB
+    (dims [2**18, 2**18] uint32, image size not sent) was decompressed, and MemoryError escaped."""
+    blob = struct.pack(">QI", (1 << 36) * 4, 8192) + bytes(16)
+    mask = cbor2.CBORTag(40, [[1 << 18, 1 << 18], cbor2.CBORTag(70, cbor2.CBORTag(56500, ["bslz4", 4, blob]))])
+    msg = parse_stream2(cbor2.dumps({"type": "start", "series_id": 1, "pixel_mask": {"threshold_1": mask}}))
+    assert isinstance(msg, SeriesStart) and msg.pixel_mask is None
+    assert any("more than" in p for p in msg.problems)
