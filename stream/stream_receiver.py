@@ -38,12 +38,16 @@ class ReceiverCounters:
 
 def protocol_of(buffers: list) -> str:
     """The protocol a message's parts suggest: v1 is several parts or a JSON header, stream2 one CBOR item."""
+    if not buffers:  # ZeroMQ delivers no empty multipart, but the parser says so rather than raising
+        return "stream1"
     first = buffers[0]
     return "stream1" if len(buffers) > 1 or (len(first) and first[0] == 0x7B) else "stream2"
 
 
 def looks_like(buffers: list, protocol: str) -> bool:
     """A cheap positive sign of ``protocol``: v1's JSON header part, or stream2's CBOR self-describe tag."""
+    if not buffers:
+        return False
     first = bytes(buffers[0][:3])
     if protocol == "stream1":
         return first[:1] == b"{"
