@@ -45,7 +45,7 @@ from monitor.session.run_router import (
     StripGrown,
 )
 from monitor.session.run_state import OutputSchedule, RateMeter, RunState, StageTiming, map_snapshot
-from monitor.session.status_line import StatusLine
+from monitor.session.status_line import StatusLine, status_text
 from processors.config import ConfigError, NanomapsConfig
 from processors.frame_processor import cached_pixel_geometry
 from processors.geometry import GeometryError
@@ -95,19 +95,6 @@ class LiveSummary:
     timing: dict = field(default_factory=dict)
     results: tuple[Path, ...] = ()       # one results file per run
     error: str = ""                      # what failed (receiver or recording); stopped_by is then "error"
-
-
-def _write_end(writer: ResultsWriter, stopped_by: str, error: str) -> None:
-    """``/entry/process/stopped_by`` and ``/entry/process/error`` of a run's results file.
-
-    ResultsWriter has no argument for them yet; written here into its open file.
-    """
-    process = writer._file["entry/process"]
-    for name, value in (("stopped_by", stopped_by), ("error", error)):
-        if name in process:
-            del process[name]
-        process.create_dataset(name, data=value)
-    writer._file.flush()
 
 
 class LiveProcessor:
@@ -238,12 +225,13 @@ class LiveProcessor:
     def _run_of(self, plan: RunPlan | None) -> RunState | None:
         return None if plan is None else self._state[plan]
 
-    def _write_run(self, run: RunState, final: bool = False) -> None:
+    def _write_run(self, run: RunState, final: bool = False, *, stopped_by: str = "", error: str = "") -> None:
         cfg = self.config
         run.writer.set_scan(run.collector.scan)
         maps = run.collector.result_maps(cfg.peaks, cfg.derived, cfg.williamson_hall_peaks)
         run.writer.write(maps, run.collector.frames_table(), run.collector.counters, final=final,
-                         timing=run.timing.as_dict(), exit_status=run.exit_status)
+                         timing=run.timing.as_dict(), exit_status=run.exit_status, stopped_by=stopped_by,
+                         error=error)
         run.dirty_file = False
 
     def _publish(self, run: RunState) -> None:
@@ -435,7 +423,8 @@ class LiveProcessor:
                     self._write_run(run)
                 for run in outputs.snapshots_due(self.runs.values(), now):
                     self._publish(run)
-                status.update(self._status_text(runner, len(batches.ready)))
+                status.update(status_text(self.counters, self.timing.percentiles(), len(batches.ready), runner.in_flight,
+                                          self.backlog_bytes))
             if not runner.drain(opt.drain_timeout_s):
                 log.error("workers did not finish within %.0f s: %d batch(es) abandoned", opt.drain_timeout_s,
                           runner.in_flight)
@@ -454,12 +443,12 @@ class LiveProcessor:
             for run in self.runs.values():
                 run.done = True
                 if not run.closed:
-                    self._write_run(run, final=True)
-                    _write_end(run.writer, stopped_by, error)
+                    self._write_run(run, final=True, stopped_by=stopped_by, error=error)
                     self._publish(run)
                     run.writer.close()
                     run.closed = True
-            status.update(self._status_text(runner, 0), force=True)
+            status.update(status_text(self.counters, self.timing.percentiles(), 0, runner.in_flight, self.backlog_bytes),
+                          force=True)
             status.close()
             self.close()
         p50, p95 = self.timing.percentiles()
@@ -501,15 +490,3 @@ class LiveProcessor:
             log.error("series %d: %s (its frames are counted as wrong_shape%s)", start.series, exc,
                       ", and recorded" if self.options.record else "")
             return self.base_setup
-
-    def _status_text(self, runner: BatchRunner, ready: int) -> str:
-        c = self.counters
-        p50, p95 = self.timing.percentiles()
-        behind = " BEHIND" if c.dropped else ""
-        # rarer troubles appear only when they happen, so the line stays readable
-        extra = "".join(f" | {label} {n}" for label, n in (("wrong shape", c.wrong_shape),
-                                                              ("missing", c.missing),
-                                                              ("outside scan", c.outside_scan)) if n)
-        return (f"received {c.received} | processed {c.processed} | skipped {c.dropped}{behind} | corrupt {c.corrupt}"
-                f" | late {c.late}{extra} | queued {ready} in flight {runner.in_flight} | backlog "
-                f"{self.backlog_bytes / 1e6:.0f} MB | latency {p50:.0f}/{p95:.0f} ms (p50/p95)")

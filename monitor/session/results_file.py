@@ -103,6 +103,8 @@ class ResultsWriter:
         process.create_dataset("start_time", data=_iso(self.start_time))
         process.create_dataset("end_time", data="")
         process.create_dataset("exit_status", data="")  # the bluesky run's: success / abort / fail
+        process.create_dataset("stopped_by", data="")   # live: series, signal, idle or error (set at the end)
+        process.create_dataset("error", data="")        # what failed, when stopped_by is "error"
         process.create_dataset("status_codes", data=[f"{k}: {v}" for k, v in sorted(FRAME_STATUS_NAMES.items())])
         self._write_scan(scan)
         f.flush()
@@ -166,10 +168,12 @@ class ResultsWriter:
         return g
 
     def write(self, maps: ResultMaps, frames: np.ndarray, counters: RunCounters, *, final: bool = False,
-              timing: dict[str, float] | None = None, exit_status: str = "") -> None:
+              timing: dict[str, float] | None = None, exit_status: str = "", stopped_by: str = "",
+              error: str = "") -> None:
         """Write all maps, the frames table, counters and timing (``/entry/process/timing``), then flush.
 
-        ``timing``: this run's figures (ms); ``exit_status``: how its bluesky run ended.
+        ``timing``: this run's figures (ms); ``exit_status``: how its bluesky run ended;
+        ``stopped_by``/``error``: how the live session ended (given with the final write).
         """
         results = self._file["entry/results"]
         self._put(results, "intensity", maps.intensity, "counts")
@@ -199,9 +203,10 @@ class ResultsWriter:
             group.attrs["NX_class"] = "NXcollection"
             for key, value in timing.items():
                 self._put(group, key, np.asarray(value, dtype=np.float64), "ms" if key.endswith("_ms") else None)
-        if exit_status and process["exit_status"][()].decode() != exit_status:
-            del process["exit_status"]
-            process.create_dataset("exit_status", data=exit_status)
+        for name, value in (("exit_status", exit_status), ("stopped_by", stopped_by), ("error", error)):
+            if value and process[name][()].decode() != value:
+                del process[name]
+                process.create_dataset(name, data=value)
         if final:
             del process["end_time"]
             process.create_dataset("end_time", data=_iso(time.time()))

@@ -41,3 +41,16 @@ class StatusLine:
         if self.interactive and self._width:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def status_text(c, latency_ms: tuple[float, float], queued: int, in_flight: int, backlog_bytes: int) -> str:
+    """The live status line from the session's counters (a RunCounters), latency (median, p95 in ms),
+    batches queued and in flight, and the backlog in bytes."""
+    p50, p95 = latency_ms
+    behind = " BEHIND" if c.dropped else ""
+    # rarer troubles appear only when they happen, so the line stays readable
+    extra = "".join(f" | {label} {n}" for label, n in (("wrong shape", c.wrong_shape), ("missing", c.missing),
+                                                          ("outside scan", c.outside_scan)) if n)
+    return (f"received {c.received} | processed {c.processed} | skipped {c.dropped}{behind} | corrupt {c.corrupt}"
+            f" | late {c.late}{extra} | queued {queued} in flight {in_flight} | backlog "
+            f"{backlog_bytes / 1e6:.0f} MB | latency {p50:.0f}/{p95:.0f} ms (p50/p95)")
