@@ -34,6 +34,7 @@ from monitor.session.map_collector import MapCollector, RunCounters, count_recor
 from monitor.session.receiver_thread import RECEIVER_DONE, ReceiverThread, RecentFrames
 from monitor.session.results_file import ResultsWriter
 from monitor.session.run_router import (
+    DocumentExpired,
     DocumentTimedOut,
     Event,
     RunBegun,
@@ -128,7 +129,7 @@ class LiveProcessor:
         self.series_setup: dict[int, ProcessingSetup | None] = {}
         self._rate = RateMeter()
         self._router = RunRouter(config.scan, options.out, expect_documents=options.expect_documents,
-                                 document_wait_s=options.document_wait_s)
+                                 document_wait_s=options.document_wait_s, detector=config.bluesky.detector)
         self._state: dict[RunPlan, RunState] = {}  # the router's runs (by identity) → their maps and files
         self._batcher: Batcher[ProcessingSetup, EncodedFrame] = Batcher(config.executor.batch_size,
                                                                          config.stream.batch_timeout_s)
@@ -194,9 +195,10 @@ class LiveProcessor:
                 run.collector.series_offsets.setdefault(event.series, event.offset)
                 run.collector.counters.received += event.received
                 for records in event.records:
-                    run.collector.add(BatchResult(records))
-                    run.timing.add(records)
+                    self._add_records(run, records)
                 run.dirty_file = run.dirty_snapshot = True
+            elif isinstance(event, DocumentExpired):
+                pass  # logged by the router: a run without frames of this detector has no map
             elif isinstance(event, DocumentTimedOut):
                 log.warning("series %d: no bluesky start document within %.0f s: its map uses the "
                             "config's [scan]", event.series, event.wait_s)
@@ -221,6 +223,16 @@ class LiveProcessor:
                  "snake" if scan.snake else "raster", f", rescan of {plan.parent[:8]}" if plan.parent else "",
                  plan.out)
         return run
+
+    def _add_records(self, run: RunState, records: np.ndarray) -> None:
+        """Place ``records`` in ``run``'s map; what only placing finds (frames outside the scan,
+        duplicates) is counted for the session too (the summary line)."""
+        c = run.collector.counters
+        outside, duplicate = c.outside_scan, c.duplicate
+        run.collector.add(BatchResult(records))
+        run.timing.add(records)
+        self.counters.outside_scan += c.outside_scan - outside
+        self.counters.duplicate += c.duplicate - duplicate
 
     def _run_of(self, plan: RunPlan | None) -> RunState | None:
         return None if plan is None else self._state[plan]
@@ -277,9 +289,9 @@ class LiveProcessor:
         if isinstance(msg, tuple):
             kind, payload = msg
             if kind == "start-document":
-                self._apply(self._router.start_document(payload))
+                self._apply(self._router.start_document(payload, time.monotonic()))
             elif kind == "stop-document":
-                self._apply(self._router.stop_document(payload))
+                self._apply(self._router.stop_document(payload, time.monotonic()))
             elif kind == "dropped":
                 self._on_dropped(payload)
         elif isinstance(msg, ImageMessage):
@@ -353,8 +365,7 @@ class LiveProcessor:
             mine = rec[rec["series"] == series]
             run = self._run_of(self._router.records(int(series), mine))  # None: held, or no run
             if run is not None:
-                run.collector.add(BatchResult(mine))
-                run.timing.add(mine)
+                self._add_records(run, mine)
                 run.dirty_file = run.dirty_snapshot = True
         self.timing.add(rec)
         self._rate.add(int(np.count_nonzero(rec["status"] == 0)))
