@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from monitor.session.live_processor import LiveOptions, LiveProcessor
-from processors.config import load_config
+from processors.config import DEFAULT_DETECTOR, ConfigError, load_config, parse_config
 from processors.demo_setup import write_demo_config
 from processors.simulate_scan import simulate_scan_file
 from stream.dectris_replay import replay_file
@@ -156,3 +156,24 @@ def test_frames_outside_the_scan_are_counted_for_the_session(scan, tmp_path):
     assert summary.counters.outside_scan == N - 40 and summary.counters.processed == N
     with h5py.File(tmp_path / "R.h5", "r") as f:
         assert f["entry/process/outside_scan"][()] == N - 40
+
+
+# --- [bluesky] in the config ---------------------------------------------------------------------
+
+def test_bluesky_detector_defaults_to_the_simulated_eiger_and_may_be_set(scan):
+    config, _ = scan
+    assert config.bluesky.detector == DEFAULT_DETECTOR == "eiger"
+    mine = parse_config(config.text + '\n[bluesky]\ndetector = "eiger4m"\n', config.path)
+    assert mine.bluesky.detector == "eiger4m"
+
+
+@pytest.mark.parametrize("table, words", [('detector = 4', ["[bluesky] key 'detector'", "expected a str"]),
+                                          ('detector = " "', ["[bluesky] key 'detector'", "empty name"]),
+                                          ('detecter = "eiger"', ["[bluesky]", "unknown key(s) 'detecter'",
+                                                                  "known keys: detector"])])
+def test_bluesky_table_errors_name_the_key_and_the_fix(scan, table, words):
+    config, _ = scan
+    with pytest.raises(ConfigError) as err:
+        parse_config(config.text + f"\n[bluesky]\n{table}\n", config.path)
+    message = str(err.value)
+    assert all(w in message for w in words) and "Fix:" in message, message

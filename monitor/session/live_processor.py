@@ -34,7 +34,6 @@ from monitor.session.map_collector import MapCollector, RunCounters, count_recor
 from monitor.session.receiver_thread import RECEIVER_DONE, ReceiverThread, RecentFrames
 from monitor.session.results_file import ResultsWriter
 from monitor.session.run_router import (
-    DocumentExpired,
     DocumentTimedOut,
     Event,
     RunBegun,
@@ -178,6 +177,7 @@ class LiveProcessor:
 
     # --- runs: acting on the router's decisions ----------------------------------------
     def _apply(self, events: list[Event]) -> None:
+        """Act on the router's decisions (DocumentExpired: logged by the router, nothing to do)."""
         for event in events:
             if isinstance(event, RunComplete):
                 run = self._state[event.run]
@@ -197,8 +197,6 @@ class LiveProcessor:
                 for records in event.records:
                     self._add_records(run, records)
                 run.dirty_file = run.dirty_snapshot = True
-            elif isinstance(event, DocumentExpired):
-                pass  # logged by the router: a run without frames of this detector has no map
             elif isinstance(event, DocumentTimedOut):
                 log.warning("series %d: no bluesky start document within %.0f s: its map uses the "
                             "config's [scan]", event.series, event.wait_s)
@@ -225,8 +223,7 @@ class LiveProcessor:
         return run
 
     def _add_records(self, run: RunState, records: np.ndarray) -> None:
-        """Place ``records`` in ``run``'s map; what only placing finds (frames outside the scan,
-        duplicates) is counted for the session too (the summary line)."""
+        """Place ``records`` in ``run``'s map; outside_scan and duplicate count for the session too."""
         c = run.collector.counters
         outside, duplicate = c.outside_scan, c.duplicate
         run.collector.add(BatchResult(records))
