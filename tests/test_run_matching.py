@@ -6,9 +6,12 @@ that waits too long for a series is dropped; without bluesky every series is a r
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import h5py
 import hdf5plugin  # noqa: F401
@@ -177,3 +180,29 @@ def test_bluesky_table_errors_name_the_key_and_the_fix(scan, table, words):
         parse_config(config.text + f"\n[bluesky]\n{table}\n", config.path)
     message = str(err.value)
     assert all(w in message for w in words) and "Fix:" in message, message
+
+
+def test_process_prints_outside_scan_and_every_results_file(scan, tmp_path):
+    """`nanomaps process` without bluesky, two series of 80 frames, a [scan] of 40 points: two files,
+    and the summary line counts the 2 × 40 frames outside the scan (was: nothing said)."""
+    _, sim = scan
+    config = load_config(write_demo_config(tmp_path / "cfg", shape=(4, 10)))
+    sender = StreamSender("tcp://127.0.0.1:*")
+
+    def drive():
+        for series in (1, 2):
+            replay_file(sim.master_path, sender, protocol="stream1", rate="max", series=series)
+
+    driver = in_thread(drive)
+    exe = str(Path(sys.executable).with_name("nanomaps"))
+    proc = subprocess.run([exe, "process", "--config", str(config.path), "--connect", sender.endpoint,
+                           "--out", str(tmp_path / "R.h5"), "--workers", "1", "--series", "2", "--no-status",
+                           "--publish", "none"], capture_output=True, text=True, timeout=240)
+    driver.join(60)
+    sender.close(linger_s=0)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{2 * N} of {2 * N} frames processed" in proc.stdout and f"outside scan {2 * (N - 40)}" in proc.stdout
+    assert f"2 results files: {tmp_path / 'R.h5'}, {tmp_path / 'R_2.h5'}" in proc.stdout
+    for path in (tmp_path / "R.h5", tmp_path / "R_2.h5"):
+        with h5py.File(path, "r") as f:
+            assert f["entry/process/outside_scan"][()] == N - 40 and f["entry/process/processed"][()] == N
