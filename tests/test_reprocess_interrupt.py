@@ -114,8 +114,9 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, to_group, code", [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)],
-                         ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("sig, to_group, code", [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143),
+                                                  (signal.SIGTERM, True, 143)],
+                         ids=["ctrl-c", "sigterm", "sigterm-to-the-group"])  # the last kills the workers too
 def test_interrupted_reprocess_writes_the_maps_so_far_and_leaves_no_process(recording, tmp_path, sig, to_group,
                                                                             code):
     config_path, masters = recording
@@ -143,6 +144,7 @@ def test_interrupted_reprocess_writes_the_maps_so_far_and_leaves_no_process(reco
     text = terminal.text()
     assert rc == code, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
+    assert "died" not in text and "restarted" not in text, text[-3000:]
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # colours and cursor moves of the terminal
     lines = [line.strip() for line in plain.replace("\r", "\n").splitlines() if line.strip()]
     last = re.fullmatch(rf"nanomaps reprocess: interrupted after (\d+) of {TOTAL} frames; "
@@ -160,6 +162,7 @@ def test_interrupted_reprocess_writes_the_maps_so_far_and_leaves_no_process(reco
         assert processed <= received <= TOTAL
         assert process["end_time"][()].decode()
         assert process["stopped_by"][()].decode() == "signal"
+        assert int(process["worker_failures"][()]) == 0  # workers killed by the signal are not failures
         intensity = f["entry/results/intensity"][()]
         assert intensity.shape == SHAPE
         assert 0 < np.count_nonzero(np.isfinite(intensity)) < TOTAL

@@ -7,6 +7,7 @@ recovery code whatever the source of the frames.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -41,7 +42,7 @@ class BatchRunner:
 
     def __init__(self, workers: int | None, scheduler: str | None,
                  on_result: Callable[[Batch, BatchResult], None], counters: RunCounters,
-                 limiter: RateLimitedLog) -> None:
+                 limiter: RateLimitedLog, stop: threading.Event | None = None) -> None:
         self.workers, self.scheduler = workers, scheduler
         self.on_result = on_result
         self.counters = counters
@@ -49,6 +50,7 @@ class BatchRunner:
         self.handle: ExecutorHandle = open_executor(workers, scheduler)
         self._in_flight: dict[Future, Job] = {}
         self._suspects: list[Job] = []
+        self._stop = stop  # once set, a broken pool means "given up", not "restart and retry"
         self._stopping = False
         self.abandoned = 0  # frames given up by stop()
 
@@ -76,9 +78,14 @@ class BatchRunner:
                 self._suspects.append(job)
             return False
 
+    def _stop_requested(self) -> bool:
+        if self._stop is not None and self._stop.is_set():
+            self._stopping = True
+        return self._stopping
+
     def submit(self, setup: ProcessingSetup, batch: Batch) -> None:
         """Queue one batch (call when :meth:`can_submit`; otherwise it waits as a suspect)."""
-        if not self._submit((setup, batch)):
+        if not self._submit((setup, batch)) and not self._stop_requested():
             self._died_between_tasks()
 
     def _died_between_tasks(self) -> None:
@@ -113,7 +120,7 @@ class BatchRunner:
             try:
                 result: BatchResult = future.result()
             except BrokenProcessPool:
-                if self._stopping:  # e.g. SIGTERM sent to the whole process group: the frames are given up
+                if self._stop_requested():  # e.g. SIGTERM to the whole process group: the frames are given up
                     self.abandoned += len(batch)
                     continue
                 broken = True

@@ -149,7 +149,7 @@ def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | 
                     limiter.log(logging.WARNING, kind, "%s", message)
                 bar.update(len(batch))
 
-            runner = BatchRunner(workers, scheduler, on_result, collector.counters, limiter)
+            runner = BatchRunner(workers, scheduler, on_result, collector.counters, limiter, stop=stop)
             last_checkpoint = time.monotonic()
 
             def wait_for_results() -> None:
