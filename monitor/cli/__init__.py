@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import signal
 import sys
 
 from monitor.exit_codes import EXIT_INTERRUPTED, exit_codes_help
@@ -40,6 +42,7 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv_given = argv  # None: this is the console script's own process
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -60,10 +63,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # importing a command takes seconds (numba, pyFAI): Ctrl-C then must not print a traceback
         module = importlib.import_module(COMMANDS[name][0])
-        return int(module.main(rest) or 0)
+        code = int(module.main(rest) or 0)
     except KeyboardInterrupt:
         print(f"nanomaps {name}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if argv_given is None and name == "demo" and code in (EXIT_INTERRUPTED, 128 + signal.SIGTERM):
+        _exit_without_finalization(code)
+    return code
+
+
+def _exit_without_finalization(code: int) -> None:
+    """End this process now, after an interrupted demo has closed and written everything.
+
+    A signal can catch a library's daemon thread (bluesky's event loop, Qt's, zmq's) in
+    the middle of native code; the interpreter's finalization then crashed now and then
+    with SIGSEGV *after* the demo had cleaned up and said "interrupted" (seen under load
+    in about one run in ten). Everything of ours is closed and flushed at this point:
+    workers joined, shared memory unlinked, results files closed.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
