@@ -158,6 +158,17 @@ class RescanConfig:
     limits: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
+DEFAULT_DETECTOR = "eiger"  # the simulated EIGER's ophyd name in the demo (monitor/sim/demo_session)
+
+
+@dataclass(frozen=True)
+class BlueskyConfig:
+    """``[bluesky]``: the ophyd name of the detector whose stream is processed; a run whose start
+    document lists ``detectors`` without it opens no map and takes no series."""
+
+    detector: str = DEFAULT_DETECTOR
+
+
 @dataclass(frozen=True)
 class NanomapsConfig:
     """A whole validated configuration; ``text`` is the file as written (for provenance)."""
@@ -173,6 +184,7 @@ class NanomapsConfig:
     stream: StreamConfig = StreamConfig()
     monitor: MonitorConfig = MonitorConfig()
     rescan: RescanConfig = RescanConfig()
+    bluesky: BlueskyConfig = BlueskyConfig()
 
     @property
     def williamson_hall_peaks(self) -> tuple[str, ...]:
@@ -197,7 +209,7 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-_TABLES = ("geometry", "scan", "peak", "fit", "derived", "executor", "stream", "monitor", "rescan")
+_TABLES = ("geometry", "scan", "peak", "fit", "derived", "executor", "stream", "monitor", "rescan", "bluesky")
 
 
 def _parse_peak(raw: Any, number: int, source: str) -> PeakConfig:
@@ -369,8 +381,17 @@ def parse_config(text: str, path: str | Path = "<config>") -> NanomapsConfig:
         limits[motor] = (float(lim[0]), float(lim[1]))
     rescan = RescanConfig(allowed_plans=tuple(plans), limits=limits)
 
+    b = _Table(data.get("bluesky", {}), "[bluesky]", source)
+    bluesky = BlueskyConfig(detector=b.get("detector", "str", DEFAULT_DETECTOR,
+                                           fix=f'detector = "{DEFAULT_DETECTOR}" (the ophyd name in start documents)'))
+    b.finish()
+    if not bluesky.detector.strip():
+        raise b.error("detector", "empty name", "give the detector's ophyd name as start documents list it, "
+                      f'e.g. detector = "{DEFAULT_DETECTOR}"')
+
     return NanomapsConfig(path=path, text=text, geometry=geometry, scan=scan, peaks=peaks, fit=fit,
-                          derived=derived, executor=executor, stream=stream, monitor=monitor, rescan=rescan)
+                          derived=derived, executor=executor, stream=stream, monitor=monitor, rescan=rescan,
+                          bluesky=bluesky)
 
 
 def load_config(path: str | Path) -> NanomapsConfig:

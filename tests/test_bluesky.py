@@ -35,7 +35,7 @@ from monitor.bluesky.plan_runner import GridScanRequest, check_rescan
 from monitor.bluesky.run_engine_runner import RunEngineRunner
 from monitor.session.start_geometry import geometry_from_start
 from monitor.sim.simulated_eiger import FrameSource, SampleModel, SimulatedEiger
-from processors.config import RescanConfig, load_config
+from processors.config import DEFAULT_DETECTOR, RescanConfig, load_config
 from processors.demo_setup import write_demo_config
 from stream.chunk_codec import ChunkDecoder
 from stream.raster_scan import RasterScan
@@ -168,6 +168,8 @@ def test_grid_scan_streams_one_real_frame_per_point_in_snake_order(rig, source):
     assert start["plan_name"] == "grid_scan" and start["parent_uid"] == "parent-0"
     assert start["nanomaps_request"]["fast_num"] == 8 and start["beamline"] == "test"
     assert rig.runner.start_documents[-1] is start
+    # the run names the simulated EIGER: with the default [bluesky] detector its series is the run's
+    assert start["detectors"] == [DEFAULT_DETECTOR] == [rig.eiger.name]
 
     series = rig.eiger.series.get()
     msgs = rig.listener.series(series)

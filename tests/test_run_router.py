@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from monitor.session.run_router import (
+    STOPPED_GRACE_S,
     DocumentTimedOut,
     RunBegun,
     RunComplete,
@@ -40,7 +41,7 @@ def kinds(events) -> list[str]:
     return [type(e).__name__ for e in events]
 
 
-def test_without_bluesky_every_series_goes_into_one_config_run():
+def test_without_bluesky_every_series_is_a_config_run_of_its_own():
     r = router()
     first = r.series_start(header(1), now=0.0)
     assert kinds(first) == ["RunBegun", "SeriesAssigned"]
@@ -51,11 +52,15 @@ def test_without_bluesky_every_series_goes_into_one_config_run():
     for k in range(7):
         assert r.frame(1, k) == (run, True, None)
     r.series_end(1)
-    # the next series continues the same map after the last frame of the first (one scan, two series)
+    # the next series is a new map in a new file (was: it continued the first map, its frames
+    # beyond the scan dropped as outside_scan)
     second = r.series_start(header(2), now=1.0)
-    assert kinds(second) == ["SeriesAssigned"]
-    assert second[0].run is run and second[0].offset == 7
-    assert r.run_of(2) is run and list(r.runs) == ["run-1"]
+    assert kinds(second) == ["RunBegun", "SeriesAssigned"]
+    new = second[0].run
+    assert new is not run and (new.index, new.uid, new.geometry, new.out) == (2, "run-2", "config",
+                                                                             Path("/data/R_2.h5"))
+    assert second[1].run is new and second[1].offset == 0
+    assert r.run_of(2) is new and r.run_of(1) is run and list(r.runs) == ["run-1", "run-2"]
 
 
 def test_start_document_before_the_header_gives_the_next_series_its_run():
@@ -232,17 +237,6 @@ def test_ensure_run_only_when_there_was_none():
     assert r.ensure_run() is None
 
 
-def test_offsets_follow_the_highest_frame_number_not_the_count():
-    r = router()
-    r.series_start(header(1), now=0.0)
-    for k in (0, 4, 2):
-        r.frame(1, k)
-    r.series_end(1)
-    assert r.series_start(header(2), now=0.0)[0].offset == 5
-    r.series_end(2)  # no frame: the next series starts where this one did
-    assert r.series_start(header(3), now=0.0)[0].offset == 5
-
-
 @pytest.mark.parametrize("doc, out", [({"uid": "a"}, OUT), ({}, OUT)])
 def test_documents_without_a_uid_are_named_by_their_index(doc, out):
     r = router()
@@ -320,3 +314,105 @@ def test_a_strip_grows_to_the_cap_and_drops_frames_beyond(caplog):
 
 def test_a_stop_document_that_is_not_a_mapping_is_ignored():
     assert router().stop_document(["not", "a", "document"]) == []
+
+
+# --- runs and series matched for certain (issue 9) -------------------------------------------------
+EIGER_GRID = {**GRID, "uid": "grid-A", "detectors": ["eiger"]}
+OTHER_COUNT = {"uid": "count-X", "plan_name": "count", "num_points": 3, "detectors": ["pilatus", "i0"]}
+
+
+def test_a_run_of_other_detectors_takes_no_series_and_opens_no_map(caplog):
+    r = router()
+    with caplog.at_level("INFO", logger="monitor.session.run_router"):
+        assert r.start_document(OTHER_COUNT, now=0.0) == []
+    assert [rec.getMessage() for rec in caplog.records] == ["run count-X of other detectors (pilatus, i0): no map"]
+    assert r.stop_document({"run_start": "count-X", "exit_status": "success"}, now=0.5) == []
+    r.start_document({**EIGER_GRID, "uid": "grid-B"}, now=1.0)
+    events = r.series_start(header(1), now=1.1)
+    assert kinds(events) == ["RunBegun", "SeriesAssigned"] and events[0].run.uid == "grid-B"
+    assert list(r.runs) == ["grid-B"] and events[0].run.out == OUT
+
+
+def test_grid_count_of_another_detector_grid_each_series_in_its_own_run():
+    r = router(expect_documents=True)
+    r.start_document(EIGER_GRID, now=0.0)
+    a = r.series_start(header(1), now=0.1)[0].run
+    r.series_end(1)
+    r.stop_document({"run_start": "grid-A", "exit_status": "success"}, now=1.0)
+    r.start_document(OTHER_COUNT, now=2.0)
+    r.stop_document({"run_start": "count-X", "exit_status": "success"}, now=3.0)
+    r.start_document({**EIGER_GRID, "uid": "grid-B"}, now=4.0)
+    events = r.series_start(header(2), now=4.1)
+    b = events[1].run
+    assert kinds(events) == ["RunComplete", "RunBegun", "SeriesAssigned"] and events[0].run is a
+    assert (a.uid, b.uid, b.out) == ("grid-A", "grid-B", Path("/data/R_2.h5")) and r.run_of(2) is b
+
+
+def test_a_waiting_header_is_not_taken_by_a_run_of_other_detectors():
+    r = router(expect_documents=True, document_wait_s=5.0)
+    assert r.series_start(header(1), now=0.0) == []
+    assert r.start_document(OTHER_COUNT, now=0.5) == [] and r.waiting
+    events = r.start_document(EIGER_GRID, now=1.0)
+    assert kinds(events) == ["RunBegun", "SeriesAssigned"] and events[0].run.uid == "grid-A"
+
+
+@pytest.mark.parametrize("detectors", [None, 7, {"eiger": 1}])
+def test_a_document_without_a_usable_detectors_list_takes_the_next_series(detectors):
+    r = router()
+    doc = dict(GRID) if detectors is None else {**GRID, "detectors": detectors}
+    r.start_document(doc, now=0.0)
+    assert r.series_start(header(1), now=0.1)[0].run.uid == "grid-1"
+
+
+def test_detectors_as_one_name_and_a_configured_detector():
+    r = router(detector="eiger2")
+    assert r.start_document({**GRID, "detectors": "eiger"}, now=0.0) == []
+    r.start_document({**GRID, "uid": "mine", "detectors": "eiger2"}, now=0.0)
+    assert r.series_start(header(1), now=0.1)[0].run.uid == "mine"
+
+
+def test_a_stale_start_document_expires_and_a_much_later_series_does_not_take_it(caplog):
+    r = router(document_wait_s=2.0)
+    r.start_document(EIGER_GRID, now=0.0)
+    assert r.expire(4.0) == []  # 2 × document_wait_s
+    with caplog.at_level("WARNING", logger="monitor.session.run_router"):
+        (expired,) = r.expire(4.01)
+    assert (expired.uid, expired.stopped) == ("grid-A", False)
+    assert any("grid-A" in rec.getMessage() and "dropped" in rec.getMessage() for rec in caplog.records)
+    # documents were seen: the series waits for its own, and none comes
+    assert r.series_start(header(1), now=60.0) == []
+    events = r.expire(62.5)
+    assert kinds(events) == ["DocumentTimedOut", "RunBegun", "SeriesAssigned"]
+    assert events[1].run.geometry == "config" and "grid-A" not in r.runs
+
+
+def test_a_series_header_expires_a_stale_document_before_taking_one():
+    r = router(document_wait_s=1.0)
+    r.start_document(EIGER_GRID, now=0.0)
+    events = r.series_start(header(1), now=30.0)  # the loop had no turn to expire it
+    assert kinds(events) == ["DocumentExpired"] and r.waiting
+
+
+def test_a_start_document_whose_stop_came_first_is_dropped_after_a_short_grace():
+    r = router(document_wait_s=5.0)
+    r.start_document(EIGER_GRID, now=0.0)
+    r.stop_document({"run_start": "grid-A", "exit_status": "success"}, now=0.2)
+    assert r.expire(0.2 + STOPPED_GRACE_S) == []  # a header in transit may still take it
+    (expired,) = r.expire(0.21 + STOPPED_GRACE_S)
+    assert (expired.uid, expired.stopped) == ("grid-A", True)
+    assert r.series_start(header(1), now=2.0) == []  # waits for its own document
+
+
+def test_a_header_in_transit_still_takes_a_document_whose_stop_came_first():
+    r = router(document_wait_s=5.0)
+    r.start_document(EIGER_GRID, now=0.0)
+    r.stop_document({"run_start": "grid-A", "exit_status": "abort"}, now=0.1)
+    events = r.series_start(header(1), now=0.2)
+    assert events[0].run.uid == "grid-A"
+
+
+def test_documents_without_a_time_never_go_stale():
+    r = router(document_wait_s=1.0)
+    r.start_document(EIGER_GRID)
+    assert r.expire(1e9) == []
+    assert [type(e).__name__ for e in r.expire(0.0, force=True)] == ["DocumentExpired"]

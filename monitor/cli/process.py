@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.out}: {c.processed} of {c.received} frames processed in {summary.seconds:.1f} s "
           f"(stopped by {summary.stopped_by}); skipped {c.dropped}, corrupt {c.corrupt}, late {c.late}{trouble}; "
           f"latency {p50:.0f} ms median, {p95:.0f} ms p95")
+    if len(summary.results) > 1:  # one file per run (bluesky run, or series without bluesky)
+        print(f"{len(summary.results)} results files: {', '.join(map(str, summary.results))}")
     for path in summary.record_paths:
         print(f"recorded {path}")
     return exit_status(summary)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+from typing import Iterator
 
 from monitor.cli.command_parser import CommandParser
 from monitor.exit_codes import EXIT_INTERRUPTED, EXIT_NOTHING_PROCESSED, EXIT_OK, EXIT_USAGE, exit_codes_help
@@ -13,6 +17,36 @@ from processors.geometry import GeometryError
 from stream.output_path import refuse_existing
 
 
+class _SignalStop(threading.Event):
+    """Set by the first SIGINT or SIGTERM, remembering which; a second Ctrl-C interrupts for real."""
+
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_SignalStop]:
+    """Like :func:`monitor.session.stop_signals.stop_on_signals`, but the event says which signal came."""
+    stop = _SignalStop()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may install handlers
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        stop.signum = signum
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = CommandParser(
         prog="nanomaps reprocess",
@@ -20,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "files, as the DECTRIS file writer or `nanomaps record` writes them) and write the maps to a "
                     "results file. Several master files are taken as consecutive parts of one scan.",
         epilog="example: nanomaps reprocess scan_master.h5 --config cfg.toml --out results.h5 --workers 2\n\n"
-               + exit_codes_help())
+               "Ctrl-C or SIGTERM stops it early: the frames in flight are finished (or given up after a few "
+               "seconds), the workers stop, and the maps of every frame processed so far are written to --out.\n\n"
+               + exit_codes_help("130 when stopped by Ctrl-C, 143 by SIGTERM (the results file then holds the "
+                                 "frames processed so far, and is valid)"))
     p.add_argument("masters", nargs="+", metavar="MASTER.h5", help="DECTRIS master file(s), in scan order")
     p.add_argument("--config", required=True, metavar="C", help="TOML configuration (peaks, scan, geometry)")
     p.add_argument("--out", required=True, metavar="R.h5", help="results file to write (must not exist)")
@@ -42,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.overwrite:  # before anything is read or any worker starts
             refuse_existing([args.out], "results file")
         config = load_config(args.config)
-        summary = reprocess(args.masters, config, args.out, workers=args.workers, scheduler=args.scheduler,
-                            batch_size=args.batch_size, progress=not args.no_progress)
+        with _stop_on_signals() as stop:
+            summary = reprocess(args.masters, config, args.out, workers=args.workers, scheduler=args.scheduler,
+                                batch_size=args.batch_size, progress=not args.no_progress, stop=stop)
     except (ConfigError, GeometryError, ConnectionError, OSError, ValueError) as exc:
         # OSError: DectrisFileError, OutputPathError, ArenaSpaceError; ValueError: addresses
         print(f"nanomaps reprocess: {exc}", file=sys.stderr)
@@ -52,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         print("nanomaps reprocess: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     c = summary.counters
+    if summary.interrupted:
+        print(f"nanomaps reprocess: interrupted after {c.processed} of {summary.frames_to_process} frames; "
+              f"the maps of those are in {summary.out}", file=sys.stderr)
+        return EXIT_INTERRUPTED if stop.signum in (None, signal.SIGINT) else 128 + stop.signum
     rate = c.received / summary.seconds if summary.seconds > 0 else 0.0
     print(f"{summary.out}: {c.processed} of {c.received} frames processed ({rate:.0f} frames/s on "
           f"{summary.workers}); fits ok {c.fits_ok}, rejected {c.fits_rejected}; corrupt {c.corrupt}, "

@@ -7,7 +7,9 @@ recovery code whatever the source of the frames.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
@@ -33,11 +35,14 @@ class BatchRunner:
     flight becomes a suspect: suspects are retried one at a time in a new pool, so the
     one that kills its worker again is found, its frames are marked ``worker_failed``
     and counted, and the others complete normally.
+
+    :meth:`stop` (an interrupted run) waits a bounded time for what is in flight, then
+    abandons the rest and stops the workers: nothing is retried or restarted after it.
     """
 
     def __init__(self, workers: int | None, scheduler: str | None,
                  on_result: Callable[[Batch, BatchResult], None], counters: RunCounters,
-                 limiter: RateLimitedLog) -> None:
+                 limiter: RateLimitedLog, stop: threading.Event | None = None) -> None:
         self.workers, self.scheduler = workers, scheduler
         self.on_result = on_result
         self.counters = counters
@@ -45,6 +50,9 @@ class BatchRunner:
         self.handle: ExecutorHandle = open_executor(workers, scheduler)
         self._in_flight: dict[Future, Job] = {}
         self._suspects: list[Job] = []
+        self._stop = stop  # once set, a broken pool means "given up", not "restart and retry"
+        self._stopping = False
+        self.abandoned = 0  # frames given up by stop()
 
     @property
     def description(self) -> str:
@@ -70,9 +78,14 @@ class BatchRunner:
                 self._suspects.append(job)
             return False
 
+    def _stop_requested(self) -> bool:
+        if self._stop is not None and self._stop.is_set():
+            self._stopping = True
+        return self._stopping
+
     def submit(self, setup: ProcessingSetup, batch: Batch) -> None:
         """Queue one batch (call when :meth:`can_submit`; otherwise it waits as a suspect)."""
-        if not self._submit((setup, batch)):
+        if not self._submit((setup, batch)) and not self._stop_requested():
             self._died_between_tasks()
 
     def _died_between_tasks(self) -> None:
@@ -92,7 +105,7 @@ class BatchRunner:
 
     def poll(self, timeout: float | None = None) -> int:
         """Handle batches finished within ``timeout`` s (None: wait for one); returns how many."""
-        if self._suspects and not self._in_flight:
+        if self._suspects and not self._in_flight and not self._stopping:
             if not self._submit(self._suspects[0]):
                 self._died_between_tasks()
                 return 0
@@ -107,6 +120,9 @@ class BatchRunner:
             try:
                 result: BatchResult = future.result()
             except BrokenProcessPool:
+                if self._stop_requested():  # e.g. SIGTERM to the whole process group: the frames are given up
+                    self.abandoned += len(batch)
+                    continue
                 broken = True
                 self.counters.worker_failures += 1
                 self.limiter.log(logging.ERROR, "worker", "a worker process died while processing frames %d-%d",
@@ -139,8 +155,6 @@ class BatchRunner:
 
     def drain(self, timeout: float | None = None) -> bool:
         """Finish everything in flight (within ``timeout`` s if given); True when nothing is left."""
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.in_flight:
             left = None if deadline is None else deadline - time.monotonic()
@@ -148,6 +162,47 @@ class BatchRunner:
                 return False
             self.poll(left)
         return True
+
+    def stop(self, timeout: float) -> int:
+        """Submit nothing more; collect what finishes within ``timeout`` s, abandon the rest.
+
+        Batches waiting for a retry are given up at once, a broken pool is not restarted,
+        and batches still running after ``timeout`` are cancelled and their workers
+        terminated, so that :meth:`close` returns promptly and leaves no process behind.
+        Returns the number of frames given up (also in :attr:`abandoned`).
+        """
+        self._stopping = True
+        self.abandoned += sum(len(batch) for _, batch in self._suspects)
+        self._suspects.clear()
+        deadline = time.monotonic() + max(0.0, timeout)
+        while self._in_flight:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.poll(left)
+        if self._in_flight:
+            self.abandoned += sum(len(batch) for _, batch in self._in_flight.values())
+            for future in self._in_flight:
+                future.cancel()
+            self._in_flight.clear()
+            self._terminate_workers()
+        return self.abandoned
+
+    def _terminate_workers(self) -> None:
+        """Stop a local pool's workers now, mid-task (a Dask cluster's are not ours to stop)."""
+        executor = self.handle.executor
+        if not isinstance(executor, ProcessPoolExecutor):
+            return
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
 
     def close(self) -> None:
         self.handle.close()

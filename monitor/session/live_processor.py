@@ -128,7 +128,7 @@ class LiveProcessor:
         self.series_setup: dict[int, ProcessingSetup | None] = {}
         self._rate = RateMeter()
         self._router = RunRouter(config.scan, options.out, expect_documents=options.expect_documents,
-                                 document_wait_s=options.document_wait_s)
+                                 document_wait_s=options.document_wait_s, detector=config.bluesky.detector)
         self._state: dict[RunPlan, RunState] = {}  # the router's runs (by identity) → their maps and files
         self._batcher: Batcher[ProcessingSetup, EncodedFrame] = Batcher(config.executor.batch_size,
                                                                          config.stream.batch_timeout_s)
@@ -177,6 +177,7 @@ class LiveProcessor:
 
     # --- runs: acting on the router's decisions ----------------------------------------
     def _apply(self, events: list[Event]) -> None:
+        """Act on the router's decisions (DocumentExpired: logged by the router, nothing to do)."""
         for event in events:
             if isinstance(event, RunComplete):
                 run = self._state[event.run]
@@ -194,8 +195,7 @@ class LiveProcessor:
                 run.collector.series_offsets.setdefault(event.series, event.offset)
                 run.collector.counters.received += event.received
                 for records in event.records:
-                    run.collector.add(BatchResult(records))
-                    run.timing.add(records)
+                    self._add_records(run, records)
                 run.dirty_file = run.dirty_snapshot = True
             elif isinstance(event, DocumentTimedOut):
                 log.warning("series %d: no bluesky start document within %.0f s: its map uses the "
@@ -221,6 +221,15 @@ class LiveProcessor:
                  "snake" if scan.snake else "raster", f", rescan of {plan.parent[:8]}" if plan.parent else "",
                  plan.out)
         return run
+
+    def _add_records(self, run: RunState, records: np.ndarray) -> None:
+        """Place ``records`` in ``run``'s map; outside_scan and duplicate count for the session too."""
+        c = run.collector.counters
+        outside, duplicate = c.outside_scan, c.duplicate
+        run.collector.add(BatchResult(records))
+        run.timing.add(records)
+        self.counters.outside_scan += c.outside_scan - outside
+        self.counters.duplicate += c.duplicate - duplicate
 
     def _run_of(self, plan: RunPlan | None) -> RunState | None:
         return None if plan is None else self._state[plan]
@@ -277,9 +286,9 @@ class LiveProcessor:
         if isinstance(msg, tuple):
             kind, payload = msg
             if kind == "start-document":
-                self._apply(self._router.start_document(payload))
+                self._apply(self._router.start_document(payload, time.monotonic()))
             elif kind == "stop-document":
-                self._apply(self._router.stop_document(payload))
+                self._apply(self._router.stop_document(payload, time.monotonic()))
             elif kind == "dropped":
                 self._on_dropped(payload)
         elif isinstance(msg, ImageMessage):
@@ -353,8 +362,7 @@ class LiveProcessor:
             mine = rec[rec["series"] == series]
             run = self._run_of(self._router.records(int(series), mine))  # None: held, or no run
             if run is not None:
-                run.collector.add(BatchResult(mine))
-                run.timing.add(mine)
+                self._add_records(run, mine)
                 run.dirty_file = run.dirty_snapshot = True
         self.timing.add(rec)
         self._rate.add(int(np.count_nonzero(rec["status"] == 0)))

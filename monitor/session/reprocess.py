@@ -5,11 +5,17 @@ still compressed and decoded in the workers. At most ``2 × workers`` batches ar
 flight, so memory does not grow with the number of frames. A worker that dies is
 replaced and its batches are retried once; frames that fail twice are marked, counted
 and the run goes on.
+
+A set ``stop`` event (Ctrl-C, SIGTERM) ends the run early but cleanly: nothing more is
+submitted, batches in flight are collected for at most :data:`STOP_WAIT_S` and the rest
+given up, the workers are shut down, and the maps of every frame processed so far are
+written to a complete results file (``end_time``, counters, ``stopped_by = "signal"``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +37,10 @@ log = logging.getLogger("nanomaps.reprocess")
 
 #: Offline runs still write the results file this often, so a crash loses little.
 CHECKPOINT_INTERVAL_S = 10.0
+#: After a stop request, how long batches already running may take before they are given up.
+STOP_WAIT_S = 5.0
+#: How often the loop looks at the stop event while it waits for results.
+POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class ReprocessSummary:
     points: int
     seconds: float
     workers: str
+    frames_to_process: int = 0   # frames of the inputs that the scan uses (min(input frames, scan frames))
+    interrupted: bool = False    # stopped early by the ``stop`` event: the maps hold the frames processed so far
 
 
 def _batches(frames: Iterable[EncodedFrame], size: int) -> Iterator[list[EncodedFrame]]:
@@ -75,12 +87,17 @@ def _open_inputs(masters: Sequence[str | Path]) -> list[DectrisFile]:
 
 def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | Path, *,
               workers: int | None = None, scheduler: str | None = None, batch_size: int | None = None,
-              progress: bool = True, read_in_workers: bool | None = None) -> ReprocessSummary:
+              progress: bool = True, read_in_workers: bool | None = None,
+              stop: threading.Event | None = None) -> ReprocessSummary:
     """Process every frame of ``masters`` (one scan, in order) and write ``out``.
 
     ``read_in_workers``: workers read the chunks from the files themselves (default for
     a local pool, which sees the same disk); otherwise this process reads them and ships
     the bytes (default for a Dask cluster, whose workers may not see the files).
+
+    ``stop``: when set (e.g. by a signal handler), submit nothing more, collect what is in
+    flight for at most :data:`STOP_WAIT_S`, write the maps of the frames processed so far
+    and return a summary with ``interrupted`` True.
 
     Raises ConfigError / GeometryError / DectrisFileError before any work when the
     configuration, geometry or inputs cannot be used.
@@ -112,13 +129,19 @@ def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | 
         scheduler = scheduler or config.executor.scheduler
         lazy = (scheduler is None) if read_in_workers is None else read_in_workers
 
+        def stopped() -> bool:
+            return stop is not None and stop.is_set()
+
         def checkpoint(final: bool = False) -> None:
             maps = collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
-            writer.write(maps, collector.frames_table(), collector.counters, final=final)
+            writer.write(maps, collector.frames_table(), collector.counters, final=final,
+                         stopped_by="signal" if final and interrupted else "")
 
+        interrupted = False
+        to_process = min(total, scan.n_frames)
         with ResultsWriter(out, config, scan, inputs=tuple(str(Path(m)) for m in masters),
                            poni_text=setup.poni_text, setup_id=setup.fingerprint) as writer:
-            bar = progress_bar(min(total, scan.n_frames), "reprocess", enabled=progress)
+            bar = progress_bar(to_process, "reprocess", enabled=progress)
 
             def on_result(batch, result) -> None:
                 collector.add(result)
@@ -126,22 +149,38 @@ def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | 
                     limiter.log(logging.WARNING, kind, "%s", message)
                 bar.update(len(batch))
 
-            runner = BatchRunner(workers, scheduler, on_result, collector.counters, limiter)
+            runner = BatchRunner(workers, scheduler, on_result, collector.counters, limiter, stop=stop)
+            last_checkpoint = time.monotonic()
+
+            def wait_for_results() -> None:
+                nonlocal last_checkpoint
+                runner.poll(POLL_S)  # a bounded wait, so that a stop request is seen promptly
+                if time.monotonic() - last_checkpoint > CHECKPOINT_INTERVAL_S:
+                    checkpoint()
+                    last_checkpoint = time.monotonic()
+
             try:
                 log.info("processing %d frames on %s", total, runner.description)
                 frames = (fr for series, f in enumerate(files)
                           for fr in f.iter_frames(series=series, stop=max(0, scan.n_frames - offsets[series]),
                                                   lazy=lazy))
-                last_checkpoint = time.monotonic()
                 for batch in _batches(frames, batch_size):
-                    while not runner.can_submit():
-                        runner.poll()
-                        if time.monotonic() - last_checkpoint > CHECKPOINT_INTERVAL_S:
-                            checkpoint()
-                            last_checkpoint = time.monotonic()
+                    while not runner.can_submit() and not stopped():
+                        wait_for_results()
+                    if stopped():
+                        interrupted = True
+                        break
                     collector.counters.received += len(batch)
                     runner.submit(setup, batch)
-                runner.drain()
+                while runner.in_flight and not interrupted:
+                    if stopped():
+                        interrupted = True
+                        break
+                    wait_for_results()
+                if interrupted:
+                    abandoned = runner.stop(STOP_WAIT_S)
+                    if abandoned:
+                        log.info("interrupted: %d frame(s) in flight were given up", abandoned)
                 description = runner.description
             finally:
                 runner.close()
@@ -152,4 +191,4 @@ def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | 
         for f in files:
             f.close()
     return ReprocessSummary(Path(out), collector.counters, total, scan.n_points, time.perf_counter() - t0,
-                            description)
+                            description, frames_to_process=to_process, interrupted=interrupted)

@@ -9,16 +9,23 @@ monotonic clock: there is no clock inside) — and answers with decisions and ev
 touches sockets, threads, workers or files, so every rule can be tested with a few
 plain calls.
 
-The rules are today's, flaws included (other issues will change them, with these
-tests to lean on):
+The rules:
 
-* a start document that arrives before any series header waits, and the *next* series
-  header takes it, whichever series that is;
+* a run takes a detector series only if that detector takes part in it: a start
+  document whose ``detectors`` list does not name ``detector`` (``[bluesky] detector``)
+  opens no map and takes no series (one INFO line); a document without ``detectors``
+  takes part (a malformed ``detectors``, neither a list nor a string, counts as absent);
+* a start document that arrives before any series header waits, and the next series
+  header takes it; it waits at most ``2 × document_wait_s`` (the header was sent before
+  it, at staging: it is only in transit), and once its stop document came, at most
+  ``min(document_wait_s, STOPPED_GRACE_S)`` more: then it is dropped with a warning,
+  so a much later series cannot take it;
 * a header that arrives while documents are expected (or were seen) waits up to
   ``document_wait_s`` for its document; the first start document to come is its run;
   on timeout the series gets a run of the config's ``[scan]``;
-* without bluesky, every series goes into the first run, one after the other (one scan
-  recorded as several series), however many series come;
+* without bluesky, every series is a run of its own with the config's ``[scan]``
+  (``R.h5``, ``R_2.h5``, ...); several series form one scan only offline
+  (``reprocess`` of several master files);
 * a new run completes the previous one unless that was a config run;
 * a start document without a 2-D grid gives a 1-D strip that grows as frames come;
   a malformed one (any key of any type) does too, with one warning for its run, never an
@@ -36,10 +43,23 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 from monitor.session.start_geometry import MAX_MAP_POINTS, geometry_and_problem
+from processors.config import DEFAULT_DETECTOR
 from stream.raster_scan import RasterScan
 from stream.stream_messages import SeriesStart
 
 log = logging.getLogger(__name__)
+
+STOPPED_GRACE_S = 1.0  # a start document whose stop came before any series waits at most this much more
+
+
+@dataclass
+class _PendingDocument:
+    """A start document no series header has taken yet, dropped after ``deadline`` (s)."""
+
+    doc: Mapping[str, Any]
+    uid: str
+    deadline: float
+    stopped: bool = False       # its stop document came
 
 
 @dataclass(eq=False)
@@ -117,6 +137,14 @@ class DocumentTimedOut:
     wait_s: float
 
 
+@dataclass(frozen=True)
+class DocumentExpired:
+    """The start document ``uid`` got no series in time (``stopped``: its stop document came first): dropped."""
+
+    uid: str
+    stopped: bool
+
+
 @dataclass(frozen=True, eq=False)
 class RunExit:
     """The stop document of ``run`` came: it ended with ``exit_status`` (``reason`` may be "")."""
@@ -126,7 +154,7 @@ class RunExit:
     reason: str = ""
 
 
-Event = RunBegun | RunComplete | StripGrown | SeriesAssigned | DocumentTimedOut | RunExit
+Event = RunBegun | RunComplete | StripGrown | SeriesAssigned | DocumentTimedOut | DocumentExpired | RunExit
 
 
 class FrameRoute(NamedTuple):
@@ -148,19 +176,22 @@ class RunRouter:
 
     ``config_scan``: the config's ``[scan]`` (the map when no start document gives one);
     ``out``: the first run's results file; ``expect_documents``: start documents will
-    come, so every series header waits up to ``document_wait_s`` s for its own.
+    come, so every series header waits up to ``document_wait_s`` s for its own;
+    ``detector``: the ophyd name of the stream's detector (runs without it take no series).
     """
 
     def __init__(self, config_scan: RasterScan, out: Path, *, expect_documents: bool = False,
-                 document_wait_s: float = 5.0) -> None:
+                 document_wait_s: float = 5.0, detector: str = DEFAULT_DETECTOR) -> None:
         self.config_scan = config_scan
         self.out = Path(out)
         self.expect_documents = expect_documents
         self.document_wait_s = document_wait_s
+        self.detector = detector
+        self._other_runs: set[str] = set()            # uids of runs of other detectors (their stops are ignored)
         self.current: RunPlan | None = None           # the run begun last
         self.runs: dict[str, RunPlan] = {}            # by uid; a repeated uid replaces the earlier run
         self._documents_seen = False
-        self._pending_docs: list[Mapping[str, Any]] = []   # start documents no header has taken yet
+        self._pending_docs: list[_PendingDocument] = []   # start documents no header has taken yet
         self._series_run: dict[int, RunPlan] = {}
         # bluesky stages the detector (series header) before it opens the run (start document),
         # and the two travel by different sockets: a series may wait for its document a while
@@ -186,14 +217,14 @@ class RunRouter:
         """A series header at time ``now`` (s). ``documents_announced``: a start document was
         announced to the caller but has not reached the router yet (it comes by another
         thread), so this series must wait for it as if documents were expected."""
+        events = self.expire(now) if self._pending_docs else []  # a stale document is no one's
         if self._pending_docs:
-            return self._begin(self._pending_docs.pop(0)) + self._assign(header.series, self.current, header)
+            return events + self._begin(self._pending_docs.pop(0).doc) + self._assign(header.series, self.current,
+                                                                                      header)
         if self.expect_documents or self._documents_seen or documents_announced:
             self._awaiting[header.series] = (now + self.document_wait_s, header)
-            return []
-        if self.current is None:
-            return self._begin(None) + self._assign(header.series, self.current, header)
-        return self._assign(header.series, self.current, header)  # one scan recorded as several series
+            return events
+        return events + self._begin(None) + self._assign(header.series, self.current, header)  # a run per series
 
     def series_end(self, series: int) -> None:
         """The series ended: the next series of its run starts after its highest frame number."""
@@ -239,30 +270,67 @@ class RunRouter:
         return self.current
 
     # --- documents and time -----------------------------------------------------------
-    def start_document(self, doc: Mapping[str, Any]) -> list[Event]:
-        """A bluesky start document: the run of the (first) waiting series, else of the next header."""
+    def start_document(self, doc: Mapping[str, Any], now: float | None = None) -> list[Event]:
+        """A bluesky start document at time ``now`` (s; None: it never goes stale): the run of the (first)
+        waiting series, else of the next header; no run at all if the stream's detector takes no part."""
         self._documents_seen = True
+        others = self._other_detectors(doc)
+        if others is not None:
+            uid = _uid_of(doc)
+            self._other_runs.add(uid)
+            log.info("run %s of other detectors (%s): no map", uid or "?", ", ".join(others) or "none")
+            return []
         if self._awaiting:  # the series header came first: this document is its run
             series = next(iter(self._awaiting))
             _, header = self._awaiting.pop(series)
             return self._begin(doc) + self._assign(series, self.current, header)
-        self._pending_docs.append(doc)
+        deadline = math.inf if now is None else now + 2 * self.document_wait_s
+        self._pending_docs.append(_PendingDocument(doc, _uid_of(doc), deadline))
         return []
 
-    def stop_document(self, doc: Mapping[str, Any]) -> list[Event]:
-        """A bluesky stop document: how its run (``run_start`` uid) ended; ignored for an unknown run."""
+    def _other_detectors(self, doc: Any) -> list[str] | None:
+        """The detectors of a run the stream's detector takes no part in; None when it takes part
+        (or the document does not say: no ``detectors`` key, or one neither a list nor a string)."""
+        if not isinstance(doc, Mapping):
+            return None
+        names = doc.get("detectors")
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, (list, tuple)):
+            return None
+        names = [n if isinstance(n, str) else repr(n) for n in names]
+        return None if self.detector in names else names
+
+    def stop_document(self, doc: Mapping[str, Any], now: float | None = None) -> list[Event]:
+        """A bluesky stop document: how its run (``run_start`` uid) ended; ignored for an unknown run.
+        A start document of it still waiting for a series waits at most ``STOPPED_GRACE_S`` more."""
         if not isinstance(doc, Mapping):
             return []
-        run = self.runs.get(str(doc.get("run_start", "")))
+        uid = str(doc.get("run_start", ""))
+        if now is not None:
+            for pending in self._pending_docs:
+                if pending.uid == uid and uid:
+                    pending.deadline = min(pending.deadline, now + min(self.document_wait_s, STOPPED_GRACE_S))
+                    pending.stopped = True
+        run = self.runs.get(uid)
         if run is None:
             return []
         run.exit_status = str(doc.get("exit_status") or "")
         return [RunExit(run, run.exit_status, str(doc.get("reason") or ""))]
 
     def expire(self, now: float, *, force: bool = False) -> list[Event]:
-        """Series whose deadline passed by ``now`` (s), or all waiting ones if ``force`` (nothing more
-        will be received), get a run of the config's [scan]."""
+        """Start documents waiting for a series past their deadline (or all, if ``force``) are dropped
+        (:class:`DocumentExpired`); series whose deadline passed by ``now`` (s), or all waiting ones if
+        ``force`` (nothing more will be received), get a run of the config's [scan]."""
         events: list[Event] = []
+        for pending in list(self._pending_docs):
+            if now > pending.deadline or force:
+                self._pending_docs.remove(pending)
+                why = ("before its stop document" if pending.stopped else f"within {2 * self.document_wait_s:g} s"
+                       if now > pending.deadline else "before the stream ended")
+                log.warning("run %s: no series came for its start document %s: dropped (no map)",
+                            pending.uid or "?", why)
+                events.append(DocumentExpired(pending.uid, pending.stopped))
         for series, (deadline, header) in list(self._awaiting.items()):
             if now > deadline or force:
                 del self._awaiting[series]
@@ -339,6 +407,12 @@ class RunRouter:
         run.n_frames = n_frames
         run.scan = RasterScan((1, n_frames), motors=run.scan.motors)
         return n_frames
+
+
+def _uid_of(doc: Any) -> str:
+    """A start document's uid ("" when it has none usable)."""
+    uid = doc.get("uid") if isinstance(doc, Mapping) else None
+    return uid if isinstance(uid, str) else ""
 
 
 def _strip_length(num_points: Any) -> tuple[int, str]:
