@@ -23,6 +23,7 @@ from monitor.sim.demo_control import MARKER, DemoError, prepare_output_folder
 from processors.demo_setup import write_demo_config
 
 from cli_run import _env, assert_one_line_error, closed_port, run_nanomaps
+from process_tree import alive, cmdline, descendants, shared_memory
 
 NANOMAPS = str(Path(sys.executable).with_name("nanomaps"))
 
@@ -134,59 +135,6 @@ class _Output:
             return "".join(self._lines)
 
 
-def _processes() -> dict[int, int]:
-    """pid → parent pid of every process (from /proc)."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                out[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
-
-
-def _descendants(pid: int) -> set[int]:
-    parents = _processes()
-    found, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        kids = {k for k, parent in parents.items() if parent == p}
-        todo.extend(kids - found)
-        found |= kids
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _shared_memory(pids) -> set[str]:
-    """/dev/shm files mapped by ``pids`` that still have a name (the frame arena, semaphores)."""
-    found = set()
-    for pid in pids:
-        try:
-            maps = Path(f"/proc/{pid}/maps").read_text()
-        except OSError:
-            continue
-        for line in maps.splitlines():
-            parts = line.split(maxsplit=5)
-            if len(parts) == 6 and parts[5].startswith("/dev/shm/") and not parts[5].endswith("(deleted)"):
-                found.add(parts[5].strip())
-    return found
-
-
 def _start_demo(out: Path) -> tuple[subprocess.Popen, _Output]:
     # a session of its own: Ctrl-C at a terminal reaches the whole process group, as killpg does here
     proc = subprocess.Popen([NANOMAPS, "demo", "--headless", "--out", str(out), "--shape", "6", "8",
@@ -197,8 +145,8 @@ def _start_demo(out: Path) -> tuple[subprocess.Popen, _Output]:
 
 def _stop_and_check(proc: subprocess.Popen, output: _Output, sig: int, to_group: bool, code: int) -> str:
     """Send ``sig``; check the exit status, the last line, and that no child and no shared memory is left."""
-    children = _descendants(proc.pid)
-    shm = _shared_memory({proc.pid, *children})
+    children = descendants(proc.pid)
+    shm = shared_memory({proc.pid, *children})
     try:
         if to_group:
             os.killpg(proc.pid, sig)
@@ -216,9 +164,9 @@ def _stop_and_check(proc: subprocess.Popen, output: _Output, sig: int, to_group:
     lines = [line for line in text.splitlines() if line.strip()]
     assert lines[-1] == "nanomaps demo: interrupted"
     deadline = time.monotonic() + 10  # the resource tracker leaves once the demo has gone
-    while any(_alive(p) for p in children) and time.monotonic() < deadline:
+    while any(alive(p) for p in children) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [(p, _cmdline(p)) for p in children if _alive(p)]
+    assert not [(p, cmdline(p)) for p in children if alive(p)]
     assert not [path for path in shm if os.path.exists(path)]
     return text
 
@@ -232,11 +180,11 @@ def test_demo_stops_cleanly_mid_scan(tmp_path, sig, to_group, code):
     try:
         assert output.wait_for("1/3 grid scan", 180), output.text(0)
         deadline = time.monotonic() + 60  # the live processor's workers are up: the check below covers them
-        while sum("spawn_main" in _cmdline(p) for p in _descendants(proc.pid)) < 2:
+        while sum("spawn_main" in cmdline(p) for p in descendants(proc.pid)) < 2:
             assert time.monotonic() < deadline, "no worker processes started"
             time.sleep(0.1)
         time.sleep(0.5)  # frames are flowing
-        assert any("/psm_" in path for path in _shared_memory({proc.pid}))  # the frame arena is there
+        assert any("/psm_" in path for path in shared_memory({proc.pid}))  # the frame arena is there
     except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

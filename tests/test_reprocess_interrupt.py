@@ -30,6 +30,7 @@ from processors.demo_setup import write_demo_config
 from processors.simulate_scan import simulate_scan_file
 
 from cli_run import _env
+from process_tree import alive, children, cmdline
 
 NANOMAPS = str(Path(sys.executable).with_name("nanomaps"))
 SHAPE = (30, 40)
@@ -88,31 +89,6 @@ class _Terminal:
             return self._text
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found |= {int(k) for k in (task / "children").read_text().split()}
-        except OSError:
-            pass
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, to_group, code", [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143),
                                                   (signal.SIGTERM, True, 143)],
@@ -129,9 +105,9 @@ def test_interrupted_reprocess_writes_the_maps_so_far_and_leaves_no_process(reco
     terminal.start()
     try:
         assert terminal.wait_for_frames(20, 90), terminal.text(0)[-3000:]
-        workers = {p for p in _children(proc.pid) if "spawn_main" in _cmdline(p)}
-        assert len(workers) == 2, [_cmdline(p) for p in _children(proc.pid)]
-        children = _children(proc.pid)
+        workers = {p for p in children(proc.pid) if "spawn_main" in cmdline(p)}
+        assert len(workers) == 2, [cmdline(p) for p in children(proc.pid)]
+        kids = children(proc.pid)
         if to_group:
             os.killpg(proc.pid, sig)
         else:
@@ -151,9 +127,9 @@ def test_interrupted_reprocess_writes_the_maps_so_far_and_leaves_no_process(reco
                         rf"the maps of those are in (.+)", lines[-1])
     assert last and last[2] == str(out), [repr(line) for line in lines[-3:]]
     deadline = time.monotonic() + 10  # the resource tracker leaves once the command has gone
-    while any(_alive(p) for p in children) and time.monotonic() < deadline:
+    while any(alive(p) for p in kids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [(p, _cmdline(p)) for p in children if _alive(p)]
+    assert not [(p, cmdline(p)) for p in kids if alive(p)]
     with h5py.File(out, "r") as f:
         process = f["entry/process"]
         processed, received = int(process["processed"][()]), int(process["received"][()])

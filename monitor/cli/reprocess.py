@@ -3,48 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
-import threading
-from typing import Iterator
 
 from monitor.cli.command_parser import CommandParser
 from monitor.exit_codes import EXIT_INTERRUPTED, EXIT_NOTHING_PROCESSED, EXIT_OK, EXIT_USAGE, exit_codes_help
 from monitor.session.reprocess import reprocess
+from monitor.session.stop_signals import stop_on_signals
 from processors.config import ConfigError, load_config
 from processors.geometry import GeometryError
 from stream.output_path import refuse_existing
-
-
-class _SignalStop(threading.Event):
-    """Set by the first SIGINT or SIGTERM, remembering which; a second Ctrl-C interrupts for real."""
-
-    signum: int | None = None
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[_SignalStop]:
-    """Like :func:`monitor.session.stop_signals.stop_on_signals`, but the event says which signal came."""
-    stop = _SignalStop()
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may install handlers
-        yield stop
-        return
-
-    def handler(signum, frame):
-        if stop.is_set():
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            return
-        stop.signum = signum
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.overwrite:  # before anything is read or any worker starts
             refuse_existing([args.out], "results file")
         config = load_config(args.config)
-        with _stop_on_signals() as stop:
+        with stop_on_signals() as stop:
             summary = reprocess(args.masters, config, args.out, workers=args.workers, scheduler=args.scheduler,
                                 batch_size=args.batch_size, progress=not args.no_progress, stop=stop)
     except (ConfigError, GeometryError, ConnectionError, OSError, ValueError) as exc:
