@@ -126,6 +126,10 @@ def replay_file(master_path: str | Path, sender: StreamSender, *, protocol: str 
                 sent += 1
                 if progress is not None:
                     progress(1)
+        if not (stop is not None and stop.is_set()):
+            # the last frame's exposure ends one frame period after it starts, as at a
+            # detector: so n frames take n periods and the reported rate is the paced one
+            pacer.wait_until(repeat * period)
         seconds = pacer.elapsed()
         sender.send(wire.end(), stop)
     return ReplayStats(frames=sent, skipped=skipped, seconds=seconds, bytes=sender.bytes_sent)

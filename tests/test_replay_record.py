@@ -97,7 +97,7 @@ def test_replay_keeps_a_fixed_rate(small_file):
             done = any(isinstance(m, SeriesEnd) for m in receiver.receive(100))
     out, _ = proc.communicate(timeout=30)
     rate = float(re.search(r"([\d.]+) frames/s", out).group(1))
-    assert 30 < rate <= 42, out
+    assert 30 < rate <= 40.0, out  # n frames span n periods: never faster than asked
 
 
 @pytest.mark.parametrize("encoding", ["bslz4", "lz4"])
