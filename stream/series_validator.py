@@ -2,14 +2,15 @@
 
 The parsers judge one message alone; this judges it in context: an image before any
 header, an image of another series, a shape or pixel type that differs from the
-header's, a frame number repeated or out of order, a new header while a series is
-still open (the detector was restarted or the end message was lost). It keeps no
-sockets and no clock, so every rule is tested without a network.
+header's, a frame number repeated, a new header while a series is still open (the
+detector was restarted or the end message was lost). A frame out of order is passed on,
+marked ``reordered``: it is placed by its number. It keeps no sockets and no clock, so
+every rule is tested without a network.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from stream.stream_messages import BadMessage, ImageMessage, Message, SeriesEnd, SeriesStart
 
@@ -97,8 +98,8 @@ class SeriesValidator:
             return bad(f"frame number {f.frame} is negative")
         if f.frame in s.seen:
             return bad(f"frame {f.frame} repeated")
-        if f.frame < s.last_frame:
-            return bad(f"frame {f.frame} out of order (after frame {s.last_frame})")
         s.seen.add(f.frame)
+        if f.frame < s.last_frame:  # placed by its number all the same: nothing is lost to a reorder
+            return replace(msg, reordered=True)
         s.last_frame = f.frame
         return msg

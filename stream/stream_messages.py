@@ -69,6 +69,7 @@ class ImageMessage:
     real_time_ns: int | None = None
     appendix: bytes | None = field(default=None, repr=False)
     unique_id: str = ""
+    reordered: bool = False     # it came after a later frame of its series (still placed by its number)
 
 
 @dataclass(frozen=True)

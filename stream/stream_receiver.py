@@ -33,6 +33,7 @@ class ReceiverCounters:
     implicit_ends: int = 0
     corrupt: int = 0
     late: int = 0
+    reordered: int = 0      # images that came after a later frame of their series (passed on)
     bytes: int = 0
 
 
@@ -127,6 +128,7 @@ class StreamReceiver:
                 c.headers += 1
             elif isinstance(msg, ImageMessage):
                 c.images += 1
+                c.reordered += msg.reordered
             elif isinstance(msg, SeriesEnd):
                 c.ends += 1
                 c.implicit_ends += msg.implicit

@@ -276,3 +276,30 @@ def test_user_mask_joins_the_detector_masks(simulated, tmp_path):
     assert processor.mask[pixel_mask != 0].all()
     plain = FrameProcessor(ProcessingSetup.from_config(config, pixel_mask=pixel_mask))
     assert processor.mask.sum() == (plain.mask | user).sum() > plain.mask.sum()
+
+
+def test_a_series_cut_short_keeps_the_next_series_at_its_points(simulated, tmp_path):
+    """Two series of one scan, the first cut short (detector stopped after 40 of its 120 frames):
+    the second starts at the point after all 120 the first announced, not after the 40 that came."""
+    config, sim, _, _ = simulated
+    short = tmp_path / "short"
+    shutil.copytree(sim.master_path.parent, short)
+    master = short / sim.master_path.name
+    with h5py.File(master, "r+") as f:
+        names = sorted(f["entry/data"])
+        for name in names[1:]:                   # the data files the detector never wrote
+            del f[f"entry/data/{name}"]
+        assert int(f["entry/instrument/detector/detectorSpecific/nimages"][()]) == 120
+    cfg = load_config(make_config(tmp_path / "c", shape=(20, 12)))
+    out = tmp_path / "r.h5"
+    summary = reprocess([master, sim.master_path], cfg, out, workers=1, progress=False)
+    assert summary.counters.processed == 40 + 120
+    with h5py.File(out, "r") as r:
+        table = r["entry/results/frames"][()]
+        status = r["entry/results/frame_status"][()]
+    first, second = table[table["series"] == 0], table[table["series"] == 1]
+    assert sorted(first["frame"]) == list(range(40)) and sorted(second["frame"]) == list(range(120))
+    rows, cols = cfg.scan.points_of(second["frame"] + 120)
+    assert (second["row"] == rows).all() and (second["col"] == cols).all()   # frame k: point 120 + k
+    rows, cols = cfg.scan.points_of(np.arange(40, 120))
+    assert (status[rows, cols] == -1).all()      # the points the first series never measured

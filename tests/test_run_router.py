@@ -416,3 +416,102 @@ def test_documents_without_a_time_never_go_stale():
     r.start_document(EIGER_GRID)
     assert r.expire(1e9) == []
     assert [type(e).__name__ for e in r.expire(0.0, force=True)] == ["DocumentExpired"]
+
+
+# --- events: frames placed by the run's events, series matched by the id they name ---------------
+
+def descriptor(run_uid: str, uid: str = "d-1", name: str = "primary") -> dict:
+    return {"uid": uid, "run_start": run_uid, "name": name}
+
+
+def event(seq: int, image: int | None, series: int | None = None, desc: str = "d-1", det: str = "eiger") -> dict:
+    data = {"piezo_x": 0.1}
+    if image is not None:
+        data[f"{det}_image_number"] = image
+    if series is not None:
+        data[f"{det}_series"] = series
+    return {"descriptor": desc, "seq_num": seq, "data": data}
+
+
+def test_events_place_frames_after_a_pause_and_resume():
+    """A suspender paused point 3 (0-based) after its trigger; on resume the RunEngine triggered it
+    again: frame 4 is point 3 and every later frame one point before its number."""
+    r = router(detector="eiger")
+    r.start_document(GRID)
+    run = r.series_start(header(7, nimages=12), now=0.0)[0].run
+    r.descriptor_document(descriptor("grid-1"))
+    placed = []
+    for seq, image in [(1, 0), (2, 1), (3, 2), (4, 4), (5, 5), (12, 12)]:  # frame 3: interrupted, no event
+        placed += r.event_document(event(seq, image, series=7))
+    assert [(p.run, p.series, p.frame, p.slot) for p in placed] == [
+        (run, 7, 0, 0), (run, 7, 1, 1), (run, 7, 2, 2), (run, 7, 4, 3), (run, 7, 5, 4), (run, 7, 12, 11)]
+
+
+def test_events_of_other_streams_and_malformed_events_place_nothing():
+    r = router(detector="eiger")
+    r.start_document(GRID)
+    r.series_start(header(1), now=0.0)
+    r.descriptor_document(descriptor("grid-1", uid="base", name="baseline"))
+    assert r.event_document(event(1, 0, desc="base")) == []          # a baseline reading is no point
+    assert r.event_document(event(1, 0, desc="unknown")) == []       # a descriptor never seen
+    r.descriptor_document(descriptor("grid-1"))
+    for bad in (event(0, 0), event(1, -1), event(1, True), event(1, 2.5), {"descriptor": "d-1"},
+                {"descriptor": "d-1", "seq_num": 1, "data": "junk"}, event(99, 0), "junk", None):
+        assert r.event_document(bad) == [], bad                        # seq 99: beyond the 12 points
+    # without <det>_series: the run's only series
+    (p,) = r.event_document(event(2, 1))
+    assert (p.series, p.frame, p.slot) == (1, 1, 1)
+    # another detector's image number is not ours
+    assert r.event_document(event(3, 2, det="pilatus")) == []
+
+
+def test_an_event_naming_another_runs_series_is_not_used(caplog):
+    r = router(detector="eiger")
+    r.start_document(GRID)
+    r.series_start(header(1), now=0.0)
+    r.descriptor_document(descriptor("grid-1"))
+    for _ in range(2):
+        assert r.event_document(event(1, 0, series=5)) == []
+    assert sum("name series 5" in m for m in caplog.messages) == 1
+
+
+def test_events_grow_a_strip_to_the_point_they_name():
+    r = router(detector="eiger")
+    r.start_document({"uid": "strip", "num_points": 2, "detectors": ["eiger"]})
+    run = r.series_start(header(1), now=0.0)[0].run
+    r.descriptor_document(descriptor("strip"))
+    events = r.event_document(event(6, 6))
+    assert kinds(events) == ["StripGrown", "FramePlaced"] and events[1].slot == 5 and run.n_frames >= 6
+
+
+def test_once_events_name_series_headers_are_matched_by_them_not_by_time():
+    """A stale start document (its series never came) and the next run's: with series ids the next
+    header takes the run its events name, not the oldest document."""
+    r = router(detector="eiger", document_wait_s=5.0)
+    r.start_document({**GRID, "uid": "a"}, now=0.0)
+    r.series_start(header(1), now=0.0)
+    r.descriptor_document(descriptor("a", uid="da"))
+    r.event_document(event(1, 0, series=1, desc="da"))                # the events name series: ids from now on
+    r.start_document({**GRID, "uid": "stale"}, now=1.0)                 # a run whose series never comes
+    r.start_document({**GRID, "uid": "b"}, now=1.1)
+    assert r.series_start(header(2), now=1.2) == []                     # waits for an event naming it
+    r.descriptor_document(descriptor("b", uid="db"))
+    events = r.event_document(event(1, 0, series=2, desc="db"), now=1.3)
+    assert kinds(events) == ["RunComplete", "RunBegun", "SeriesAssigned", "FramePlaced"]
+    assert events[1].run.uid == "b" and r.run_of(2).uid == "b"
+    # a header no event names in time takes the oldest waiting document after all (time order)
+    r.start_document({**GRID, "uid": "c"}, now=2.0)
+    r.series_start(header(3), now=2.0)
+    events = r.expire(now=7.5)
+    assert r.run_of(3).uid == "stale"                                   # the oldest one still waiting
+    assert "DocumentTimedOut" not in kinds(events)
+
+
+def test_series_end_moves_the_next_offset_by_what_the_header_announced():
+    r = router()
+    r.start_document({"uid": "s", "num_points": 1})
+    run = r.series_start(header(1, nimages=10), now=0.0)[0].run
+    for k in (0, 1, 2):            # the detector stopped after 3 of its 10 frames
+        r.frame(1, k)
+    r.series_end(1)
+    assert run.next_offset == 10

@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from monitor.session.results_file import ResultsWriter
 from monitor.session.run_router import (
     DocumentTimedOut,
     Event,
+    FramePlaced,
     RunBegun,
     RunComplete,
     RunExit,
@@ -174,6 +176,11 @@ class LiveProcessor:
             self._queue.put(("start-document", doc))
         elif name == "stop":
             self._queue.put(("stop-document", doc))
+        elif name in ("descriptor", "event"):  # events place frames and name series (see RunRouter)
+            self._queue.put((f"{name}-document", doc))
+        elif name == "event_page":
+            for event in _events_of_page(doc):
+                self._queue.put(("event-document", event))
 
     # --- runs: acting on the router's decisions ----------------------------------------
     def _apply(self, events: list[Event]) -> None:
@@ -200,6 +207,10 @@ class LiveProcessor:
             elif isinstance(event, DocumentTimedOut):
                 log.warning("series %d: no bluesky start document within %.0f s: its map uses the "
                             "config's [scan]", event.series, event.wait_s)
+            elif isinstance(event, FramePlaced):
+                run = self._state[event.run]
+                run.collector.place_by_event(event.series, event.frame, event.slot)
+                run.dirty_file = run.dirty_snapshot = True
             elif isinstance(event, RunExit):
                 run = self._state[event.run]
                 run.exit_status = event.exit_status
@@ -289,10 +300,14 @@ class LiveProcessor:
                 self._apply(self._router.start_document(payload, time.monotonic()))
             elif kind == "stop-document":
                 self._apply(self._router.stop_document(payload, time.monotonic()))
+            elif kind == "descriptor-document":
+                self._router.descriptor_document(payload)
+            elif kind == "event-document":
+                self._apply(self._router.event_document(payload, time.monotonic()))
             elif kind == "dropped":
                 self._on_dropped(payload)
         elif isinstance(msg, ImageMessage):
-            self._on_image(msg.frame)
+            self._on_image(msg.frame, msg.reordered)
         elif isinstance(msg, SeriesStart):
             self._on_series_start(msg)
         elif isinstance(msg, SeriesEnd):
@@ -310,12 +325,14 @@ class LiveProcessor:
             run.collector.counters.dropped += 1
             run.dirty_file = run.dirty_snapshot = True
 
-    def _on_image(self, frame: EncodedFrame) -> None:
+    def _on_image(self, frame: EncodedFrame, reordered: bool = False) -> None:
         self.counters.received += 1
+        self.counters.reordered += reordered
         route = self._router.frame(frame.series, frame.frame)
         run = self._run_of(route.run)
         if run is not None:
             run.collector.counters.received += 1
+            run.collector.counters.reordered += reordered
         if not route.accepted:  # no header for its series: no run, no setup to process it with
             self.counters.dropped += 1
             self._intake.release([frame])
@@ -498,3 +515,15 @@ class LiveProcessor:
             log.error("series %d: %s (its frames are counted as wrong_shape%s)", start.series, exc,
                       ", and recorded" if self.options.record else "")
             return self.base_setup
+
+
+def _events_of_page(page: Any) -> list[dict]:
+    """The events of an ``event_page`` document (columns of equal length), as event documents."""
+    if not isinstance(page, Mapping):
+        return []
+    data, seq = page.get("data"), page.get("seq_num")
+    if not isinstance(data, Mapping) or not isinstance(seq, list):
+        return []
+    columns = {k: v for k, v in data.items() if isinstance(v, list) and len(v) == len(seq)}
+    return [{"descriptor": page.get("descriptor"), "seq_num": n, "data": {k: v[i] for k, v in columns.items()}}
+            for i, n in enumerate(seq)]

@@ -38,6 +38,8 @@ class RunCounters:
     dropped: int = 0        # frames skipped by live processing (backlog beyond its bound); none offline
     corrupt: int = 0        # frames that did not decode, or stream messages that were malformed
     late: int = 0           # images for a series that had already ended
+    reordered: int = 0      # frames that came after a later frame of their series (placed by number all the same)
+    repeated_point: int = 0  # frames displaced by a later frame that the run's events put at their point
     missing: int = 0        # frames known to exist but unreadable (missing data file)
     wrong_shape: int = 0
     wrong_dtype: int = 0
@@ -80,6 +82,9 @@ class ResultMaps:
     derived: dict[str, np.ndarray] = field(repr=False)
 
 
+MAX_PARKED = 4096  # records kept aside for the events that may still place them (per run)
+
+
 class MapCollector:
     """Places frame records into per-frame slots of the scan and builds maps from them.
 
@@ -94,6 +99,14 @@ class MapCollector:
         self.series_offsets = dict(series_offsets or {})
         self.records = empty_records(scan.n_frames, len(peak_names))
         self.counters = RunCounters()
+        # placement by the run's events (bluesky pause and resume: a series gets a frame more than
+        # the run has points): the slot each event gave, the frame owning each such slot, and per
+        # series the shifts (slot − offset − frame) from the frame on where each one starts
+        self._event_slot: dict[tuple[int, int], int] = {}
+        self._claimed: dict[int, tuple[int, int]] = {}
+        self._shifts: dict[int, list[tuple[int, int]]] = {}
+        # records no slot would take (yet): an event may still place them (counted meanwhile)
+        self._parked: dict[tuple[int, int], tuple[np.void, str]] = {}
 
     def grow(self, n_frames: int) -> None:
         """Make room for ``n_frames`` frames in a 1-D strip (a scan of unknown geometry)."""
@@ -120,10 +133,16 @@ class MapCollector:
             return
         c = self.counters
         count_records(c, recs)
+        if self._event_slot:  # a run placed by its events: frame by frame (batches are small)
+            for k in range(recs.size):
+                self._put(recs[k])
+            return
         offsets = np.array([self.series_offsets.get(int(s), 0) for s in recs["series"]], dtype=np.int64)
         slot = recs["frame"] + offsets
         inside = (slot >= 0) & (slot < self.scan.n_frames)
         c.outside_scan += int(np.count_nonzero(~inside))
+        for r in recs[~inside][:max(0, MAX_PARKED - len(self._parked))]:  # an event may still place them
+            self._parked.setdefault((int(r["series"]), int(r["frame"])), (r.copy(), "outside_scan"))
         slot, recs = slot[inside], recs[inside]
         seen = self.records["status"][slot] != FRAME_NOT_MEASURED
         # within one batch a frame number may repeat too: keep its first occurrence
@@ -133,6 +152,81 @@ class MapCollector:
         fresh &= ~seen
         c.duplicate += int(slot.size - fresh.sum())
         self.records[slot[fresh]] = recs[fresh]
+
+    def place_by_event(self, series: int, frame: int, slot: int) -> None:
+        """The run's events put frame ``frame`` of ``series`` at ``slot`` (0 ≤ slot < n_frames).
+
+        Later frames of the series without an event of their own shift alike (already
+        placed ones move); a frame at ``slot`` that no event placed there (the exposure a
+        pause interrupted, whose point was measured again) gives way, counted as
+        ``repeated_point``, as does any such frame coming later.
+        """
+        if not 0 <= slot < self.scan.n_frames:
+            raise ValueError(f"slot {slot} is outside the map's {self.scan.n_frames} frames")
+        key = (series, frame)
+        self._event_slot[key] = slot
+        self._claimed[slot] = key
+        shift = slot - self.series_offsets.get(series, 0) - frame
+        shifts = self._shifts.setdefault(series, [])
+        changed = self._shift_of(series, frame) != shift
+        if changed:
+            shifts[:] = sorted([s for s in shifts if s[0] != frame] + [(frame, shift)])
+        rec = self.records
+        measured = rec["status"] != FRAME_NOT_MEASURED
+        mine = measured & (rec["series"] == series)
+        # to place again: this frame, whatever sits at its slot, and (when the shift changed)
+        # every later frame of the series that no event placed
+        again = mine & (rec["frame"] == frame)
+        again[slot] |= measured[slot]
+        if changed:
+            later = mine & (rec["frame"] > frame)
+            for k in np.flatnonzero(later):
+                later[k] = (series, int(rec["frame"][k])) not in self._event_slot
+            again |= later
+        if again[slot] and not again.sum() > 1 and (int(rec["series"][slot]), int(rec["frame"][slot])) == key:
+            return
+        moving = rec[again].copy()
+        rec[again] = empty_records(1, len(self.peak_names))[0]
+        for r in moving[np.argsort(moving["frame"], kind="stable")]:
+            self._put(r)
+        if changed:
+            for parked in [k for k in self._parked if k[0] == series and k[1] >= frame]:
+                self._unpark(parked)
+        elif key in self._parked:
+            self._unpark(key)
+
+    def _unpark(self, key: tuple[int, int]) -> None:
+        r, counted_as = self._parked.pop(key)
+        setattr(self.counters, counted_as, getattr(self.counters, counted_as) - 1)
+        self._put(r)
+
+    def _shift_of(self, series: int, frame: int) -> int:
+        """The slot shift of ``frame`` of ``series`` from the events so far (0 without any)."""
+        shift = 0
+        for start, value in self._shifts.get(series, ()):
+            if start > frame:
+                break
+            shift = value
+        return shift
+
+    def _put(self, r: np.void) -> None:
+        """Place one record where the events (else its number) put it; count what cannot be placed."""
+        key = (int(r["series"]), int(r["frame"]))
+        slot = self._event_slot.get(key)
+        if slot is None:
+            slot = self.series_offsets.get(key[0], 0) + key[1] + self._shift_of(*key)
+        inside = 0 <= slot < self.scan.n_frames
+        if inside and self._claimed.get(slot, key) == key and self.records["status"][slot] == FRAME_NOT_MEASURED:
+            self.records[slot] = r
+            return
+        counted_as = ("outside_scan" if not inside else "repeated_point" if self._claimed.get(slot, key) != key
+                      else "duplicate")
+        setattr(self.counters, counted_as, getattr(self.counters, counted_as) + 1)
+        held = self.records[slot] if inside else None
+        if held is not None and (int(held["series"]), int(held["frame"])) == key:
+            return  # the same frame twice: nothing to keep
+        if len(self._parked) < MAX_PARKED and key not in self._parked:
+            self._parked[key] = (r.copy(), counted_as)
 
     # --- maps ------------------------------------------------------------------------
     def _per_point(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

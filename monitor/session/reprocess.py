@@ -113,13 +113,18 @@ def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | 
         offsets, total = {}, 0
         for series, f in enumerate(files):
             offsets[series] = total
-            total += f.frame_count
+            # a series cut short still had its points: the next starts after all it announced
+            announced = f.metadata.frames_expected
+            if 0 < announced != f.frame_count:
+                log.info("%s: %d frames, its header announced %d: the next series starts after %d",
+                         f.path, f.frame_count, announced, announced)
+            total += announced if announced > 0 else f.frame_count
         if total > scan.n_frames:
-            log.warning("the input holds %d frames but [scan] shape %s × %d frame(s) per point needs %d: "
+            log.warning("the input's series span %d frames but [scan] shape %s × %d frame(s) per point needs %d: "
                         "the last %d frames are ignored", total, list(scan.shape), scan.frames_per_point,
                         scan.n_frames, total - scan.n_frames)
         elif total < scan.n_frames:
-            log.warning("the input holds %d frames but [scan] shape %s needs %d: %d map points stay "
+            log.warning("the input's series span %d frames but [scan] shape %s needs %d: %d map points stay "
                         "unmeasured (NaN)", total, list(scan.shape), scan.n_frames, scan.n_frames - total)
         names = tuple(p.name for p in config.peaks)
         collector = MapCollector(scan, names, offsets)

@@ -30,6 +30,20 @@ The rules:
 * a start document without a 2-D grid gives a 1-D strip that grows as frames come;
   a malformed one (any key of any type) does too, with one warning for its run, never an
   exception; a strip grows to at most ``MAX_MAP_POINTS`` slots, frames beyond are dropped;
+* the next series of a run (a config run takes every series) starts after the frames its
+  header announced (``nimages × ntrigger``), or after its highest frame number when the
+  header does not say;
+* the run's events place frames (bluesky suspenders pause a scan at a beam loss; on resume
+  the RunEngine rewinds to its last checkpoint and triggers the detector again, so a
+  series has a frame more than the run has points): an event of the run's ``primary``
+  stream whose ``data`` carry ``<detector>_image_number`` puts that frame of the run's
+  series at point ``seq_num - 1`` (:class:`FramePlaced`); ``<detector>_series`` names the
+  series (without it, the run's only series); an event that names a series matched with
+  another run is not used (one warning per run: the runs were matched wrongly);
+* once events have named series, series and start documents are matched by them, not by
+  time: a header waits (up to ``document_wait_s``) for the first event that names its
+  series, and that event's run is its run; a header no event names in time takes the
+  oldest waiting start document (time order), else a run of the config's ``[scan]``;
 * run ``k`` (1-based, counted by distinct uids) writes ``out`` for ``k = 1``, else
   ``<stem>_<k><suffix>``, e.g. ``R.h5``, ``R_2.h5``.
 """
@@ -154,7 +168,18 @@ class RunExit:
     reason: str = ""
 
 
-Event = RunBegun | RunComplete | StripGrown | SeriesAssigned | DocumentTimedOut | DocumentExpired | RunExit
+@dataclass(frozen=True, eq=False)
+class FramePlaced:
+    """The run's events put frame ``frame`` of ``series`` at map slot ``slot`` of ``run``."""
+
+    run: RunPlan
+    series: int
+    frame: int
+    slot: int
+
+
+Event = (RunBegun | RunComplete | StripGrown | SeriesAssigned | DocumentTimedOut | DocumentExpired | RunExit
+         | FramePlaced)
 
 
 class FrameRoute(NamedTuple):
@@ -201,6 +226,10 @@ class RunRouter:
         self._last_frame: dict[int, int] = {}                     # highest frame number accepted per series
         self._early = {"corrupt": 0, "late": 0}                   # bad messages before the first run
         self._strip_full: set[str] = set()                        # strips whose frames overflowed (warned)
+        self._nimages: dict[int, int] = {}                        # frames each series' header announced
+        self._descriptors: dict[str, str] = {}                    # primary-stream descriptor uid → run uid
+        self._event_conflicts: set[str] = set()                   # runs whose events named another's series
+        self._ids_seen = False                                    # events name series: match by id, not time
 
     # --- questions ------------------------------------------------------------------
     @property
@@ -218,7 +247,7 @@ class RunRouter:
         announced to the caller but has not reached the router yet (it comes by another
         thread), so this series must wait for it as if documents were expected."""
         events = self.expire(now) if self._pending_docs else []  # a stale document is no one's
-        if self._pending_docs:
+        if self._pending_docs and not self._ids_seen:
             return events + self._begin(self._pending_docs.pop(0).doc) + self._assign(header.series, self.current,
                                                                                       header)
         if self.expect_documents or self._documents_seen or documents_announced:
@@ -230,7 +259,9 @@ class RunRouter:
         """The series ended: the next series of its run starts after its highest frame number."""
         run = self._series_run.get(series)
         if run is not None:
-            run.next_offset = run.series_offsets.get(series, 0) + self._last_frame.get(series, -1) + 1
+            announced = self._nimages.get(series, 0)
+            length = announced if announced > 0 else self._last_frame.get(series, -1) + 1
+            run.next_offset = max(run.next_offset, run.series_offsets.get(series, 0) + length)
 
     def frame(self, series: int, number: int) -> FrameRoute:
         """Frame ``number`` (0-based) of ``series`` arrived: where it goes (see :class:`FrameRoute`)."""
@@ -280,7 +311,7 @@ class RunRouter:
             self._other_runs.add(uid)
             log.info("run %s of other detectors (%s): no map", uid or "?", ", ".join(others) or "none")
             return []
-        if self._awaiting:  # the series header came first: this document is its run
+        if self._awaiting and not self._ids_seen:  # the series header came first: this document is its run
             series = next(iter(self._awaiting))
             _, header = self._awaiting.pop(series)
             return self._begin(doc) + self._assign(series, self.current, header)
@@ -318,6 +349,55 @@ class RunRouter:
         run.exit_status = str(doc.get("exit_status") or "")
         return [RunExit(run, run.exit_status, str(doc.get("reason") or ""))]
 
+    def descriptor_document(self, doc: Mapping[str, Any]) -> None:
+        """An event descriptor: the events of a ``primary`` stream descriptor can place frames."""
+        if not isinstance(doc, Mapping) or doc.get("name", "primary") != "primary":
+            return
+        uid, run_start = doc.get("uid"), doc.get("run_start")
+        if isinstance(uid, str) and isinstance(run_start, str):
+            self._descriptors[uid] = run_start
+
+    def event_document(self, doc: Mapping[str, Any], now: float | None = None) -> list[Event]:
+        """An event: matches its run with the series it names, and places the frame it names (module docstring)."""
+        run_uid = self._descriptors.get(doc.get("descriptor")) if isinstance(doc, Mapping) else None
+        data = doc.get("data") if run_uid is not None else None
+        if not isinstance(data, Mapping):
+            return []
+        series = _count(data.get(f"{self.detector}_series"))
+        number = _count(data.get(f"{self.detector}_image_number"))
+        point = _count(doc.get("seq_num"))
+        events: list[Event] = []
+        self._ids_seen |= series is not None
+        pending = next((p for p in self._pending_docs if p.uid == run_uid), None)
+        if series is not None and series in self._awaiting and pending is not None:
+            self._pending_docs.remove(pending)   # the run its events name: matched for certain
+            _, header = self._awaiting.pop(series)
+            events += self._begin(pending.doc) + self._assign(series, self.current, header)
+        run = self.runs.get(run_uid)
+        if run is None or number is None or point is None or point < 1:
+            return events
+        if series is None:  # the events do not say: the run's only series
+            mine = [s for s, r in self._series_run.items() if r is run]
+            series = mine[0] if len(mine) == 1 else None
+        if series is None or self._series_run.get(series) is not run:
+            if series is not None and run.uid not in self._event_conflicts:
+                self._event_conflicts.add(run.uid)
+                other = self._series_run.get(series)
+                log.warning("run %s: its events name series %d, which %s: its frames stay where they "
+                            "arrived", run.uid, series, f"was matched with run {other.uid} by arrival order"
+                            if other is not None else "this processor has not seen")
+            return events
+        slot = (point - 1) * run.scan.frames_per_point
+        if run.geometry == "strip" and slot >= run.n_frames:
+            if slot >= MAX_MAP_POINTS:
+                return events
+            grow_to = self._grow(run, max(2 * run.n_frames, slot + 1))
+            if grow_to is not None:
+                events.append(StripGrown(run, grow_to))
+        if slot < run.n_frames:
+            events.append(FramePlaced(run, series, number, slot))
+        return events
+
     def expire(self, now: float, *, force: bool = False) -> list[Event]:
         """Start documents waiting for a series past their deadline (or all, if ``force``) are dropped
         (:class:`DocumentExpired`); series whose deadline passed by ``now`` (s), or all waiting ones if
@@ -334,6 +414,9 @@ class RunRouter:
         for series, (deadline, header) in list(self._awaiting.items()):
             if now > deadline or force:
                 del self._awaiting[series]
+                if self._pending_docs:  # no event named it: the documents' time order decides after all
+                    events += self._begin(self._pending_docs.pop(0).doc) + self._assign(series, self.current, header)
+                    continue
                 events.append(DocumentTimedOut(series, self.document_wait_s))
                 events += self._begin(None)
                 events += self._assign(series, self.current, header)
@@ -387,6 +470,7 @@ class RunRouter:
 
     def _assign(self, series: int, run: RunPlan, header: SeriesStart) -> list[Event]:
         self._series_run[series] = run
+        self._nimages[series] = header.nimages
         offset = run.series_offsets.setdefault(series, run.next_offset)
         events: list[Event] = []
         if run.geometry == "strip":
@@ -407,6 +491,15 @@ class RunRouter:
         run.n_frames = n_frames
         run.scan = RasterScan((1, n_frames), motors=run.scan.motors)
         return n_frames
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative integer from a document value (int, or a float without fraction); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and value >= 0 else None
 
 
 def _uid_of(doc: Any) -> str:
