@@ -19,6 +19,7 @@ import numpy as np
 from processors.frame_processor import FrameProcessor
 from processors.frame_record import FRAME_STATUS_NAMES, frame_record_dtype
 from processors.processing_setup import ProcessingSetup
+from processors.warm_frame import warm_frame
 from stream.encoded_frame import EncodedFrame
 
 #: Problems reported back per batch; the rest are only counted (the status says what).
@@ -45,12 +46,16 @@ def processor_for(setup: ProcessingSetup) -> FrameProcessor:
 
 
 def warm_up(setup: ProcessingSetup, hold_s: float = 0.5) -> str:
-    """Build this worker's processor ahead of the data (geometry, tables, compiled kernels).
+    """Build this worker's processor ahead of the data (geometry, tables) and process one
+    synthetic frame with a spot per window, so every kernel is compiled (or loaded from
+    numba's cache) before the first real frame.
 
     Holding the worker a little after building lets the executor hand the next warm-up
     task to another worker, so every worker gets one.
     """
-    processor_for(setup)
+    processor = processor_for(setup)
+    records = np.zeros(1, dtype=frame_record_dtype(processor.n_peaks))
+    processor.process_into(warm_frame(processor.lut), records[0])
     time.sleep(hold_s)
     return f"pid {os.getpid()}"
 

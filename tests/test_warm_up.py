@@ -1,0 +1,75 @@
+"""A warmed worker has compiled every kernel a real frame needs (latency from the first frame)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from processors.angles import wrap_deg
+from processors.config import load_config
+from processors.demo_setup import write_demo_config
+from processors.frame_record import frame_record_dtype
+from processors.process_batch import processor_for
+from processors.processing_setup import ProcessingSetup
+from processors.warm_frame import warm_frame, warm_frame_pixels
+
+COMPILED_AFTER = textwrap.dedent("""
+    import json, pathlib, sys, tempfile
+    import numpy as np
+    from processors.config import load_config
+    from processors.demo_setup import write_demo_config
+    from processors.processing_setup import ProcessingSetup
+    from processors.process_batch import process_batch, warm_up
+    cfg = load_config(write_demo_config(pathlib.Path(tempfile.mkdtemp()) / "c"))
+    setup = ProcessingSetup.from_config(cfg)
+    if sys.argv[1] == "warm-up":
+        warm_up(setup, hold_s=0)
+    else:  # one real frame of the simulated EIGER, on the crystal
+        from monitor.sim.simulated_eiger import FrameSource
+        from stream.encoded_frame import EncodedFrame
+        src = FrameSource(cfg, seed=1)
+        md = src.metadata
+        blob = src.encoded(5.0, 7.0, np.random.default_rng(0))
+        result = process_batch(setup, [EncodedFrame(1, 0, src.encoding, md.dtype, md.shape, blob)])
+        assert (result.records["fit_status"] == 0).all(), result.records["fit_status"]
+    compiled = sorted(
+        f"{m.__name__}.{k}" for m in list(sys.modules.values())
+        if getattr(m, "__name__", "").startswith(("processors", "stream"))
+        for k, v in vars(m).items() if hasattr(v, "py_func") and getattr(v, "signatures", None))
+    print(json.dumps(compiled))
+""")
+
+
+def compiled_after(what: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", COMPILED_AFTER, what], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.slow
+def test_warm_up_compiles_every_kernel_a_real_frame_needs():
+    """Before: warm-up built the tables only, and numba compiled the kernels on the first real frame
+    (≈ 28 s after an install, while frames piled up). Now the warm-up runs them all."""
+    real = compiled_after("real-frame")
+    assert any("fit_gaussian2d" in k for k in real) and any("accumulate_polar_bins" in k for k in real)
+    assert real <= compiled_after("warm-up")
+
+
+def test_the_warm_frame_has_a_spot_the_fit_finds_in_every_window(tmp_path):
+    setup = ProcessingSetup.from_config(load_config(write_demo_config(tmp_path / "c")))
+    processor = processor_for(setup)
+    pixels = warm_frame_pixels(processor.lut)
+    assert pixels.shape == processor.lut.shape and pixels.min() == 2 and pixels.max() > 250
+    rec = np.zeros(1, dtype=frame_record_dtype(processor.n_peaks))
+    assert processor.process_into(warm_frame(processor.lut), rec[0]) == ""
+    assert (rec["fit_status"] == 0).all() and rec["status"][0] == 0
+    for k, window in enumerate(processor.lut.windows):  # each spot sits at its window's centre
+        q0, phi0 = rec["params"][0, k, 1], rec["params"][0, k, 3]
+        assert abs(q0 - np.mean(window.q_range)) < (window.q_range[1] - window.q_range[0]) / window.nq
+        off = wrap_deg(phi0 - np.mean(window.chi_range))  # φ0 is reported in (−180, 180]
+        assert abs(off) < 2 * (window.chi_range[1] - window.chi_range[0]) / window.nchi
