@@ -1,8 +1,10 @@
 """The results file as :class:`ResultsWriter` writes it (layout, units, counters, timing, status),
-and when the live loop rewrites and publishes it (:class:`OutputSchedule`)."""
+that writing only what changed gives the same file as a full rewrite, and when the live loop
+rewrites and publishes it (:class:`OutputSchedule`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import h5py
@@ -10,7 +12,8 @@ import numpy as np
 import pytest
 
 from monitor.session.map_collector import MapCollector, RunCounters
-from monitor.session.results_file import ResultsWriter
+from monitor.session.results_file import ResultsWriter, open_results
+from monitor.session.results_update import take_update
 from monitor.session.run_state import OutputSchedule
 from processors.config import load_config
 from processors.demo_setup import write_demo_config
@@ -42,8 +45,8 @@ def measured(config, scan: RasterScan, frames: list[int]) -> MapCollector:
 
 
 def write(writer: ResultsWriter, config, collector: MapCollector, **kwargs) -> None:
-    maps = collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
-    writer.write(maps, collector.frames_table(), collector.counters, **kwargs)
+    """A full rewrite of every map and the frames table."""
+    writer.write(take_update(collector, config, full=True, **kwargs))
 
 
 def test_layout_opens_on_the_maps_and_every_nxdata_has_its_axes(config, tmp_path):
@@ -113,15 +116,23 @@ def test_units_and_long_names(config, tmp_path):
 def test_counters_timing_and_exit_status(config, tmp_path):
     collector = measured(config, SCAN, [0])
     counters = RunCounters(received=12, processed=10, dropped=1, corrupt=1, late=2)
-    maps = collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
-    with ResultsWriter(tmp_path / "R.h5", config, SCAN) as writer:
-        writer.write(maps, collector.frames_table(), counters)
-        with h5py.File(tmp_path / "R.h5", "r") as f:
-            assert f["entry/process/exit_status"][()] == b"" and "timing" not in f["entry/process"]
+    update = replace(take_update(collector, config, full=True), counters=counters.as_dict())
+    timing_keys = ("latency_median_ms", "latency_p95_ms", "frame_mean_ms")
+    with ResultsWriter(tmp_path / "R.h5", config, SCAN, timing_keys=timing_keys) as writer:
+        writer.write(update)
+        with open_results(tmp_path / "R.h5") as f:  # open while written: a SWMR reader
+            assert f["entry/process/exit_status"][()] == b""
+            assert np.isnan(f["entry/process/timing/latency_median_ms"][()])  # made at creation, NaN until written
         timing = {"latency_median_ms": 12.5, "latency_p95_ms": 30.0, "frame_mean_ms": 4.0}
-        writer.write(maps, collector.frames_table(), counters, timing=timing, exit_status="abort")
+        writer.write(replace(update, timing=timing, exit_status="abort"))
         counters.received = 13
-        writer.write(maps, collector.frames_table(), counters, exit_status="")  # "" keeps the status
+        writer.write(replace(update, counters=counters.as_dict(), exit_status=""))  # "" keeps the status
+        with pytest.raises(ValueError, match="no timing figure 'other_ms'"):
+            writer.write(replace(update, timing={"other_ms": 1.0}))
+    with ResultsWriter(tmp_path / "offline.h5", config, SCAN) as writer:  # no timing_keys: no timing group
+        writer.write(update)
+    with h5py.File(tmp_path / "offline.h5", "r") as f:
+        assert "timing" not in f["entry/process"] and f["entry/process/received"][()] == 12
     with h5py.File(tmp_path / "R.h5", "r") as f:
         process = f["entry/process"]
         for key, value in counters.as_dict().items():
@@ -138,8 +149,7 @@ def test_set_scan_changes_the_map_axes_everywhere(config, tmp_path):
     with ResultsWriter(tmp_path / "R.h5", config, strip) as writer:
         write(writer, config, collector)
         collector.grow(6)
-        writer.set_scan(collector.scan)
-        write(writer, config, collector)
+        write(writer, config, collector)  # the update carries the grown scan
     with h5py.File(tmp_path / "R.h5", "r") as f:
         assert f["entry/scan/shape"][()].tolist() == [1, 6]
         assert f["entry/scan/x"].attrs["units"] == "point" and f["entry/scan/x"].attrs["long_name"] == "point point"
@@ -153,7 +163,7 @@ def test_final_write_sets_the_end_time(config, tmp_path):
     collector = measured(config, SCAN, [0])
     with ResultsWriter(tmp_path / "R.h5", config, SCAN) as writer:
         write(writer, config, collector)
-        with h5py.File(tmp_path / "R.h5", "r") as f:
+        with open_results(tmp_path / "R.h5") as f:
             assert f["entry/process/end_time"][()] == b""
         write(writer, config, collector, final=True)
     with h5py.File(tmp_path / "R.h5", "r") as f:
