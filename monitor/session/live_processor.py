@@ -244,8 +244,10 @@ class LiveProcessor:
         for the next); a final one never waits."""
         if not final and self._files.busy(run.writer):
             return
-        update = take_update(run.collector, self.config, final=final, timing=run.timing.as_dict(),
-                             exit_status=run.exit_status, stopped_by=stopped_by, error=error)
+        # after a failed write the file misses what that write held: rewrite it whole
+        update = take_update(run.collector, self.config, full=run.writer.stale, final=final,
+                             timing=run.timing.as_dict(), exit_status=run.exit_status, stopped_by=stopped_by,
+                             error=error)
         self._files.submit(run.writer, update)
         run.dirty_file = False
 

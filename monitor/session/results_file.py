@@ -111,6 +111,9 @@ class ResultsWriter:
 
     ``timing_keys``: the ``/entry/process/timing`` figures the run will write (ms; NaN until
     written); none: no ``timing`` group. Not thread-safe: one thread writes at a time.
+
+    :attr:`stale` is True after a failed write, until a ``full`` update succeeds: the failed
+    update's changes were taken from the collector, so the next update must hold everything.
     """
 
     def __init__(self, path: str | Path, config: NanomapsConfig, scan: RasterScan, *,
@@ -121,6 +124,7 @@ class ResultsWriter:
         self.scan = scan
         self.start_time = time.time()
         self._maps: list[h5py.Dataset] = []  # every map (resized together when the scan grows)
+        self.stale = False
         # made under a hidden name and renamed once in SWMR mode: a reader never meets the file
         # while it is open for plain writing (locked); the rename keeps the open file (POSIX)
         creating = self.path.with_name(f".{self.path.name}.creating-{os.getpid()}")
@@ -274,8 +278,18 @@ class ResultsWriter:
         """Write ``update`` (changed maps region, frames, counters, timing, status), then flush.
 
         Raises ValueError when the update does not fit the file (a scan that cannot grow into
-        the stored one, an unknown counter or timing figure).
+        the stored one, an unknown timing figure), OSError when HDF5 cannot write; either way
+        :attr:`stale` is then set.
         """
+        try:
+            self._write(update)
+        except BaseException:
+            self.stale = True
+            raise
+        if update.full:
+            self.stale = False
+
+    def _write(self, update: ResultsUpdate) -> None:
         process = self._file["entry/process"]
         unknown = sorted(set(update.timing) - set(process.get("timing", {})))
         if unknown:  # checked before anything is written: an update that does not fit changes nothing

@@ -24,6 +24,7 @@ class ResultsUpdate:
     ``new_frames`` are rows to append to the per-frame table; ``frames``, when given, is the
     whole table in slot order and replaces it (a final or full write). ``counters`` and
     ``timing`` (ms) replace the stored values; an empty string leaves its field as it is.
+    ``full``: it holds every map point and the whole table (it repairs a file after a failed write).
     """
 
     scan: RasterScan
@@ -37,6 +38,7 @@ class ResultsUpdate:
     stopped_by: str = ""
     error: str = ""
     final: bool = False
+    full: bool = False
 
 
 def take_update(collector: MapCollector, config: NanomapsConfig, *, full: bool = False, final: bool = False,
@@ -61,4 +63,4 @@ def take_update(collector: MapCollector, config: NanomapsConfig, *, full: bool =
                          new_frames=collector.frames_table(filled[:0] if whole else filled),
                          frames=collector.frames_table() if whole else None,
                          counters=collector.counters.as_dict(), timing=dict(timing or {}),
-                         exit_status=exit_status, stopped_by=stopped_by, error=error, final=final)
+                         exit_status=exit_status, stopped_by=stopped_by, error=error, final=final, full=full)
