@@ -31,6 +31,7 @@ READER = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     import h5py, numpy as np
+    import silx.io
     import silx.io.h5py_utils
 
     path, stop = Path(sys.argv[1]), Path(sys.argv[2])
@@ -40,7 +41,8 @@ READER = textwrap.dedent("""
     while True:
         last = stop.exists()  # the run has ended: one more read, of the closed file
         for how, opener in (("h5py swmr", lambda: h5py.File(path, "r", swmr=True)),
-                            ("silx", lambda: silx.io.h5py_utils.File(path))):
+                            ("silx", lambda: silx.io.h5py_utils.File(path)),
+                            ("silx view", lambda: silx.io.open(str(path)))):  # what `silx view` opens with
             try:
                 with opener() as f:
                     measured = int(np.isfinite(f["entry/results/intensity"][()]).sum())
@@ -91,7 +93,7 @@ def test_results_open_in_another_process_all_through_a_live_run(scan, tmp_path):
     result = json.loads(report)
     assert result["failures"] == []
     assert summary.counters.processed == N and summary.stopped_by == "series"
-    for how in ("h5py swmr", "silx"):
+    for how in ("h5py swmr", "silx", "silx view"):
         during = [m for h, m, _, _ in result["seen"] if h == how and m < N]
         assert len(during) >= 10, (how, during)     # opened at least 10 times while the scan ran
         assert during == sorted(during) and len(set(during)) >= 5, (how, during)  # and the map grew
