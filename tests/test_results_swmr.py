@@ -121,3 +121,55 @@ def test_results_open_in_another_process_all_through_a_live_run(scan, tmp_path):
             assert process[key][()] == value, key
         assert process["stopped_by"][()] == b"series" and process["end_time"][()].decode().endswith("+00:00")
         assert process["timing/latency_median_ms"][()] > 0
+
+
+# A writer in its own process: a results file written by ResultsWriter and held open (SWMR)
+# until a line comes on stdin.
+WRITER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from monitor.session.map_collector import MapCollector
+    from monitor.session.results_file import ResultsWriter
+    from monitor.session.results_update import take_update
+    from processors.config import load_config
+    from processors.frame_record import empty_records
+    from processors.process_batch import BatchResult
+
+    config = load_config(sys.argv[1])
+    collector = MapCollector(config.scan, tuple(p.name for p in config.peaks))
+    n = config.scan.n_frames // 2
+    recs = empty_records(n, len(config.peaks))
+    recs["series"], recs["frame"], recs["status"], recs["fit_status"] = 1, np.arange(n), 0, 0
+    recs["intensity"] = 100.0 + np.arange(n)
+    recs["params"] = [1.0, 1.07, 0.02, 178.0, 9.0, 0.5]
+    recs["params"][:, 1, 1] = 1.51   # 110 sits at sqrt(2) x 100
+    recs["params"][:, 2, 1] = 2.14
+    recs["errors"] = 0.01
+    recs["receive_time"] = 1000.0 + np.arange(n)
+    recs["done_time"] = recs["receive_time"] + 0.01
+    collector.add(BatchResult(recs))
+    with ResultsWriter(sys.argv[2], config, config.scan) as writer:
+        writer.write(take_update(collector, config))
+        print("written", flush=True)
+        sys.stdin.readline()
+""")
+
+
+def test_report_reads_a_results_file_while_another_process_writes_it(scan, tmp_path):
+    from monitor.report.figure_data import read_report_data
+
+    config, _ = scan
+    out = tmp_path / "R.h5"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(config.path), str(out)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "written", writer.stderr.read()[-2000:]
+        with pytest.raises(OSError, match="already open for write"):  # what a plain reader meets
+            h5py.File(out, "r")
+        data = read_report_data(out)
+        assert np.isfinite(data.intensity).sum() == N // 2
+    finally:
+        writer.communicate("\n", timeout=60)
+    assert writer.returncode == 0
+    with h5py.File(out, "r") as f:  # closed: a plain open works again
+        assert np.isfinite(f["entry/results/intensity"][()]).sum() == N // 2
