@@ -1,6 +1,6 @@
 """Issue 9: a beamtime that cannot go wrong silently.
 
-A failure of the receiver thread or of the raw recording ends with ``stopped_by = "error"``
+A failure of the receiver thread, of the raw recording or of a results-file write ends with ``stopped_by = "error"``
 in the summary and in every results file (``/entry/process/stopped_by``, ``error``), and
 ``nanomaps process`` exits non-zero. A full disk while recording stops the recording only:
 live processing goes on and every frame is processed.
@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 
 import h5py
+import numpy as np
 import pytest
 
 from monitor.cli.process import exit_status
 from monitor.session.live_processor import LiveOptions, LiveProcessor, LiveSummary
 from monitor.session.map_collector import RunCounters
+from monitor.session.results_file import ResultsWriter
 from processors.config import load_config
 from processors.demo_setup import write_demo_config
 from processors.simulate_scan import simulate_scan_file
@@ -108,6 +111,49 @@ def test_receiver_crash_is_an_error_not_the_end_of_the_series(scan, tmp_path, mo
     assert _end_of(tmp_path / "R.h5") == ("error", summary.error)
     assert any(r.levelno >= logging.ERROR and "receiver stopped" in r.getMessage() for r in caplog.records)
     assert exit_status(summary) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.allow_error_log
+def test_a_failed_results_write_is_an_error_and_loses_nothing(scan, tmp_path, monkeypatch, caplog):
+    """The writer thread's failure ends the session with "error" and exit 1; the next write
+    is a whole one, so the file still gets every frame and says what failed."""
+    config, master = scan
+    config = replace(config, monitor=replace(config.monitor, flush_interval_s=0.2))
+    real_write = ResultsWriter._write
+    calls = []
+
+    def write(self, update):
+        calls.append(update)
+        if len(calls) == 2:  # a periodic write in the middle of the run: its changes must not be lost
+            raise OSError(28, "No space left on device")
+        return real_write(self, update)
+
+    monkeypatch.setattr(ResultsWriter, "_write", write)
+    sender = StreamSender("tcp://127.0.0.1:*")
+    processor = LiveProcessor(config, LiveOptions(endpoint=sender.endpoint, out=tmp_path / "R.h5", workers=1,
+                                                  status=False))
+    summaries = []
+    live = threading.Thread(target=lambda: summaries.append(processor.run(threading.Event())), daemon=True)
+    live.start()
+    assert processor.ready.wait(120)  # frames come once the worker is ready, 10 a second: many writes
+    replayer = threading.Thread(target=replay_file, args=(master, sender), kwargs={"rate": 10.0}, daemon=True)
+    replayer.start()
+    try:
+        live.join(120)
+    finally:
+        replayer.join(30)
+        sender.close(linger_s=0)
+    (summary,) = summaries
+    assert len(calls) > 3 and not calls[1].final and calls[2].full  # after the failure: a whole rewrite
+    assert summary.stopped_by == "error" and summary.counters.processed == N
+    assert "writing results file" in summary.error and "No space left on device" in summary.error
+    assert any(r.levelno >= logging.ERROR and "No space left on device" in r.getMessage() for r in caplog.records)
+    assert exit_status(summary) == 1
+    assert _end_of(tmp_path / "R.h5") == ("error", summary.error)
+    with h5py.File(tmp_path / "R.h5", "r") as f:
+        assert len(f["entry/results/frames"]) == N
+        assert np.isfinite(f["entry/results/intensity"][()]).sum() == N
 
 
 @pytest.mark.slow

@@ -1,8 +1,10 @@
 """The results file as :class:`ResultsWriter` writes it (layout, units, counters, timing, status),
-and when the live loop rewrites and publishes it (:class:`OutputSchedule`)."""
+that writing only what changed gives the same file as a full rewrite, and when the live loop
+rewrites and publishes it (:class:`OutputSchedule`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import h5py
@@ -10,11 +12,12 @@ import numpy as np
 import pytest
 
 from monitor.session.map_collector import MapCollector, RunCounters
-from monitor.session.results_file import ResultsWriter
+from monitor.session.results_file import ResultsWriter, open_results
+from monitor.session.results_update import take_update
 from monitor.session.run_state import OutputSchedule
 from processors.config import load_config
 from processors.demo_setup import write_demo_config
-from processors.frame_record import FRAME_OK, PARAM_NAMES
+from processors.frame_record import FRAME_ALL_MASKED, FRAME_CORRUPT, FRAME_OK, PARAM_NAMES, empty_records
 from processors.process_batch import BatchResult
 from stream.raster_scan import RasterScan
 
@@ -42,8 +45,8 @@ def measured(config, scan: RasterScan, frames: list[int]) -> MapCollector:
 
 
 def write(writer: ResultsWriter, config, collector: MapCollector, **kwargs) -> None:
-    maps = collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
-    writer.write(maps, collector.frames_table(), collector.counters, **kwargs)
+    """A full rewrite of every map and the frames table."""
+    writer.write(take_update(collector, config, full=True, **kwargs))
 
 
 def test_layout_opens_on_the_maps_and_every_nxdata_has_its_axes(config, tmp_path):
@@ -113,15 +116,23 @@ def test_units_and_long_names(config, tmp_path):
 def test_counters_timing_and_exit_status(config, tmp_path):
     collector = measured(config, SCAN, [0])
     counters = RunCounters(received=12, processed=10, dropped=1, corrupt=1, late=2)
-    maps = collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
-    with ResultsWriter(tmp_path / "R.h5", config, SCAN) as writer:
-        writer.write(maps, collector.frames_table(), counters)
-        with h5py.File(tmp_path / "R.h5", "r") as f:
-            assert f["entry/process/exit_status"][()] == b"" and "timing" not in f["entry/process"]
+    update = replace(take_update(collector, config, full=True), counters=counters.as_dict())
+    timing_keys = ("latency_median_ms", "latency_p95_ms", "frame_mean_ms")
+    with ResultsWriter(tmp_path / "R.h5", config, SCAN, timing_keys=timing_keys) as writer:
+        writer.write(update)
+        with open_results(tmp_path / "R.h5") as f:  # open while written: a SWMR reader
+            assert f["entry/process/exit_status"][()] == b""
+            assert np.isnan(f["entry/process/timing/latency_median_ms"][()])  # made at creation, NaN until written
         timing = {"latency_median_ms": 12.5, "latency_p95_ms": 30.0, "frame_mean_ms": 4.0}
-        writer.write(maps, collector.frames_table(), counters, timing=timing, exit_status="abort")
+        writer.write(replace(update, timing=timing, exit_status="abort"))
         counters.received = 13
-        writer.write(maps, collector.frames_table(), counters, exit_status="")  # "" keeps the status
+        writer.write(replace(update, counters=counters.as_dict(), exit_status=""))  # "" keeps the status
+        with pytest.raises(ValueError, match="no timing figure 'other_ms'"):
+            writer.write(replace(update, timing={"other_ms": 1.0}))
+    with ResultsWriter(tmp_path / "offline.h5", config, SCAN) as writer:  # no timing_keys: no timing group
+        writer.write(update)
+    with h5py.File(tmp_path / "offline.h5", "r") as f:
+        assert "timing" not in f["entry/process"] and f["entry/process/received"][()] == 12
     with h5py.File(tmp_path / "R.h5", "r") as f:
         process = f["entry/process"]
         for key, value in counters.as_dict().items():
@@ -138,8 +149,7 @@ def test_set_scan_changes_the_map_axes_everywhere(config, tmp_path):
     with ResultsWriter(tmp_path / "R.h5", config, strip) as writer:
         write(writer, config, collector)
         collector.grow(6)
-        writer.set_scan(collector.scan)
-        write(writer, config, collector)
+        write(writer, config, collector)  # the update carries the grown scan
     with h5py.File(tmp_path / "R.h5", "r") as f:
         assert f["entry/scan/shape"][()].tolist() == [1, 6]
         assert f["entry/scan/x"].attrs["units"] == "point" and f["entry/scan/x"].attrs["long_name"] == "point point"
@@ -153,7 +163,7 @@ def test_final_write_sets_the_end_time(config, tmp_path):
     collector = measured(config, SCAN, [0])
     with ResultsWriter(tmp_path / "R.h5", config, SCAN) as writer:
         write(writer, config, collector)
-        with h5py.File(tmp_path / "R.h5", "r") as f:
+        with open_results(tmp_path / "R.h5") as f:
             assert f["entry/process/end_time"][()] == b""
         write(writer, config, collector, final=True)
     with h5py.File(tmp_path / "R.h5", "r") as f:
@@ -183,3 +193,108 @@ def test_snapshots_go_when_changed_and_every_two_seconds_anyway():
     assert schedule.snapshots_due([changed, quiet], now=0.25) == [changed] and changed.last_publish == 0.25
     assert schedule.snapshots_due([changed, quiet], now=2.1) == [changed, quiet]
     assert quiet.last_publish == 2.1
+
+
+# --- writing only what changed gives the file a full rewrite gives ------------------------
+
+
+def random_records(config, rng: np.random.Generator, frames: np.ndarray, series: int = 1) -> np.ndarray:
+    """Records of ``frames``: mostly good fits, some rejected fits, some corrupt or masked frames."""
+    recs = empty_records(frames.size, len(config.peaks))
+    recs["series"], recs["frame"] = series, frames
+    recs["status"] = rng.choice([FRAME_OK] * 8 + [FRAME_CORRUPT, FRAME_ALL_MASKED], frames.size)
+    recs["intensity"] = np.where(recs["status"] == FRAME_OK, rng.uniform(10, 1000, frames.size), np.nan)
+    recs["params"] = np.array([1.0, 1.07, 0.02, 178.0, 9.0, 0.5]) * rng.uniform(0.95, 1.05, recs["params"].shape)
+    recs["errors"] = rng.uniform(0.001, 0.01, recs["errors"].shape)
+    recs["fit_status"] = rng.choice([0, 0, 0, 1], recs["fit_status"].shape)
+    recs["receive_time"] = 1000.0 + rng.uniform(0, 100, frames.size)
+    recs["done_time"] = recs["receive_time"] + 0.01
+    return recs
+
+
+def file_contents(path) -> dict[str, object]:
+    """Every dataset value and attribute of a file by path (creation and end times left out)."""
+    out: dict[str, object] = {}
+
+    def visit(name, obj):
+        for key, value in obj.attrs.items():
+            out[f"{name}@{key}"] = value
+        if isinstance(obj, h5py.Dataset) and name not in ("entry/process/start_time", "entry/process/end_time"):
+            out[name] = obj[()]
+
+    with h5py.File(path, "r") as f:
+        visit("", f)
+        f.visititems(visit)
+    return out
+
+
+def assert_file_holds(path, config, collector: MapCollector) -> None:
+    """The file's maps and frames table are the collector's (NaN where not measured)."""
+    maps = collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
+    with open_results(path) as f:
+        results = f["entry/results"]
+        np.testing.assert_array_equal(results["intensity"][()], maps.intensity)
+        np.testing.assert_array_equal(results["frame_status"][()], maps.frame_status)
+        for peak, values in maps.spots.items():
+            for key, m in values.items():
+                np.testing.assert_array_equal(results[peak][key][()], m, err_msg=f"{peak}/{key}")
+        for key, m in maps.derived.items():
+            np.testing.assert_array_equal(results["derived"][key][()], m, err_msg=key)
+        assert sorted(results["frames"][()].tolist()) == sorted(collector.frames_table().tolist())
+        assert f["entry/process/received"][()] == collector.counters.received
+
+
+SCENARIOS = {
+    # name: (initial scan, [(frames to add, strip length to grow to before them)])
+    "snake, 2 frames per point, out of order with repeats": (
+        RasterScan((5, 7), snake=True, frames_per_point=2, step=(1.0, 0.5), motors=("y", "x")),
+        [(np.array([3, 0, 1, 2, 9]), None), (np.array([]), None), (np.array([30, 31, 4, 5, 5, 69]), None),
+         (np.arange(10, 30), None), (np.arange(32, 70)[::-1], None), (np.array([0, 7]), None)]),
+    "raster in order": (RasterScan((6, 3)), [(np.arange(0, 4), None), (np.arange(4, 11), None),
+                                             (np.arange(11, 18), None)]),
+    "strip that grows": (RasterScan((1, 4), motors=("", "point")),
+                         [(np.arange(0, 3), None), (np.arange(3, 9), 9), (np.array([]), 1500),
+                          (np.arange(9, 1400, 3), None), (np.arange(1400, 2100), 2100)]),
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_writing_only_changes_gives_the_file_a_full_rewrite_gives(config, tmp_path, scenario):
+    scan, steps = SCENARIOS[scenario]
+    names = tuple(p.name for p in config.peaks)
+    live, whole = MapCollector(scan, names), MapCollector(scan, names)
+    rng = np.random.default_rng(7)
+    with ResultsWriter(tmp_path / "changes.h5", config, scan) as writer:
+        for frames, grow_to in steps:
+            recs = random_records(config, rng, frames.astype(np.int64))
+            for collector in (live, whole):
+                if grow_to:
+                    collector.grow(grow_to)
+                collector.counters.received += frames.size
+                collector.add(BatchResult(recs.copy()))
+            writer.write(take_update(live, config))
+            assert_file_holds(tmp_path / "changes.h5", config, live)  # readable, and right, at every step
+        writer.write(take_update(live, config, final=True, stopped_by="series"))
+    with ResultsWriter(tmp_path / "full.h5", config, scan) as writer:
+        writer.write(take_update(whole, config, full=True, final=True, stopped_by="series"))
+    assert_file_holds(tmp_path / "changes.h5", config, live)
+    with h5py.File(tmp_path / "changes.h5", "r") as f:  # after the run the table is in slot order again
+        np.testing.assert_array_equal(f["entry/results/frames"][()], live.frames_table())
+    changes, full = file_contents(tmp_path / "changes.h5"), file_contents(tmp_path / "full.h5")
+    assert changes.keys() == full.keys()
+    for key, value in full.items():
+        np.testing.assert_array_equal(changes[key], value, err_msg=key)
+        assert np.asarray(changes[key]).dtype == np.asarray(value).dtype, key
+
+
+def test_an_update_carries_only_the_rows_touched_and_the_new_frames(config):
+    """The cost of a write grows with the new frames: a region around them, not the map."""
+    scan = RasterScan((20, 10))
+    collector = measured(config, scan, list(range(0, 30)))
+    take_update(collector, config)
+    collector.add(BatchResult(random_records(config, np.random.default_rng(1), np.arange(31, 44))))
+    update = take_update(collector, config)
+    assert (update.region.row0, update.region.row1) == (3, 5) and update.maps.intensity.shape == (2, 10)
+    assert update.new_frames["frame"].tolist() == list(range(31, 44)) and update.frames is None
+    nothing = take_update(collector, config)
+    assert nothing.region is None and nothing.maps is None and nothing.new_frames.size == 0

@@ -14,6 +14,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from monitor.session.results_file import open_results
+
 __all__ = ["MapAxis", "ReportData", "ReportError", "WilliamsonHallPeak", "pearson", "read_report_data",
            "williamson_hall_median_fit"]
 
@@ -233,7 +235,7 @@ def read_report_data(results_path: str | Path, peak: str | None = None) -> Repor
     if path.is_dir():
         raise ReportError(f"{str(path)!r} is a directory; give the path of a results.h5 file")
     try:
-        f = h5py.File(path, "r")
+        f = open_results(path)  # also while a live run still writes it (SWMR)
     except OSError as exc:
         raise ReportError(f"cannot open {str(path)!r} as HDF5 ({exc}); give a results.h5 written by `nanomaps process` or `nanomaps reprocess`") from exc
     with f:

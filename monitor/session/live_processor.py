@@ -8,9 +8,10 @@ images are bounded: when the compressed frames waiting or in flight exceed
 (``dropped``), never silently. The main thread asks the :class:`RunRouter` which run
 (map) each series and frame belongs to, batches frames still compressed
 (:class:`Batcher`: by count, or by age so a slow scan is not delayed), feeds the
-:class:`BatchRunner`, places results by ``(series, frame)``, and rewrites each run's
-results file at least once per second (:class:`OutputSchedule`), so it is valid after
-Ctrl-C or SIGTERM.
+:class:`BatchRunner`, places results by ``(series, frame)``, and at least once per second
+hands each run's changes to the results writer thread (:class:`ResultsWriterThread`,
+:class:`OutputSchedule`), which writes them into the file, readable during the run (SWMR)
+and complete after Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from monitor.session.frame_views import frame_view
 from monitor.session.map_collector import MapCollector, RunCounters, count_records
 from monitor.session.receiver_thread import RECEIVER_DONE, ReceiverThread, RecentFrames
 from monitor.session.results_file import ResultsWriter
+from monitor.session.results_update import take_update
+from monitor.session.results_writer_thread import ResultsWriterThread
 from monitor.session.run_router import (
     DocumentTimedOut,
     Event,
@@ -135,6 +138,7 @@ class LiveProcessor:
         self._batcher: Batcher[ProcessingSetup, EncodedFrame] = Batcher(config.executor.batch_size,
                                                                          config.stream.batch_timeout_s)
         self._series_done = 0
+        self._files = ResultsWriterThread()  # writes every run's results file, off this loop
 
     def _open(self, config: NanomapsConfig, options: LiveOptions) -> None:
         """Check the config and outputs, take the sockets and shared memory; raises on a user's mistake."""
@@ -224,7 +228,7 @@ class LiveProcessor:
         cfg = self.config
         writer = ResultsWriter(plan.out, cfg, scan, inputs=(self.options.endpoint,),
                                poni_text=self.base_setup.poni_text, run_uid=plan.uid, parent_uid=plan.parent,
-                               geometry=plan.geometry)
+                               geometry=plan.geometry, timing_keys=tuple(StageTiming().as_dict()))
         run = RunState(plan, MapCollector(scan, tuple(p.name for p in cfg.peaks), {}), writer)
         self.runs[plan.uid] = run
         self._state[plan] = run
@@ -246,12 +250,16 @@ class LiveProcessor:
         return None if plan is None else self._state[plan]
 
     def _write_run(self, run: RunState, final: bool = False, *, stopped_by: str = "", error: str = "") -> None:
-        cfg = self.config
-        run.writer.set_scan(run.collector.scan)
-        maps = run.collector.result_maps(cfg.peaks, cfg.derived, cfg.williamson_hall_peaks)
-        run.writer.write(maps, run.collector.frames_table(), run.collector.counters, final=final,
-                         timing=run.timing.as_dict(), exit_status=run.exit_status, stopped_by=stopped_by,
-                         error=error)
+        """Hand ``run``'s changes since its last write to the writer thread. A periodic write
+        waits while the previous one is still being written (the changes stay in the collector
+        for the next); a final one never waits."""
+        if not final and self._files.busy(run.writer):
+            return
+        # after a failed write the file misses what that write held: rewrite it whole
+        update = take_update(run.collector, self.config, full=run.writer.stale, final=final,
+                             timing=run.timing.as_dict(), exit_status=run.exit_status, stopped_by=stopped_by,
+                             error=error)
+        self._files.submit(run.writer, update)
         run.dirty_file = False
 
     def _publish(self, run: RunState) -> None:
@@ -456,7 +464,8 @@ class LiveProcessor:
         finally:
             self._stop_receiving.set()
             self._intake.join(timeout=10)
-            error = "; ".join(self._intake.errors)
+            self._files.wait()  # a failed results write so far is this session's error too
+            error = "; ".join(self._intake.errors + self._files.errors)
             if error:  # loud: the summary, the exit status and every results file say so
                 stopped_by = "error"
             runner.close()
@@ -465,13 +474,19 @@ class LiveProcessor:
                 first = self._router.ensure_run()
                 if first is not None:
                     self._new_run(first.run, first.scan)
+            failed_before = len(self._files.errors)
             for run in self.runs.values():
                 run.done = True
                 if not run.closed:
                     self._write_run(run, final=True, stopped_by=stopped_by, error=error)
                     self._publish(run)
+            self._files.close()  # every final write is complete before its file closes
+            for run in self.runs.values():
+                if not run.closed:
                     run.writer.close()
                     run.closed = True
+            if len(self._files.errors) > failed_before:  # a final write failed: the summary still says so
+                stopped_by, error = "error", "; ".join(self._intake.errors + self._files.errors)
             status.update(status_text(self.counters, self.timing.percentiles(), 0, runner.in_flight, self.backlog_bytes),
                           force=True)
             status.close()

@@ -27,6 +27,10 @@ from stream.raster_scan import RasterScan
 
 log = logging.getLogger(__name__)
 
+#: One row of the per-frame table (``/entry/results/frames``); times in s since the epoch.
+FRAMES_TABLE_DTYPE = np.dtype([("series", "<i8"), ("frame", "<i8"), ("row", "<i8"), ("col", "<i8"),
+                               ("receive_time", "<f8"), ("done_time", "<f8"), ("status", "<i4")])
+
 
 @dataclass
 class RunCounters:
@@ -73,6 +77,27 @@ def count_records(c: RunCounters, recs: np.ndarray) -> None:
 
 
 @dataclass(frozen=True)
+class MapRegion:
+    """A rectangle of a map: rows ``row0:row1``, columns ``col0:col1`` (ends exclusive)."""
+
+    row0: int
+    row1: int
+    col0: int
+    col1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.row1 - self.row0, self.col1 - self.col0)
+
+    @classmethod
+    def around(cls, rows: np.ndarray, cols: np.ndarray) -> MapRegion | None:
+        """The smallest rectangle holding every ``(rows[i], cols[i])``; None when there are none."""
+        if rows.size == 0:
+            return None
+        return cls(int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1)
+
+
+@dataclass(frozen=True)
 class ResultMaps:
     """All maps of a run, ``[rows, cols]``; see :mod:`monitor.session.results_file` for the layout."""
 
@@ -107,6 +132,8 @@ class MapCollector:
         self._shifts: dict[int, list[tuple[int, int]]] = {}
         # records no slot would take (yet): an event may still place them (counted meanwhile)
         self._parked: dict[tuple[int, int], tuple[np.void, str]] = {}
+        self._filled: list[np.ndarray] = []  # slots filled since the last take_filled(), in fill order
+        self._moved = False                   # placed records moved or removed since take_moved()
 
     def grow(self, n_frames: int) -> None:
         """Make room for ``n_frames`` frames in a 1-D strip (a scan of unknown geometry)."""
@@ -152,6 +179,18 @@ class MapCollector:
         fresh &= ~seen
         c.duplicate += int(slot.size - fresh.sum())
         self.records[slot[fresh]] = recs[fresh]
+        self._filled.append(slot[fresh])
+
+    def take_moved(self) -> bool:
+        """Whether placed records moved or were removed (events placed frames) since the last call."""
+        moved, self._moved = self._moved, False
+        return moved
+
+    def take_filled(self) -> np.ndarray:
+        """Slots (int64, fill order) filled since the last call: what a results file must add."""
+        filled = np.concatenate(self._filled) if self._filled else np.zeros(0, dtype=np.int64)
+        self._filled = []
+        return filled.astype(np.int64, copy=False)
 
     def place_by_event(self, series: int, frame: int, slot: int) -> None:
         """The run's events put frame ``frame`` of ``series`` at ``slot`` (0 ≤ slot < n_frames).
@@ -187,6 +226,8 @@ class MapCollector:
             return
         moving = rec[again].copy()
         rec[again] = empty_records(1, len(self.peak_names))[0]
+        self._filled.append(np.flatnonzero(again))  # vacated: the file must show them unmeasured
+        self._moved = True
         for r in moving[np.argsort(moving["frame"], kind="stable")]:
             self._put(r)
         if changed:
@@ -218,6 +259,7 @@ class MapCollector:
         inside = 0 <= slot < self.scan.n_frames
         if inside and self._claimed.get(slot, key) == key and self.records["status"][slot] == FRAME_NOT_MEASURED:
             self.records[slot] = r
+            self._filled.append(np.array([slot], dtype=np.int64))
             return
         counted_as = ("outside_scan" if not inside else "repeated_point" if self._claimed.get(slot, key) != key
                       else "duplicate")
@@ -229,22 +271,33 @@ class MapCollector:
             self._parked[key] = (r.copy(), counted_as)
 
     # --- maps ------------------------------------------------------------------------
-    def _per_point(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Point-ordered records ``(n_points, fpp)`` and the (row, col) of each point."""
+    def _per_point(self, region: MapRegion | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Records ``(n, fpp)`` of the points in ``region`` (all: point order) and their (row, col)
+        relative to the region's corner."""
         fpp = self.scan.frames_per_point
-        points = self.records.reshape(self.scan.n_points, fpp)
-        rows, cols = self.scan.points_of(np.arange(self.scan.n_points) * fpp)
-        return points, rows, cols
+        per_point = self.records.reshape(self.scan.n_points, fpp)
+        if region is None:
+            rows, cols = self.scan.points_of(np.arange(self.scan.n_points) * fpp)
+            return per_point, rows, cols
+        n_cols = self.scan.shape[1]
+        rows, cols = np.meshgrid(np.arange(region.row0, region.row1), np.arange(region.col0, region.col1),
+                                 indexing="ij")
+        rows, cols = rows.ravel(), cols.ravel()
+        # a snake scan's odd rows run backwards: the inverse of RasterScan.points_of
+        along = np.where(self.scan.snake & (rows % 2 == 1), n_cols - 1 - cols, cols)
+        return per_point[rows * n_cols + along], rows - region.row0, cols - region.col0
 
     def result_maps(self, peaks: tuple[PeakConfig, ...], derived: DerivedConfig,
-                    wh_peaks: tuple[str, ...]) -> ResultMaps:
+                    wh_peaks: tuple[str, ...], region: MapRegion | None = None) -> ResultMaps:
         """Maps of every fitted quantity, errors, statuses and derived quantities.
 
         With several frames per point, a point shows the mean of its frames' accepted
-        fits and the sum of their intensities.
+        fits and the sum of their intensities. ``region``: only that rectangle of the map
+        (maps of its shape); every value depends on its own point only, so a region's maps
+        equal the same cut of the whole maps.
         """
-        points, rows, cols = self._per_point()
-        shape = self.scan.shape
+        points, rows, cols = self._per_point(region)
+        shape = self.scan.shape if region is None else region.shape
 
         def place(values: np.ndarray, fill=np.nan, dtype=np.float64) -> np.ndarray:
             out = np.full(shape, fill, dtype=dtype)
@@ -284,14 +337,13 @@ class MapCollector:
         return ResultMaps(intensity=place(intensity), frame_status=place(frame_status, FRAME_NOT_MEASURED, np.int32),
                           spots=spots, derived=derived_out)
 
-    def frames_table(self) -> np.ndarray:
-        """Per-frame table: series, frame, row, col, receive/done times, status (measured frames)."""
+    def frames_table(self, slots: np.ndarray | None = None) -> np.ndarray:
+        """Per-frame table: series, frame, row, col, receive/done times, status; one row per
+        measured frame in slot order, or per slot of ``slots`` (in their order)."""
         rec = self.records
-        measured = rec["status"] != FRAME_NOT_MEASURED
-        idx = np.flatnonzero(measured)
+        idx = np.flatnonzero(rec["status"] != FRAME_NOT_MEASURED) if slots is None else np.asarray(slots)
         rows, cols = self.scan.points_of(idx)
-        table = np.zeros(idx.size, dtype=[("series", "<i8"), ("frame", "<i8"), ("row", "<i8"), ("col", "<i8"),
-                                          ("receive_time", "<f8"), ("done_time", "<f8"), ("status", "<i4")])
+        table = np.zeros(idx.size, dtype=FRAMES_TABLE_DTYPE)
         table["series"] = rec["series"][idx]
         table["frame"] = rec["frame"][idx]
         table["row"], table["col"] = rows, cols

@@ -25,6 +25,7 @@ from monitor.session.batch_runner import BatchRunner
 from monitor.session.map_collector import MapCollector, RunCounters
 from monitor.session.progress import progress_bar
 from monitor.session.results_file import ResultsWriter
+from monitor.session.results_update import take_update
 from processors.config import NanomapsConfig
 from processors.frame_processor import FrameProcessor
 from processors.processing_setup import ProcessingSetup
@@ -138,9 +139,9 @@ def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | 
             return stop is not None and stop.is_set()
 
         def checkpoint(final: bool = False) -> None:
-            maps = collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
-            writer.write(maps, collector.frames_table(), collector.counters, final=final,
-                         stopped_by="signal" if final and interrupted else "")
+            """Write what changed since the last checkpoint (the file is readable meanwhile: SWMR)."""
+            writer.write(take_update(collector, config, final=final,
+                                     stopped_by="signal" if final and interrupted else ""))
 
         interrupted = False
         to_process = min(total, scan.n_frames)

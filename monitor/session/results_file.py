@@ -16,12 +16,19 @@ Layout (design §5)::
     /entry/process               NXprocess: program, version, config and PONI text, times, counters,
                                  run_uid, parent_uid, geometry, exit_status, timing/ (this run's)
 
-Every write replaces the map contents in place and flushes, so the file is valid
-whenever it is closed or the process stops between writes.
+The file is written in HDF5 SWMR mode (single writer, multiple readers): every group,
+dataset and attribute it will ever hold is made when it is created, then SWMR starts and
+each write only changes values inside existing datasets (maps and axes are chunked and
+resized when a strip grows; the frames table is appended to) and flushes. So a reader
+may open it at any time during a run with ``h5py.File(p, "r", swmr=True)`` (or
+:func:`open_results`, or ``silx view``), and it is complete whenever the writer is closed.
+Strings written after SWMR starts (``end_time``, ``exit_status``, ``stopped_by``, ``error``)
+are fixed-length UTF-8 (:data:`STRING_BYTES`): SWMR cannot write variable-length strings.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -30,7 +37,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from monitor.session.map_collector import ResultMaps, RunCounters
+from monitor.session.map_collector import FRAMES_TABLE_DTYPE, MapCollector, RunCounters
+from monitor.session.results_update import ResultsUpdate
 from processors.config import NanomapsConfig
 from processors.frame_record import FRAME_STATUS_NAMES
 from stream.output_path import OutputPathError, check_output_file
@@ -50,6 +58,12 @@ LONG_NAMES = {
 }
 
 
+#: Size in bytes of the string fields written during a run (longer text is cut at a character).
+STRING_BYTES = {"end_time": 64, "exit_status": 64, "stopped_by": 64, "error": 4096}
+#: Frames table rows per chunk (it grows by appending).
+FRAMES_CHUNK = 4096
+
+
 def nanomaps_version() -> str:
     try:
         return metadata.version("nanomaps")
@@ -61,23 +75,79 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()
 
 
+def _fixed(text: str, size: int) -> bytes:
+    """``text`` as UTF-8 in at most ``size`` bytes, cut at a character boundary."""
+    return text.encode("utf-8")[:size].decode("utf-8", errors="ignore").encode("utf-8")
+
+
+def _map_chunks(shape: tuple[int, int], itemsize: int) -> tuple[int, int]:
+    """Chunks of whole rows (~64 KiB), so a write of the rows just measured touches few chunks;
+    a 1-D strip (one row, grows) gets fixed 1024-point chunks."""
+    rows, cols = shape
+    if rows == 1:
+        return (1, 1024)
+    cols_c = max(1, min(cols, 65536 // itemsize))
+    return (max(1, min(rows, 65536 // (itemsize * cols_c))), cols_c)
+
+
+def open_results(path: str | Path) -> h5py.File:
+    """Open a results file for reading, also while a run still writes it (SWMR reader).
+
+    A plain open fails on a file open for SWMR writing ("already open for write"); a SWMR
+    open of a closed file works too but is tried second, so a finished file opens as usual.
+    """
+    try:
+        return h5py.File(path, "r")
+    except OSError as plain:
+        try:
+            return h5py.File(path, "r", swmr=True)
+        except OSError:
+            raise plain from None
+
+
 class ResultsWriter:
-    """Creates ``path`` with the static parts; :meth:`write` (re)writes maps and counters."""
+    """Creates ``path`` with every dataset it will hold, switches to SWMR, then :meth:`write`
+    writes :class:`ResultsUpdate` s into them.
+
+    ``timing_keys``: the ``/entry/process/timing`` figures the run will write (ms; NaN until
+    written); none: no ``timing`` group. Not thread-safe: one thread writes at a time.
+
+    :attr:`stale` is True after a failed write, until a ``full`` update succeeds: the failed
+    update's changes were taken from the collector, so the next update must hold everything.
+    """
 
     def __init__(self, path: str | Path, config: NanomapsConfig, scan: RasterScan, *,
                  inputs: tuple[str, ...] = (), poni_text: str = "", setup_id: str = "", run_uid: str = "",
-                 parent_uid: str = "", geometry: str = "config") -> None:
+                 parent_uid: str = "", geometry: str = "config", timing_keys: tuple[str, ...] = ()) -> None:
         self.path = check_output_file(path, what="results file")
         self.config = config
-        self.scan: RasterScan | None = None
+        self.scan = scan
         self.start_time = time.time()
+        self._maps: list[h5py.Dataset] = []  # every map (resized together when the scan grows)
+        self.stale = False
+        # made under a hidden name and renamed once in SWMR mode: a reader never meets the file
+        # while it is open for plain writing (locked); the rename keeps the open file (POSIX)
+        creating = self.path.with_name(f".{self.path.name}.creating-{os.getpid()}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = h5py.File(self.path, "w")
-        except OSError as exc:  # e.g. the file is open (locked) in another program
+            # v110 is the oldest file format SWMR works with (readers need HDF5 >= 1.10)
+            self._file = h5py.File(creating, "w", libver=("v110", "latest"))
+        except OSError as exc:
             raise OutputPathError(f"results file {self.path}: cannot create it ({exc}). "
-                                  "Fix: close it in other programs, or choose another name") from None
-        f = self._file
+                                  "Fix: choose another folder or name") from None
+        try:
+            self._create(inputs, poni_text, setup_id, run_uid, parent_uid, geometry, timing_keys)
+            self._file.flush()
+            self._file.swmr_mode = True
+            os.replace(creating, self.path)
+        except BaseException:
+            self._file.close()
+            creating.unlink(missing_ok=True)
+            raise
+
+    # --- layout: everything before SWMR --------------------------------------------------
+    def _create(self, inputs, poni_text, setup_id, run_uid, parent_uid, geometry, timing_keys) -> None:
+        config, f = self.config, self._file
         f.attrs["default"] = "entry"  # NeXus: silx and friends open the maps directly
         entry = f.create_group("entry")
         entry.attrs["NX_class"] = "NXentry"
@@ -86,8 +156,7 @@ class ResultsWriter:
         results.attrs["NX_class"] = "NXdata"
         results.attrs["signal"] = "intensity"
         results.attrs["axes"] = ["y", "x"]
-        scan_group = entry.create_group("scan")
-        scan_group.attrs["NX_class"] = "NXcollection"
+        self._create_scan(entry.create_group("scan"))
         process = entry.create_group("process")
         process.attrs["NX_class"] = "NXprocess"
         process.create_dataset("program", data="nanomaps")
@@ -101,28 +170,50 @@ class ResultsWriter:
         process.create_dataset("parent_uid", data=parent_uid)    # the run a rescan was drawn on
         process.create_dataset("geometry", data=geometry)        # where the map shape came from
         process.create_dataset("start_time", data=_iso(self.start_time))
-        process.create_dataset("end_time", data="")
-        process.create_dataset("exit_status", data="")  # the bluesky run's: success / abort / fail
-        process.create_dataset("stopped_by", data="")   # live: series, signal, idle or error (set at the end)
-        process.create_dataset("error", data="")        # what failed, when stopped_by is "error"
+        # end_time; exit_status: the bluesky run's (success / abort / fail); stopped_by (live: series,
+        # signal, idle or error, set at the end); error: what failed when stopped_by is "error"
+        for name, size in STRING_BYTES.items():
+            process.create_dataset(name, shape=(), dtype=h5py.string_dtype("utf-8", size))
         process.create_dataset("status_codes", data=[f"{k}: {v}" for k, v in sorted(FRAME_STATUS_NAMES.items())])
-        self._write_scan(scan)
-        f.flush()
+        for key in RunCounters().as_dict():
+            process.create_dataset(key, data=np.int64(0))
+        if timing_keys:
+            group = process.create_group("timing")
+            group.attrs["NX_class"] = "NXcollection"
+            for key in timing_keys:
+                ds = group.create_dataset(key, data=np.float64(np.nan))
+                if key.endswith("_ms"):
+                    ds.attrs["units"] = "ms"
+        results.create_dataset("frames", shape=(0,), maxshape=(None,), dtype=FRAMES_TABLE_DTYPE, chunks=(FRAMES_CHUNK,))
+        # the maps of an empty 1 × 1 scan give every map's name, dtype and "not measured" value
+        template = MapCollector(RasterScan((1, 1)), tuple(p.name for p in config.peaks)).result_maps(
+            config.peaks, config.derived, config.williamson_hall_peaks)
+        self._new_map(results, "intensity", template.intensity, "counts")
+        self._new_map(results, "frame_status", template.frame_status)
+        for peak in config.peaks:
+            g = self._nxdata(results, peak.name, "amplitude")
+            if peak.hkl is not None:
+                g.attrs["hkl"] = np.asarray(peak.hkl, dtype=np.int64)
+            else:
+                g.attrs["superlattice"] = np.asarray(peak.superlattice, dtype=np.int64)
+            g.attrs["q_window"] = np.asarray(peak.q)
+            g.attrs["chi_window"] = np.asarray(peak.chi)
+            for key, values in template.spots[peak.name].items():
+                self._new_map(g, key, values, UNITS.get(key.removesuffix("_error")) if key != "status" else None)
+        d = self._nxdata(results, "derived", "size" if "size" in template.derived
+                         else next(iter(template.derived), "size"))
+        d.attrs["scherrer_k"] = config.derived.scherrer_k
+        d.attrs["williamson_hall_peaks"] = list(config.williamson_hall_peaks) or [""]
+        for key, values in template.derived.items():
+            self._new_map(d, key, values, UNITS.get(key, "1" if key.startswith("strain_") else None))
 
-    def _write_scan(self, scan: RasterScan) -> None:
-        """Scan description and map axes; every NXdata group links the axes."""
-        group = self._file["entry/scan"]
-        for name in ("x", "y", "shape", "snake", "frames_per_point", "motors"):
-            if name in group:
-                del group[name]
-        positions = scan.axis_positions()
-        if positions is None:
-            y, x = np.arange(scan.shape[0], dtype=np.float64), np.arange(scan.shape[1], dtype=np.float64)
-            units = "point"
-        else:
-            (y, x), units = positions, "um"
+    def _create_scan(self, group: h5py.Group) -> None:
+        """Scan description and map axes (resizable: a strip grows); every NXdata links the axes."""
+        scan = self.scan
+        group.attrs["NX_class"] = "NXcollection"
+        y, x, units = self._axes(scan)
         for name, values, motor in (("y", y, scan.motors[0]), ("x", x, scan.motors[1])):
-            ds = group.create_dataset(name, data=values)
+            ds = group.create_dataset(name, data=values, maxshape=(None,), chunks=(1024,))
             ds.attrs["units"] = units
             ds.attrs["long_name"] = motor if units == "um" else f"{motor} point"
         group.create_dataset("shape", data=np.asarray(scan.shape, dtype=np.int64))
@@ -130,35 +221,31 @@ class ResultsWriter:
         group.create_dataset("frames_per_point", data=scan.frames_per_point)
         group.create_dataset("motors", data=list(scan.motors))
         results = self._file["entry/results"]
-        for nxdata in [results] + [g for g in results.values() if isinstance(g, h5py.Group)]:
-            for name in ("y", "x"):
-                if name in nxdata:
-                    del nxdata[name]
-                nxdata[name] = group[name]  # hard link: every NXdata carries its axes
-        self.scan = scan
+        results["y"], results["x"] = group["y"], group["x"]  # hard links
 
-    def set_scan(self, scan: RasterScan) -> None:
-        """The map grew or its geometry became known (e.g. a 1-D strip of unknown length)."""
-        if scan != self.scan:
-            self._write_scan(scan)
-            self._file.flush()
+    @staticmethod
+    def _axes(scan: RasterScan) -> tuple[np.ndarray, np.ndarray, str]:
+        """Row and column axes (µm when the step is known, else point index) and their units."""
+        positions = scan.axis_positions()
+        if positions is None:
+            return np.arange(scan.shape[0], dtype=np.float64), np.arange(scan.shape[1], dtype=np.float64), "point"
+        (y, x), units = positions, "um"
+        return y, x, units
 
-    def _put(self, group: h5py.Group, name: str, data: np.ndarray, units: str | None = None) -> None:
-        if name in group and group[name].shape == data.shape and group[name].dtype == data.dtype:
-            group[name][...] = data
-            return
-        if name in group:
-            del group[name]
-        ds = group.create_dataset(name, data=data, chunks=True if data.ndim else None)
+    def _new_map(self, group: h5py.Group, name: str, template: np.ndarray, units: str | None = None) -> None:
+        """A ``[rows, cols]`` map dataset filled with ``template``'s "not measured" value."""
+        shape = self.scan.shape
+        ds = group.create_dataset(name, shape=shape, maxshape=(None, None), dtype=template.dtype,
+                                  chunks=_map_chunks(shape, template.dtype.itemsize),
+                                  fillvalue=template.flat[0])
         if units:
             ds.attrs["units"] = units
         base = name.removesuffix("_error")
         if base in LONG_NAMES:
             ds.attrs["long_name"] = LONG_NAMES[base] + (" (standard error)" if name.endswith("_error") else "")
+        self._maps.append(ds)
 
     def _nxdata(self, parent: h5py.Group, name: str, signal: str) -> h5py.Group:
-        if name in parent:
-            return parent[name]
         g = parent.create_group(name)
         g.attrs["NX_class"] = "NXdata"
         g.attrs["signal"] = signal
@@ -167,49 +254,78 @@ class ResultsWriter:
         g["x"] = self._file["entry/scan/x"]
         return g
 
-    def write(self, maps: ResultMaps, frames: np.ndarray, counters: RunCounters, *, final: bool = False,
-              timing: dict[str, float] | None = None, exit_status: str = "", stopped_by: str = "",
-              error: str = "") -> None:
-        """Write all maps, the frames table, counters and timing (``/entry/process/timing``), then flush.
+    # --- writes: values into existing datasets only (SWMR) --------------------------------
+    def _set_scan(self, scan: RasterScan) -> None:
+        """Resize maps and axes to ``scan`` (a strip grew, or rows were added: old points keep
+        their place); anything else would move points or change attributes, which SWMR forbids."""
+        old = self.scan
+        if (scan.snake, scan.frames_per_point, scan.motors) != (old.snake, old.frames_per_point, old.motors) \
+                or (scan.axis_positions() is None) != (old.axis_positions() is None) \
+                or (old.shape[0] > 1 and scan.shape[1] != old.shape[1]):
+            raise ValueError(f"results file {self.path}: the scan changed from {old} to {scan}; "
+                             "only a strip (or more rows) can grow while the file is written")
+        group = self._file["entry/scan"]
+        y, x, _ = self._axes(scan)
+        for name, values in (("y", y), ("x", x)):
+            group[name].resize(values.shape)
+            group[name][...] = values
+        group["shape"][...] = np.asarray(scan.shape, dtype=np.int64)
+        for ds in self._maps:
+            ds.resize(scan.shape)
+        self.scan = scan
 
-        ``timing``: this run's figures (ms); ``exit_status``: how its bluesky run ended;
-        ``stopped_by``/``error``: how the live session ended (given with the final write).
+    def write(self, update: ResultsUpdate) -> None:
+        """Write ``update`` (changed maps region, frames, counters, timing, status), then flush.
+
+        Raises ValueError when the update does not fit the file (a scan that cannot grow into
+        the stored one, an unknown timing figure), OSError when HDF5 cannot write; either way
+        :attr:`stale` is then set.
         """
-        results = self._file["entry/results"]
-        self._put(results, "intensity", maps.intensity, "counts")
-        self._put(results, "frame_status", maps.frame_status)
-        self._put(results, "frames", frames)
-        for peak in self.config.peaks:
-            g = self._nxdata(results, peak.name, "amplitude")
-            if peak.hkl is not None:
-                g.attrs["hkl"] = np.asarray(peak.hkl, dtype=np.int64)
-            else:
-                g.attrs["superlattice"] = np.asarray(peak.superlattice, dtype=np.int64)
-            g.attrs["q_window"] = np.asarray(peak.q)
-            g.attrs["chi_window"] = np.asarray(peak.chi)
-            for key, values in maps.spots[peak.name].items():
-                self._put(g, key, values, UNITS.get(key.removesuffix("_error")) if key != "status" else None)
-        d = self._nxdata(results, "derived", "size" if "size" in maps.derived else next(iter(maps.derived), "size"))
-        d.attrs["scherrer_k"] = self.config.derived.scherrer_k
-        d.attrs["williamson_hall_peaks"] = list(self.config.williamson_hall_peaks) or [""]
-        for key, values in maps.derived.items():
-            self._put(d, key, values, UNITS.get(key, "1" if key.startswith("strain_") else None))
+        try:
+            self._write(update)
+        except BaseException:
+            self.stale = True
+            raise
+        if update.full:
+            self.stale = False
+
+    def _write(self, update: ResultsUpdate) -> None:
         process = self._file["entry/process"]
-        counters_dict = counters.as_dict()
-        for key, value in counters_dict.items():
-            self._put(process, key, np.asarray(value, dtype=np.int64))
-        if timing:
-            group = process.require_group("timing")
-            group.attrs["NX_class"] = "NXcollection"
-            for key, value in timing.items():
-                self._put(group, key, np.asarray(value, dtype=np.float64), "ms" if key.endswith("_ms") else None)
-        for name, value in (("exit_status", exit_status), ("stopped_by", stopped_by), ("error", error)):
-            if value and process[name][()].decode() != value:
-                del process[name]
-                process.create_dataset(name, data=value)
-        if final:
-            del process["end_time"]
-            process.create_dataset("end_time", data=_iso(time.time()))
+        unknown = sorted(set(update.timing) - set(process.get("timing", {})))
+        if unknown:  # checked before anything is written: an update that does not fit changes nothing
+            raise ValueError(f"results file {self.path}: no timing figure {unknown[0]!r} was made at creation")
+        if update.scan != self.scan:
+            self._set_scan(update.scan)
+        results = self._file["entry/results"]
+        if update.maps is not None and update.region is not None:
+            r = update.region
+            cut = (slice(r.row0, r.row1), slice(r.col0, r.col1))
+            results["intensity"][cut] = update.maps.intensity
+            results["frame_status"][cut] = update.maps.frame_status
+            for peak, values in update.maps.spots.items():
+                for key, m in values.items():
+                    results[peak][key][cut] = m
+            for key, m in update.maps.derived.items():
+                results["derived"][key][cut] = m
+        frames = results["frames"]
+        if update.frames is not None:
+            frames.resize((len(update.frames),))
+            if len(update.frames):
+                frames[...] = update.frames.astype(FRAMES_TABLE_DTYPE, copy=False)
+        elif len(update.new_frames):
+            n = frames.shape[0]
+            frames.resize((n + len(update.new_frames),))
+            frames[n:] = update.new_frames.astype(FRAMES_TABLE_DTYPE, copy=False)
+        for key, value in update.counters.items():
+            process[key][()] = np.int64(value)
+        for key, value in update.timing.items():
+            process["timing"][key][()] = np.float64(value)
+        for name in ("exit_status", "stopped_by", "error"):
+            value = getattr(update, name)
+            if value:
+                process[name][()] = _fixed(value, STRING_BYTES[name])
+        if update.final:
+            process["end_time"][()] = _fixed(_iso(time.time()), STRING_BYTES["end_time"])
         self._file.flush()
 
     def close(self) -> None:
