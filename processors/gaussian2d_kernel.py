@@ -41,8 +41,13 @@ from processors.frame_record import (
     N_PARAMS,
 )
 
-# No nnan/ninf: the NaN/inf checks on inputs and results must keep working.
-_FASTMATH = {"contract", "reassoc", "arcp", "nsz", "afn"}
+# Strict IEEE arithmetic, no fast-math flags: a frame's fit must be bit-identical whichever
+# worker runs it. With "reassoc"/"contract" LLVM may order reductions and fuse multiply-adds
+# differently each time it compiles a function, and the code a process runs depends on
+# whether it compiled the kernels itself or loaded numba's cache (and on what it compiled
+# before): the same window fitted in two processes differed by up to ~40 ulp. Reductions
+# that must vectorize are written elementwise over an array (see _prepare) instead.
+_FASTMATH = False
 
 K4LN2 = 4.0 * math.log(2.0)
 
@@ -370,12 +375,12 @@ def _select(a, n: int, k: int) -> float:
 
 
 @nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
-def _prepare(sums, counts, C, S, bq, bp, BS, BC, rs, rc) -> tuple:
+def _prepare(sums, counts, C, S, bq, bp, BS, BC, rs, rc, rm) -> tuple:
     """Copy the valid bins into C, S (empty or non-finite bins → 0) and sum them per block.
 
     A bin is valid when counts > 0 and both values are finite: an empty bin (possibly
-    holding pyFAI's 0 or a NaN) must weigh nothing. ``rs``, ``rc`` are [nchi] scratch.
-    Returns (n_bins, Σ counts, Σ sums, Σ sums²/counts).
+    holding pyFAI's 0 or a NaN) must weigh nothing. ``rs``, ``rc``, ``rm`` are [nchi]
+    scratch. Returns (n_bins, Σ counts, Σ sums, Σ sums²/counts).
     """
     nq, nchi = sums.shape
     nbq, nbp = BS.shape
@@ -387,7 +392,9 @@ def _prepare(sums, counts, C, S, bq, bp, BS, BC, rs, rc) -> tuple:
         for j in range(nchi):
             rs[j] = 0.0
             rc[j] = 0.0
-        # Branch-free so that the loop vectorizes; NaN compares false.
+            rm[j] = 0.0
+        # Branch-free so that the loop vectorizes; NaN compares false. Σ sums²/counts goes
+        # per column into rm: a scalar float reduction would not vectorize without reassoc.
         for i in range(bi * bq, min((bi + 1) * bq, nq)):
             for j in range(nchi):
                 c = counts[i, j]
@@ -400,7 +407,9 @@ def _prepare(sums, counts, C, S, bq, bp, BS, BC, rs, rc) -> tuple:
                 rs[j] += s
                 rc[j] += c
                 n_bins += 1 if ok else 0
-                sm2 += s * s / (c if ok else 1.0)
+                rm[j] += s * s / (c if ok else 1.0)
+        for j in range(nchi):
+            sm2 += rm[j]
         for bj in range(nbp):
             bs = 0.0
             bc = 0.0
@@ -747,8 +756,8 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
     d = vec[9]
     tmp = vec[10]
 
-    n_bins, n_pix, s_tot, sm2 = _prepare(sums, counts, C, S, bq, bp, BS, BC, prof[:nchi],
-                                         prof[nchi:2 * nchi])
+    # Y is free until the first model evaluation.
+    n_bins, n_pix, s_tot, sm2 = _prepare(sums, counts, C, S, bq, bp, BS, BC, Y[0], Y[1], Y[2])
     if n_bins < max(min_bins, N_PARAMS + 1):
         return FIT_TOO_FEW_BINS
     if not (math.isfinite(s_tot) and math.isfinite(sm2)):
