@@ -502,3 +502,75 @@ def test_monitor_opens_with_a_running_queue_server(server, tmp_path):
     proc = _monitor("--queue-server", qs.control_addr, "--screenshot", str(shot), "--seconds", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert shot.exists() and "Traceback" not in proc.stderr
+
+
+# ---- an encrypted control socket: the public key in [bluesky] queue_server_public_key ---------------
+def config_with_key(folder: Path, key: str | None) -> Path:
+    """The demo config (its PONI by absolute path) with ``[bluesky] queue_server_public_key`` when given."""
+    text = DEMO_CONFIG.read_text(encoding="utf-8").replace(
+        'poni = "eiger1m_demo.poni"', f'poni = "{DEMO_CONFIG.with_name("eiger1m_demo.poni").as_posix()}"')
+    if key is not None:
+        text += f'\n[bluesky]\nqueue_server_public_key = "{key}"\n'
+    path = folder / "cfg.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_public_key_in_the_config_is_checked(tmp_path):
+    from bluesky_queueserver import generate_zmq_keys
+
+    from processors.config import ConfigError
+
+    public, _ = generate_zmq_keys()
+    assert load_config(config_with_key(tmp_path, public)).bluesky.queue_server_public_key == public
+    assert load_config(config_with_key(tmp_path, None)).bluesky.queue_server_public_key is None
+    with pytest.raises(ConfigError, match="queue_server_public_key.*39 characters.*has 40"):
+        load_config(config_with_key(tmp_path, public[:-1]))
+    with pytest.raises(ConfigError, match=r"characters '~' are not z85"):
+        load_config(config_with_key(tmp_path, public[:-1] + "~"))
+    with pytest.raises(ValueError, match="queue server public key: 3 characters"):
+        QueueServerRunner("tcp://127.0.0.1:60615", zmq_public_key="abc")
+
+
+def test_an_encrypted_queue_server_answers_only_with_its_public_key(tmp_path, monkeypatch):
+    from bluesky_queueserver import generate_zmq_keys
+
+    from monitor.bluesky.queue_server_runner import QueueServerTimeout
+
+    monkeypatch.delenv("QSERVER_ZMQ_PUBLIC_KEY", raising=False)  # the API would take the key from there
+    public, private = generate_zmq_keys()
+    qs = QueueServer(tmp_path, private_key=private)
+    runners = []
+
+    def runner(**kw) -> QueueServerRunner:
+        runners.append(QueueServerRunner(qs.control_addr, zmq_info_addr=qs.info_addr, **kw))
+        return runners[-1]
+
+    try:
+        keyed = runner(zmq_public_key=public)
+        qs.wait_ready(keyed)
+        keyed.check()
+        assert keyed.status()["manager_state"] == "idle" and not keyed.busy
+        assert "encryption enabled" in qs.manager_log.read_text(errors="replace")
+
+        without = runner(request_timeout_s=0.5)
+        with pytest.raises(QueueServerTimeout, match=r"If it encrypts its control socket, give its public key "
+                                                     r"\(\[bluesky\] queue_server_public_key\)"):
+            without.check()
+        wrong = runner(zmq_public_key=generate_zmq_keys()[0], request_timeout_s=0.5)
+        with pytest.raises(QueueServerTimeout, match="Is the public key .* the one of this server"):
+            wrong.status()
+
+        # end to end: `nanomaps monitor` takes the key from its config
+        shot = tmp_path / "monitor.png"
+        opened = _monitor("--queue-server", qs.control_addr, "--config", str(config_with_key(tmp_path, public)),
+                          "--screenshot", str(shot), "--seconds", "1")
+        assert opened.returncode == 0, opened.stderr[-3000:]
+        refused = _monitor("--queue-server", qs.control_addr, "--config", str(config_with_key(tmp_path, None)),
+                           "--screenshot", str(shot), "--seconds", "1")
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "give its public key" in refused.stderr
+    finally:
+        for made in runners:
+            made.close()
+        qs.close()
