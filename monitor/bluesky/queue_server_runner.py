@@ -282,7 +282,7 @@ class QueueServerRunner:
         is stopped, as after any abort: they start it again). Returns what was done, in
         one line for the user.
         """
-        removed = self._remove_ours()
+        waiting = self._remove_ours()
         deadline = time.monotonic() + self.timeout_s
         paused_by_us: str | None = None
         aborted: str | None = None
@@ -299,8 +299,8 @@ class QueueServerRunner:
                     # our pause reached the next plan, someone else's, after ours had ended: undo it
                     self._quietly(self._api.re_resume)
                 break
-            if state == "idle" or (state == "executing_queue" and running and not ours):
-                break  # nothing runs, or a plan of someone else: not ours to stop
+            if state != "executing_queue" or (running and not ours):
+                break  # no plan runs (idle, or a task, or the environment opens), or someone else's
             if state == "executing_queue" and ours and status["re_state"] == "running" \
                     and not status["pause_pending"]:
                 # fails harmlessly if the plan ended meanwhile; retried while a plan is about to start
@@ -310,11 +310,12 @@ class QueueServerRunner:
                 raise QueueServerTimeout(f"queue server {self.zmq_control_addr} stayed {state!r} for "
                                          f"{self.timeout_s:g} s; could not abort")
             time.sleep(0.05)
-        removed += self._remove_ours()  # the re-queued copy of the aborted item
+        self._remove_ours()  # the re-queued copy of the aborted item
+        removed = f"{waiting} queued scan(s) of ours removed"
         if aborted is not None:
-            return f"aborted scan {aborted}" + (f"; {removed - 1} queued scan(s) of ours removed" if removed > 1 else "")
+            return f"aborted scan {aborted}" + (f"; {removed}" if waiting else "")
         others = f"; the running plan {running} was not submitted here and goes on" if running and not ours else ""
-        return f"no scan of ours was running; {removed} queued scan(s) of ours removed" + others
+        return f"no scan of ours was running; {removed}" + others
 
     @property
     @_names_the_address("ask whether a scan runs")
