@@ -66,6 +66,7 @@ class LimitedAxis(SynAxis):
 
     @property
     def limits(self):
+        """(low, high) µm; (0, 0), ophyd's "none", when none were given (and then every move is refused)."""
         return _limits.get(self.name, (0.0, 0.0))
 
     def set(self, value, **kwargs):
@@ -91,9 +92,9 @@ det = SynGauss("det", piezo_x, "piezo_x", center=8.0, Imax=1000.0, sigma=4.0, la
     },
 })
 def grid_scan(detectors, *args, snake_axes: bool = False, md: typing.Optional[dict] = None):  # noqa: UP007
-    # md is annotated so that the server leaves its strings alone: unannotated parameters have
-    # every device name in them replaced by the device (e.g. "piezo_y" in nanomaps_request)
     """bluesky.plans.grid_scan after checking every motor's start…stop against its limits (µm)."""
+    # md is annotated so that the server leaves its strings alone: in unannotated parameters it
+    # replaces every device name by the device (e.g. "piezo_y" in nanomaps_request)
     if len(args) % 4:
         raise ValueError(f"grid_scan takes motor, start, stop, num per axis; got {len(args)} arguments")
     for i in range(0, len(args), 4):
