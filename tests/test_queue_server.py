@@ -440,40 +440,6 @@ def test_abort_leaves_the_plans_and_items_of_other_clients_alone(server):
         other_client.close()
 
 
-def test_rescan_and_abort_from_the_monitor_window(server, qtbot):
-    """The window on the real queue server: the dialog submits, "Abort scan" aborts it, both off the Qt thread."""
-    from PySide6 import QtCore
-    from test_monitor_gui import known_snapshot, publish_until  # a map with x 10…24.5, y −3…6.5 µm
-
-    from monitor.gui.monitor_window import MonitorWindow
-    from monitor.links.snapshot_link import SnapshotPublisher, SnapshotSubscriber
-
-    _, runner, _ = server
-    publisher = SnapshotPublisher("tcp://127.0.0.1:*")
-    feed = SnapshotSubscriber(publisher.endpoint)
-    window = MonitorWindow(feed, None, runner, RULES, refresh_hz=20)
-    try:
-        window.show()
-        publish_until(qtbot, publisher, known_snapshot(), lambda: window.map_view.current_run == "scan-1")
-        dialog = window.open_rescan(QtCore.QRectF(QtCore.QPointF(10.0, 0.0), QtCore.QPointF(16.0, 6.0)))
-        dialog.slow_step.setValue(0.06)
-        dialog.fast_step.setValue(0.06)
-        assert dialog.request().shape == (101, 101)
-        with qtbot.waitSignal(dialog.submitted, timeout=15000) as submitted:
-            dialog.accept()
-        uid = submitted.args[0]
-        runner.wait_running(uid, timeout=30)
-        qtbot.mouseClick(window.abort_button, QtCore.Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: window.message.startswith("abort requested"), timeout=15000)
-        assert window.message == f"abort requested: aborted scan {uid}"
-        assert runner.item_result(uid)["exit_status"] == "aborted"
-        assert runner.api.queue_get()["items"] == [] and not runner.busy
-    finally:
-        window.close()
-        feed.close()
-        publisher.close()
-
-
 # ---- addresses: every error names the address; a dead one is refused before the window opens --------
 def test_check_accepts_the_running_server(server):
     _, runner, _ = server
