@@ -164,9 +164,27 @@ DEFAULT_DETECTOR = "eiger"  # the simulated EIGER's ophyd name in the demo (moni
 @dataclass(frozen=True)
 class BlueskyConfig:
     """``[bluesky]``: the ophyd name of the detector whose stream is processed; a run whose start
-    document lists ``detectors`` without it opens no map and takes no series."""
+    document lists ``detectors`` without it opens no map and takes no series.
+
+    ``queue_server_public_key``: the queue server's public 0MQ CURVE key (z85, 40
+    characters) when its control socket is encrypted; None when it is not."""
 
     detector: str = DEFAULT_DETECTOR
+    queue_server_public_key: str | None = None
+
+
+#: The z85 alphabet (ZeroMQ RFC 32): CURVE keys are 32 bytes written as 40 of these characters.
+_Z85 = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
+
+
+def check_z85_key(key: str) -> str:
+    """Why ``key`` is not a 0MQ CURVE key in z85 text ("" when it is one)."""
+    if len(key) != 40:
+        return f"{len(key)} characters; a 0MQ key in z85 has 40 (qserver-zmq-keys prints a pair)"
+    bad = sorted(set(key) - _Z85)
+    if bad:
+        return f"characters {''.join(bad)!r} are not z85; copy the key as qserver-zmq-keys printed it"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -383,8 +401,15 @@ def parse_config(text: str, path: str | Path = "<config>") -> NanomapsConfig:
 
     b = _Table(data.get("bluesky", {}), "[bluesky]", source)
     bluesky = BlueskyConfig(detector=b.get("detector", "str", DEFAULT_DETECTOR,
-                                           fix=f'detector = "{DEFAULT_DETECTOR}" (the ophyd name in start documents)'))
+                                           fix=f'detector = "{DEFAULT_DETECTOR}" (the ophyd name in start documents)'),
+                            queue_server_public_key=b.get("queue_server_public_key", "str", None,
+                                                          fix='queue_server_public_key = "<40 z85 characters>"'))
     b.finish()
+    if bluesky.queue_server_public_key is not None:
+        problem = check_z85_key(bluesky.queue_server_public_key)
+        if problem:
+            raise b.error("queue_server_public_key", problem, "give the public key the queue server's "
+                          "administrator got from qserver-zmq-keys (never the private one)")
     if not bluesky.detector.strip():
         raise b.error("detector", "empty name", "give the detector's ophyd name as start documents list it, "
                       f'e.g. detector = "{DEFAULT_DETECTOR}"')

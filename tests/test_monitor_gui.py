@@ -738,7 +738,8 @@ def test_abort_stops_a_long_scan(qtbot, publisher, make_window, make_runner, cap
     publish_until(qtbot, publisher, known_snapshot(), lambda: window.map_view.current_run == "scan-1")
     dialog = window.open_rescan(QtCore.QRectF(QtCore.QPointF(10.0, -3.0), QtCore.QPointF(19.75, 6.75)))
     assert dialog.request().shape == (40, 40)
-    dialog.accept()
+    with qtbot.waitSignal(dialog.submitted):
+        dialog.accept()
     job_id = dialog.submitted_id
     runner.wait_started(job_id, timeout=10)
     assert runner.busy
@@ -748,12 +749,76 @@ def test_abort_stops_a_long_scan(qtbot, publisher, make_window, make_runner, cap
     assert time.monotonic() - t0 < 5
     assert outcome.exit_status == "abort" and not runner.busy
     assert outcome.stop["num_events"].get("primary", 0) < 1600
-    assert window.message == "abort requested"
+    qtbot.waitUntil(lambda: window.message == "abort requested")
     ours = [r.getMessage() for r in caplog.records if r.name == "monitor.bluesky.run_engine_runner"]
     assert ours == [f"run {outcome.run_uid[:8]} ended: aborted by the user"]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], \
         [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "Traceback" not in capsys.readouterr().err
+
+
+def _beats(interval_ms: int = 20) -> tuple[QtCore.QTimer, list[float]]:
+    """A QTimer noting when it fires: gaps in the list are times the Qt event loop was blocked."""
+    times: list[float] = []
+    beat = QtCore.QTimer()
+    beat.setInterval(interval_ms)
+    beat.timeout.connect(lambda: times.append(time.monotonic()))
+    beat.start()
+    return beat, times
+
+
+def _longest_gap(times: list[float], since: float, until: float) -> float:
+    marks = [since] + [t for t in times if since <= t <= until] + [until]
+    return float(np.max(np.diff(marks)))
+
+
+def test_an_unreachable_queue_server_never_freezes_the_window(qtbot, publisher, make_window):
+    """A real QueueServerRunner where nothing listens: submit and abort each wait its 1.5 s request
+    timeout in the worker thread while the event loop goes on; the error reaches dialog and window."""
+    import socket
+
+    from monitor.bluesky.queue_server_runner import QueueServerRunner
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    runner = QueueServerRunner(address, request_timeout_s=1.5)
+    try:
+        window = make_window(publisher.endpoint, runner=runner, refresh_hz=20)
+        publish_until(qtbot, publisher, known_snapshot(), lambda: window.map_view.current_run == "scan-1")
+        dialog = window.open_rescan(QtCore.QRectF(QtCore.QPointF(11.0, -2.0), QtCore.QPointF(13.0, -1.0)))
+        ok = dialog.buttons.button(QtWidgets.QDialogButtonBox.StandardButton.Ok)
+        beat, times = _beats()
+
+        t0 = time.monotonic()
+        with qtbot.waitSignal(dialog.refused, timeout=15000) as refused:
+            dialog.accept()
+            assert time.monotonic() - t0 < 0.5                       # returned at once
+            assert dialog.submitting and dialog.message == "submitting the rescan…" and not ok.isEnabled()
+            assert window.runner_calls.pending == 1
+            dialog.accept()                                          # a second click queues nothing
+            assert window.runner_calls.pending == 1
+        t1 = time.monotonic()
+        assert t1 - t0 >= 1.4                                        # the request did wait its timeout ...
+        assert _longest_gap(times, t0, t1) < 0.5                     # ... while the event loop ran
+        text = refused.args[0]
+        assert text.startswith(f"rescan not submitted: QueueServerTimeout: queue server {address} did not "
+                               "answer within 1.5 s")
+        assert dialog.isVisible() and not dialog.submitting and ok.isEnabled() and dialog.submitted_id is None
+        assert window.message == text and "b00020" in window.message_label.styleSheet()
+
+        t0 = time.monotonic()
+        qtbot.mouseClick(window.abort_button, L)
+        assert time.monotonic() - t0 < 0.5
+        assert window.message == "aborting…" and not window.abort_button.isEnabled()
+        qtbot.waitUntil(lambda: window.message.startswith("abort failed"), timeout=15000)
+        t1 = time.monotonic()
+        assert t1 - t0 >= 1.4 and _longest_gap(times, t0, t1) < 0.5
+        assert f"QueueServerTimeout: queue server {address} did not answer" in window.message
+        assert window.abort_button.isEnabled() and window.runner_calls.pending == 0
+        beat.stop()
+    finally:
+        runner.close()
 
 
 # ---- screenshot ---------------------------------------------------------------------------

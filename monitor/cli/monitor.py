@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_connect_address(args.connect, what="--connect")
         check_connect_address(frames_endpoint, what="--frames")
-        rules = load_config(args.config).rescan if args.config else RescanConfig(limits={})
+        config = load_config(args.config) if args.config else None
+        rules = config.rescan if config else RescanConfig(limits={})
     except (ConfigError, ValueError) as exc:  # AddressError is a ValueError
         print(f"nanomaps monitor: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         # checked before the window opens: a wrong address would otherwise surface at the first rescan
         from monitor.bluesky.queue_server_runner import QueueServerError, QueueServerRunner
         try:
-            runner = QueueServerRunner(args.queue_server)
+            runner = QueueServerRunner(args.queue_server,
+                                       zmq_public_key=config.bluesky.queue_server_public_key if config else None)
             runner.check()
         except (QueueServerError, ValueError) as exc:
             print(f"nanomaps monitor: {exc}", file=sys.stderr)

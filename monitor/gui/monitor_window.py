@@ -2,7 +2,9 @@
 
 Data arrive in the :class:`~monitor.links.snapshot_link.SnapshotSubscriber`'s own thread; this
 window only reads its newest snapshots from a QTimer (``refresh_hz``), so a fast
-publisher never floods the GUI and a silent one never blocks it.
+publisher never floods the GUI and a silent one never blocks it. The scan runner is
+called in a worker thread (:class:`~monitor.gui.runner_calls.RunnerCalls`), so a slow or
+unreachable queue server never blocks it either.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from monitor.bluesky.plan_runner import PlanRunner
 from monitor.gui.frame_inspector import FrameInspector
 from monitor.gui.map_view import MapView
 from monitor.gui.rescan_dialog import RescanDialog
+from monitor.gui.runner_calls import RunnerCalls
 from monitor.gui.status_panel import StatusPanel
 from monitor.links.frame_link import FrameClient
 from monitor.links.snapshot_link import SnapshotSubscriber
@@ -31,7 +34,8 @@ class MonitorWindow(QtWidgets.QMainWindow):
     rescans and abort are disabled. The window does not own ``feed``, ``frames`` or
     ``runner``: whoever created them closes them (after :meth:`close`). The status
     line and progress bar describe the run the map shows. ``closed`` is emitted when
-    the window closes.
+    the window closes. Runner calls (the dialog's submit, abort) run in ``runner_calls``'
+    worker thread; their outcome reaches the status bar message.
     """
 
     closed = QtCore.Signal()
@@ -45,6 +49,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self.runner = runner
         self.rescan_rules = rescan_rules
         self.rescan_dialog: RescanDialog | None = None
+        self.runner_calls = RunnerCalls(self)
         self.ticks = 0
         self.setWindowTitle(f"nanomaps monitor — {feed.endpoint}")
 
@@ -135,7 +140,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
             return None
         if self.rescan_dialog is not None:
             self.rescan_dialog.close()
-        dialog = RescanDialog(snap, rect, self.rescan_rules, self.runner, self)
+        dialog = RescanDialog(snap, rect, self.rescan_rules, self.runner, self, calls=self.runner_calls)
         dialog.refused.connect(lambda text: self.show_message(text, error=True))
         dialog.submitted.connect(lambda sid, _req: self.show_message(f"rescan submitted ({sid})"))
         self.rescan_dialog = dialog
@@ -143,17 +148,26 @@ class MonitorWindow(QtWidgets.QMainWindow):
         return dialog
 
     def abort(self) -> None:
-        """Abort the running scan (runner.abort()); failures are shown, never raised."""
+        """Abort the running scan: ``runner.abort()`` in the worker thread; the outcome is shown, never raised.
+
+        Returns at once ("aborting…"); the button is disabled until the runner answered.
+        """
         if self.runner is None:
             self.show_message("no scan runner connected: nothing to abort", error=True)
             return
-        try:
-            self.runner.abort()
-        except Exception as exc:  # the operator must see that the abort did not go through
-            log.warning("abort failed", exc_info=True)
-            self.show_message(f"abort failed: {type(exc).__name__}: {exc}", error=True)
-            return
-        self.show_message("abort requested")
+        self.abort_button.setEnabled(False)
+        self.show_message("aborting…")
+        self.runner_calls.call(self.runner.abort, self._on_aborted, self._on_abort_failed)
+
+    def _on_aborted(self, said: str | None) -> None:
+        self.abort_button.setEnabled(True)
+        self.show_message(f"abort requested: {said}" if said else "abort requested")
+
+    def _on_abort_failed(self, exc: BaseException) -> None:
+        # the operator must see that the abort did not go through
+        self.abort_button.setEnabled(True)
+        log.warning("abort failed: %s: %s", type(exc).__name__, exc)
+        self.show_message(f"abort failed: {type(exc).__name__}: {exc}", error=True)
 
     def save_screenshot(self, path: str | Path) -> Path:
         """Render the window (works offscreen) into an image file; returns the path."""
@@ -168,5 +182,6 @@ class MonitorWindow(QtWidgets.QMainWindow):
         if self.rescan_dialog is not None:
             self.rescan_dialog.close()
         self.inspector.close_worker()
+        self.runner_calls.close()  # waits for a call in flight, bounded by the runner's timeouts
         super().closeEvent(event)
         self.closed.emit()

@@ -1,7 +1,9 @@
 """A rectangle drawn on a map → a finer grid scan over it, checked against ``[rescan]``, submitted.
 
 The dialog is prefilled from the rectangle (motor ranges, half the map's step) and stays
-open with the reason when the request is refused; nothing is submitted then.
+open with the reason when the request is refused; nothing is submitted then. The runner
+is called in a worker thread (:class:`~monitor.gui.runner_calls.RunnerCalls`): a slow or
+unreachable queue server shows "submitting…" while the window goes on.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from PySide6 import QtCore, QtWidgets
 
 from monitor.bluesky.plan_runner import GridScanRequest, PlanRunner, RescanRefused, check_rescan
 from monitor.gui.map_view import map_step
+from monitor.gui.runner_calls import RunnerCalls
 from monitor.links.map_snapshot import MapSnapshot
 from processors.config import RescanConfig
 
@@ -57,18 +60,25 @@ class RescanDialog(QtWidgets.QDialog):
 
     Non-modal: the window calls ``show()``; tests call :meth:`request` and
     :meth:`accept` directly. Signals: ``submitted(id, GridScanRequest)`` and
-    ``refused(message)`` (also shown in the dialog, which then stays open).
+    ``refused(message)`` (also shown in the dialog, which then stays open); both come
+    after :meth:`accept` returned when the request went to the runner, whose ``submit``
+    runs in ``calls``' worker thread (the window's, shared with its abort; the dialog
+    makes its own when none is given).
     """
 
     submitted = QtCore.Signal(str, object)
     refused = QtCore.Signal(str)
 
     def __init__(self, snapshot: MapSnapshot, rect: QtCore.QRectF, rules: RescanConfig,
-                 runner: PlanRunner | None, parent: QtWidgets.QWidget | None = None) -> None:
+                 runner: PlanRunner | None, parent: QtWidgets.QWidget | None = None, *,
+                 calls: RunnerCalls | None = None) -> None:
         super().__init__(parent)
         self.snapshot = snapshot
         self.rules = rules
         self.runner = runner
+        self._own_calls = calls is None
+        self.calls = RunnerCalls(self) if calls is None else calls
+        self.submitting = False
         self.submitted_id: str | None = None
         self.setWindowTitle(f"Rescan a region of {snapshot.run}")
         first = rescan_request(snapshot, rect)
@@ -142,7 +152,12 @@ class RescanDialog(QtWidgets.QDialog):
         self.message_label.show()
 
     def accept(self) -> None:
-        """Check the request against ``[rescan]``; submit it or show why not (dialog stays open)."""
+        """Check the request against ``[rescan]``; submit it (in the worker) or show why not (dialog stays open).
+
+        Returns at once; ``submitted`` or ``refused`` follows when the runner answered.
+        """
+        if self.submitting:
+            return  # one submission at a time: a second click must not queue the scan twice
         request = self.request()
         try:
             if self.runner is None:
@@ -151,15 +166,37 @@ class RescanDialog(QtWidgets.QDialog):
         except RescanRefused as exc:
             self._refuse(f"rescan refused: {exc}")
             return
-        try:
-            self.submitted_id = str(self.runner.submit(request))
-        except Exception as exc:  # a runner failure is the user's to see; the window goes on
-            log.warning("rescan submission failed", exc_info=True)
-            self._refuse(f"rescan not submitted: {type(exc).__name__}: {exc}")
-            return
-        self._show(f"rescan submitted ({self.submitted_id})", error=False)
-        self.submitted.emit(self.submitted_id, request)
+        self._set_submitting(True)
+        self._show("submitting the rescan…", error=False)
+        runner = self.runner
+        self.calls.call(lambda: runner.submit(request),
+                        lambda uid: self._on_submitted(str(uid), request), self._on_submit_failed)
+
+    def _on_submitted(self, uid: str, request: GridScanRequest) -> None:
+        self._set_submitting(False)
+        self.submitted_id = uid
+        self._show(f"rescan submitted ({uid})", error=False)
+        self.submitted.emit(uid, request)
         super().accept()
+
+    def _on_submit_failed(self, exc: BaseException) -> None:
+        # a runner failure is the user's to see; the window goes on
+        self._set_submitting(False)
+        log.warning("rescan submission failed: %s: %s", type(exc).__name__, exc)
+        if isinstance(exc, RescanRefused):
+            self._refuse(f"rescan refused: {exc}")
+        else:
+            self._refuse(f"rescan not submitted: {type(exc).__name__}: {exc}")
+
+    def _set_submitting(self, submitting: bool) -> None:
+        self.submitting = submitting
+        self.buttons.button(QtWidgets.QDialogButtonBox.StandardButton.Ok).setEnabled(not submitting)
+
+    def done(self, result: int) -> None:
+        # a dialog with its own worker stops it when it closes (waits for a call in flight)
+        if self._own_calls:
+            self.calls.close()
+        super().done(result)
 
     def _refuse(self, text: str) -> None:
         self._show(text, error=True)
