@@ -185,6 +185,7 @@ def test_a_mixed_beamtime_gives_every_eiger_run_its_own_right_map(source, tmp_pa
     eiger_runs = ["snake", "raster", "fails", "line", "odd", "paused", "rescan"]
     assert sorted(files) == sorted(uids[r] for r in eiger_runs)  # the counts got no file
     assert len(summary.results) == EIGER_RUNS
+    true_q0 = frames.sample.truth.spot((1, 0, 0))["q0"]
 
     for name in eiger_runs:
         uid = uids[name]
@@ -213,11 +214,20 @@ def test_a_mixed_beamtime_gives_every_eiger_run_its_own_right_map(source, tmp_pa
         for e in events:
             row, col = scan.points_of(np.array([e["seq_num"] - 1]))
             assert placed[e["data"]["eiger_image_number"]] == (int(row[0]), int(col[0])), (name, e["seq_num"])
-        # the fits follow the sample: on the crystal a peak is fitted, off it none
-        agree = [np.isfinite(q0[placed[e["data"]["eiger_image_number"]]])
-                 == frames.sample.on_crystal_at(e["data"]["piezo_y"], e["data"]["piezo_x"])
-                 for e in events if "piezo_y" in e["data"]]
+        # the fits follow the sample: on the crystal a peak is fitted, off it none; and they
+        # match the truth at the sample point each event's motor positions say the beam was on
+        agree, q0_error = [], []
+        for e in events:
+            if "piezo_y" not in e["data"]:
+                continue
+            y, x = e["data"]["piezo_y"], e["data"]["piezo_x"]
+            fitted = q0[placed[e["data"]["eiger_image_number"]]]
+            agree.append(np.isfinite(fitted) == frames.sample.on_crystal_at(y, x))
+            i, j = frames.sample.point_at(y, x)
+            if i >= 0 and np.isfinite(fitted) and np.isfinite(true_q0[i, j]):
+                q0_error.append(abs(fitted - true_q0[i, j]))
         assert not agree or np.mean(agree) >= 0.9, (name, np.mean(agree))
+        assert not q0_error or np.median(q0_error) < 1e-3, (name, np.median(q0_error))
 
     assert len(events_of(docs, uids["fails"])) == 7
     paused = events_of(docs, uids["paused"])
