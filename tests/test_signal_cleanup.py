@@ -337,6 +337,54 @@ def test_a_pool_worker_killed_mid_series_loses_no_frame_and_leaves_nothing(scan,
         assert int(f["entry/process/processed"][()]) == n
 
 
+@pytest.mark.slow
+@pytest.mark.allow_error_log
+def test_a_dask_worker_killed_mid_series_loses_no_frame(scan, tmp_path):
+    """Kill one worker of a Dask cluster while frames flow: Dask reruns its tasks elsewhere, no frame is lost."""
+    from distributed import LocalCluster
+
+    config, sim = scan
+    n = SHAPE[0] * SHAPE[1]
+    ours = {p for p in descendants(os.getpid()) if "spawn_main" in cmdline(p)}  # e.g. pools of other tests
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        dask_workers = {p for p in descendants(os.getpid()) if "spawn_main" in cmdline(p)} - ours
+        assert len(dask_workers) == 2, [cmdline(p) for p in descendants(os.getpid())]
+        detector = Detector(sim.master_path)
+        cmd = Command("process", "--config", str(config.path), "--connect", detector.endpoint, "--out",
+                      str(tmp_path / "live.h5"), "--scheduler", cluster.scheduler_address, "--no-status",
+                      "--publish", "none")
+        try:
+            cmd.wait_until(lambda: "ready: 2 worker(s)" in cmd.stderr, 120, "Dask workers ready")
+            detector.start()
+            cmd.wait_until(lambda: detector.sent >= 20, 30, "frames flowing")
+            os.kill(min(dask_workers), signal.SIGKILL)
+            rc = cmd.wait(120)
+        finally:
+            detector.close()
+            cmd.wait()
+    cmd.assert_clean_exit(rc, 0)
+    assert f": {n} of {n} frames processed" in cmd.stdout, cmd.stdout + cmd.stderr[-3000:]
+
+
+# --- reprocess: a pool of workers over files (its output and maps: tests/test_reprocess_interrupt.py) --------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm-to-the-group"])
+def test_reprocess_stopped_mid_scan_leaves_nothing(scan, tmp_path, sig):
+    config, sim = scan
+    cmd = Command("reprocess", *[str(sim.master_path)] * 20, "--config", str(config.path), "--out",
+                  str(tmp_path / "r.h5"), "--workers", "2", "--batch-size", "4", "--no-progress")
+    try:
+        cmd.wait_until(lambda: len(cmd.workers()) == 2, 90, "workers")
+        time.sleep(2.0)  # the workers take batches
+        rc = cmd.stop(sig, to_group=True)
+    finally:
+        cmd.wait()
+    cmd.assert_clean_exit(rc, EXIT_BY[sig])
+    assert "interrupted after" in cmd.stderr.strip().splitlines()[-1], cmd.stderr[-3000:]
+
+
 # --- the viewer and the demo ---------------------------------------------------------------------------------
 
 
