@@ -243,6 +243,19 @@ def test_a_sender_stopped_while_sending_leaves_nothing(scan, tmp_path, command, 
         assert cmd.stderr.strip().splitlines()[-1] == f"nanomaps {command}: interrupted"
 
 
+@pytest.mark.slow
+def test_simulate_stopped_while_writing_files_leaves_nothing(tmp_path):
+    master = tmp_path / "sim_master.h5"
+    cmd = Command("simulate", "--out", str(master), "--shape", *map(str, SHAPE), "--frames-per-file", "5")
+    try:
+        cmd.wait_until(lambda: (tmp_path / "sim_data_000002.h5").exists(), 60, "data files written")
+        rc = cmd.stop(signal.SIGINT, to_group=True)
+    finally:
+        cmd.wait()
+    cmd.assert_clean_exit(rc, 130)
+    assert cmd.stderr.strip().splitlines()[-1] == "nanomaps simulate: interrupted"
+
+
 # --- receivers: record (a socket, files) and process (workers, shared memory) ------------------------------
 
 
@@ -313,6 +326,24 @@ def test_process_with_its_window_stopped_mid_series_leaves_nothing(scan, tmp_pat
     cmd.assert_clean_exit(rc, 0)
     with h5py.File(tmp_path / "live.h5", "r") as f:
         assert f["entry/process/stopped_by"][()].decode() == "signal"
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_interrupts_process_for_real_and_leaves_nothing(scan, tmp_path):
+    """The first Ctrl-C finishes the frames received; a second one, while it does, stops at once."""
+    config, sim = scan
+    detector = Detector(sim.master_path)
+    cmd = _process(detector, tmp_path / "live.h5", config, "--publish", "none")
+    try:
+        _wait_until_processing(cmd, detector)
+        os.killpg(cmd.proc.pid, signal.SIGINT)
+        time.sleep(0.05)  # the first one is handled (a fast machine may finish within a fraction of a second)
+        rc = cmd.stop(signal.SIGINT, to_group=True)
+    finally:
+        detector.close()
+        cmd.wait()
+    cmd.assert_clean_exit(rc, 130)
+    assert cmd.stderr.strip().splitlines()[-1] == "nanomaps process: interrupted"
 
 
 @pytest.mark.slow
