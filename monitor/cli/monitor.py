@@ -8,6 +8,7 @@ import sys
 
 from monitor.cli.command_parser import CommandParser
 from monitor.exit_codes import EXIT_USAGE
+from monitor.session.stop_signals import stop_on_signals
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +37,13 @@ def default_frames_endpoint(snapshots: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # from here a signal only sets the event: raised inside Qt's imports it became an ImportError
+    # with a traceback; the window, once built, closes at once
+    with stop_on_signals() as stop:
+        return _main(args, stop)
+
+
+def _main(args: argparse.Namespace, stop) -> int:
     if args.screenshot and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     # before PySide6 is imported: a missing library or display is then one line, not Qt's abort (exit 134)
@@ -73,4 +81,4 @@ def main(argv: list[str] | None = None) -> int:
     from monitor.gui.monitor_app import run_monitor  # Qt only from here on
 
     return run_monitor(args.connect, frames_endpoint, runner, rules, screenshot=args.screenshot,
-                       seconds=args.seconds)
+                       seconds=args.seconds, stop=stop)

@@ -16,6 +16,16 @@ from processors.geometry import GeometryError
 from stream.output_path import recording_globs, refuse_existing, results_series_globs
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:  # refused here, before the sockets and the shared memory exist
+        raise argparse.ArgumentTypeError(f"{value}: must be 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = CommandParser(
         prog="nanomaps process",
@@ -37,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing results (R.h5, R_<n>.h5) and recordings (default: refuse, exit 2)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per core)")
+    where.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="local worker processes (default: one per core)")
     where.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address, e.g. tcp://host:8786")
     p.add_argument("--series", type=int, default=1, metavar="N",
                    help="stop after N series (default 1; 0 = until Ctrl-C)")
@@ -123,7 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with stop_on_signals() as stop:
                 summary = processor.run(stop)
+    except ConnectionError as exc:  # the Dask scheduler, tried only once run() opens the executor
+        print(f"nanomaps process: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
+        # run() releases everything when it ends, but not when the executor could not be opened:
+        # the shared memory and the bound sockets must not outlive the command on any path
+        processor.close()
         if documents is not None:
             documents.close()
     c = summary.counters

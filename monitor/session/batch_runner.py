@@ -74,9 +74,17 @@ class BatchRunner:
             self._in_flight[self.handle.executor.submit(process_batch, *job)] = job
             return True
         except BrokenProcessPool:
-            if not any(job is s for s in self._suspects):
+            if self._stop_requested():  # the signal stopped the workers too: nothing will run it now
+                self._give_up(job[1])
+            elif not any(job is s for s in self._suspects):
                 self._suspects.append(job)
             return False
+
+    def _give_up(self, batch: Batch) -> None:
+        if not self.abandoned:
+            log.info("stopping: frames the worker pool can no longer process are given up (its workers were "
+                     "stopped with the command, e.g. a signal to the whole process group)")
+        self.abandoned += len(batch)
 
     def _stop_requested(self) -> bool:
         if self._stop is not None and self._stop.is_set():
@@ -105,7 +113,12 @@ class BatchRunner:
 
     def poll(self, timeout: float | None = None) -> int:
         """Handle batches finished within ``timeout`` s (None: wait for one); returns how many."""
-        if self._suspects and not self._in_flight and not self._stopping:
+        if self._suspects and self._stop_requested():
+            # waiting for a retry that will not come: a stopped run restarts no pool
+            for _, batch in self._suspects:
+                self._give_up(batch)
+            self._suspects.clear()
+        if self._suspects and not self._in_flight:
             if not self._submit(self._suspects[0]):
                 self._died_between_tasks()
                 return 0
@@ -121,7 +134,7 @@ class BatchRunner:
                 result: BatchResult = future.result()
             except BrokenProcessPool:
                 if self._stop_requested():  # e.g. SIGTERM to the whole process group: the frames are given up
-                    self.abandoned += len(batch)
+                    self._give_up(batch)
                     continue
                 broken = True
                 self.counters.worker_failures += 1

@@ -402,7 +402,7 @@ class LiveProcessor:
         t0 = time.monotonic()
         status = StatusLine(enabled=opt.status)
         batches = self._batcher
-        runner = BatchRunner(opt.workers, opt.scheduler, self._on_result, self.counters, self.limiter)
+        runner = BatchRunner(opt.workers, opt.scheduler, self._on_result, self.counters, self.limiter, stop=stop)
         warming = runner.warm_up(self.base_setup)
         self._intake.start()
         log.info("listening on %s; processing on %s%s%s", opt.endpoint, runner.description,
