@@ -87,6 +87,13 @@ class Beamline:
         return uid
 
     def close(self) -> None:
+        if self.RE.loop.is_running():  # the RunEngine's event loop runs in a thread of its own
+            self.RE.loop.call_soon_threadsafe(self.RE.loop.stop)
+            deadline = time.monotonic() + 5
+            while self.RE.loop.is_running() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        if not self.RE.loop.is_running():
+            self.RE.loop.close()
         self.eiger.close()
         self.subscriber.close()
         self.publisher.close()
