@@ -176,3 +176,25 @@ def test_exit_status_of_process(capsys):
     assert err == ["nanomaps process: recording stopped: No space left on device"]
     nothing = LiveSummary(RunCounters(received=4, corrupt=4), 1.0, "series", (0.0, 0.0))
     assert exit_status(nothing) == 1
+
+
+@pytest.mark.allow_error_log
+def test_the_socket_is_not_closed_while_the_receiver_thread_may_use_it(scan, tmp_path, caplog):
+    """close() while the receiver thread still runs (it did not stop in time) leaves its socket
+    alone, loudly; once the thread ended, close() closes it."""
+    config = scan[0]
+    sender = StreamSender("tcp://127.0.0.1:*")
+    lp = LiveProcessor(config, LiveOptions(endpoint=sender.endpoint, out=tmp_path / "R.h5", workers=1,
+                                           status=False))
+    try:
+        lp._intake.start()                      # receiving, as inside run()
+        lp.close()
+        assert lp.receiver is not None and not lp.receiver._socket.closed
+        assert any("receiver thread did not stop" in r.getMessage() for r in caplog.records)
+        lp._stop_receiving.set()
+        lp._intake.join(10)
+        assert not lp._intake.alive
+    finally:
+        lp.close()
+        sender.close(linger_s=0)
+    assert lp.receiver is None

@@ -461,6 +461,8 @@ def test_headless_demo_stopped_mid_scan_leaves_nothing(tmp_path, sig, to_group):
         cmd.wait()
     cmd.assert_clean_exit(rc, EXIT_BY[sig])
     assert cmd.stderr.strip().splitlines()[-1] == "nanomaps demo: interrupted"
+    with h5py.File(tmp_path / "demo" / "results.h5", "r") as f:  # what was processed is written, and valid
+        assert f["entry/results/intensity"].shape == (6, 8)
 
 
 @pytest.fixture(scope="module")

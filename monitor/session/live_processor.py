@@ -499,7 +499,11 @@ class LiveProcessor:
     def close(self) -> None:
         """Release sockets and shared memory (idempotent; :meth:`run` ends with it)."""
         self.close_links()
-        if self.receiver is not None:
+        if self._intake is not None and self._intake.alive:
+            # a ZeroMQ socket must not be closed while another thread may use it: the receiver
+            # thread did not stop in time; its socket goes with the process
+            log.error("the receiver thread did not stop: its socket is left open")
+        elif self.receiver is not None:
             self.receiver.close()
             self.receiver = None
         if self.arena is not None:

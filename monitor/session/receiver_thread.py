@@ -93,6 +93,11 @@ class ReceiverThread:
             self._thread.join(timeout)
 
     @property
+    def alive(self) -> bool:
+        """The thread runs (it still owns the socket: nobody else may close it)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def backlog_bytes(self) -> int:
         """Compressed bytes received and not yet released."""
         return self.arena.used if self.arena is not None else self._pending_bytes
