@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
-from monitor.session.start_geometry import MAX_MAP_POINTS, geometry_and_problem
+from monitor.session.start_geometry import MAX_MAP_POINTS, geometry_and_problem, whole_number
 from processors.config import DEFAULT_DETECTOR
 from stream.raster_scan import RasterScan
 from stream.stream_messages import SeriesStart
@@ -363,9 +363,9 @@ class RunRouter:
         data = doc.get("data") if run_uid is not None else None
         if not isinstance(data, Mapping):
             return []
-        series = _count(data.get(f"{self.detector}_series"))
-        number = _count(data.get(f"{self.detector}_image_number"))
-        point = _count(doc.get("seq_num"))
+        series = whole_number(data.get(f"{self.detector}_series"), 0)
+        number = whole_number(data.get(f"{self.detector}_image_number"), 0)
+        point = whole_number(doc.get("seq_num"))
         events: list[Event] = []
         self._ids_seen |= series is not None
         pending = next((p for p in self._pending_docs if p.uid == run_uid), None)
@@ -491,15 +491,6 @@ class RunRouter:
         run.n_frames = n_frames
         run.scan = RasterScan((1, n_frames), motors=run.scan.motors)
         return n_frames
-
-
-def _count(value: Any) -> int | None:
-    """A non-negative integer from a document value (int, or a float without fraction); else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    return value if isinstance(value, int) and value >= 0 else None
 
 
 def _uid_of(doc: Any) -> str:

@@ -60,7 +60,7 @@ def geometry_and_problem(doc: Any) -> tuple[RasterScan | None, str]:
     if "shape" not in doc:
         return None, ""
     shape = _pair(doc.get("shape"))
-    rows, cols = (_count(v) for v in shape) if shape is not None else (None, None)
+    rows, cols = (whole_number(v) for v in shape) if shape is not None else (None, None)
     if rows is None or cols is None:
         return None, f"shape {_short(doc.get('shape'))} is not [rows, cols] of positive integers"
     if max(rows, cols) > MAX_MAP_SIDE or rows * cols > MAX_MAP_POINTS:
@@ -93,13 +93,14 @@ def _pair(value: Any) -> Sequence[Any] | None:
     return value if isinstance(value, (list, tuple)) and len(value) == 2 else None
 
 
-def _count(value: Any) -> int | None:
-    """A positive integer (an int, or a float with an integer value), else None."""
+def whole_number(value: Any, minimum: int = 1) -> int | None:
+    """An integer ≥ ``minimum`` from a document value (an int, or a float with an integer value),
+    else None (bools, strings, fractions, NaN, ... are not counts)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
-    return value if isinstance(value, int) and value >= 1 else None
+    return value if isinstance(value, int) and value >= minimum else None
 
 
 def _finite(value: Any) -> float | None:
