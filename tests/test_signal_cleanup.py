@@ -218,6 +218,9 @@ class Receiver:
 SIGNALS = pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False),
                                                     (signal.SIGTERM, True)],
                                   ids=["ctrl-c", "sigterm", "sigterm-to-the-group"])
+# a command of one process (no children): SIGTERM to it or to its group is the same path
+SIGNALS_ONE_PROCESS = pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)],
+                                              ids=["ctrl-c", "sigterm"])
 
 
 # --- senders: one process, a socket -----------------------------------------------------------------------
@@ -225,7 +228,7 @@ SIGNALS = pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (sign
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["simulate", "replay"])
-@SIGNALS
+@SIGNALS_ONE_PROCESS
 def test_a_sender_stopped_while_sending_leaves_nothing(scan, tmp_path, command, sig, to_group):
     _, sim = scan
     port = closed_port()
@@ -261,7 +264,7 @@ def test_simulate_stopped_while_writing_files_leaves_nothing(tmp_path):
 
 
 @pytest.mark.slow
-@SIGNALS
+@SIGNALS_ONE_PROCESS
 def test_record_stopped_mid_series_closes_its_files_and_leaves_nothing(scan, tmp_path, sig, to_group):
     _, sim = scan
     detector = Detector(sim.master_path)
@@ -423,7 +426,7 @@ def test_reprocess_stopped_mid_scan_leaves_nothing(scan, tmp_path, sig):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("settle_s", [1.0, 0.0], ids=["shown", "starting"])
-@SIGNALS
+@SIGNALS_ONE_PROCESS
 def test_monitor_window_closed_by_a_signal_leaves_nothing(tmp_path, sig, to_group, settle_s):
     """Also while the window is being built (a signal there left a socket open and the exit hung)."""
     port = closed_port()  # nothing publishes: the window waits for data, which is real work enough
