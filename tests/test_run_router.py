@@ -8,16 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.session.run_router import (
-    STOPPED_GRACE_S,
+from monitor.session.run_events import (
     DocumentTimedOut,
     RunBegun,
     RunComplete,
     RunExit,
-    RunRouter,
     SeriesAssigned,
     StripGrown,
 )
+from monitor.session.run_router import STOPPED_GRACE_S, RunRouter
 from monitor.session.start_geometry import MAX_MAP_POINTS
 from stream.raster_scan import RasterScan
 from stream.stream_messages import SeriesStart

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from monitor.links.frame_link import FrameUnavailable
 from monitor.links.map_snapshot import FrameView, PeakView
 from processors.angles import wrap_deg
 from processors.frame_processor import FrameProcessor
@@ -11,6 +12,28 @@ from processors.frame_record import frame_record_dtype
 from processors.gaussian2d_model import gaussian2d_patch
 from processors.polar_lut import wrap_into_window
 from stream.encoded_frame import EncodedFrame
+
+
+def stored_frame_at(collector, row: int, col: int, recent, recorder) -> tuple[EncodedFrame, str]:
+    """The still-compressed frame of map point ``(row, col)`` of ``collector`` (a MapCollector),
+    from ``recent`` (RecentFrames) or else ``recorder`` (a StreamRecorder or None), and where it
+    came from; :class:`FrameUnavailable` says why there is none."""
+    slot = collector.slot_of_point(row, col)
+    if slot < 0:
+        raise FrameUnavailable(f"point ({row}, {col}) is outside the {collector.scan.shape} map")
+    rec = collector.records[slot]
+    series, number = int(rec["series"]), int(rec["frame"])
+    if number < 0:
+        raise FrameUnavailable(f"point ({row}, {col}) has no frame yet")
+    frame = recent.get((series, number))
+    source = "ring buffer of recent frames"
+    if frame is None and recorder is not None:
+        frame = recorder.read_frame(series, number)
+        source = "recording"
+    if frame is None:
+        raise FrameUnavailable(f"frame {number} of series {series} is no longer in memory"
+                               + ("" if recorder else "; record the run (--record) to inspect older frames"))
+    return frame, source
 
 
 def window_labels(processor: FrameProcessor) -> np.ndarray:

@@ -20,9 +20,6 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 
@@ -31,13 +28,15 @@ from monitor.links.map_snapshot import FrameView
 from monitor.links.snapshot_link import SnapshotPublisher
 from monitor.session.batch_runner import BatchRunner
 from monitor.session.batcher import Batcher
-from monitor.session.frame_views import frame_view
+from monitor.session.event_pages import events_of_page
+from monitor.session.frame_views import frame_view, stored_frame_at
+from monitor.session.live_options import LiveOptions, LiveSummary
 from monitor.session.map_collector import MapCollector, RunCounters, count_records
 from monitor.session.receiver_thread import RECEIVER_DONE, ReceiverThread, RecentFrames
 from monitor.session.results_file import ResultsWriter
 from monitor.session.results_update import take_update
 from monitor.session.results_writer_thread import ResultsWriterThread
-from monitor.session.run_router import (
+from monitor.session.run_events import (
     DocumentTimedOut,
     Event,
     FramePlaced,
@@ -45,10 +44,10 @@ from monitor.session.run_router import (
     RunComplete,
     RunExit,
     RunPlan,
-    RunRouter,
     SeriesAssigned,
     StripGrown,
 )
+from monitor.session.run_router import RunRouter
 from monitor.session.run_state import OutputSchedule, RateMeter, RunState, StageTiming, map_snapshot
 from monitor.session.status_line import StatusLine, status_text
 from processors.config import ConfigError, NanomapsConfig
@@ -69,37 +68,6 @@ from stream.stream_recorder import StreamRecorder
 __all__ = ["LiveOptions", "LiveProcessor", "LiveSummary", "RateMeter", "RecentFrames", "RunState", "StageTiming"]
 
 log = logging.getLogger("nanomaps.process")
-
-
-@dataclass(frozen=True)
-class LiveOptions:
-    """How to run: where from, where to, how much, how long."""
-
-    endpoint: str
-    out: Path
-    record: Path | None = None
-    workers: int | None = None
-    scheduler: str | None = None
-    series: int = 1                    # stop after this many series; 0 = until stopped
-    idle_timeout_s: float | None = None  # stop when nothing arrived for this long (after data came)
-    status: bool = True
-    drain_timeout_s: float = 120.0
-    expect_documents: bool = False     # bluesky start documents will come (give each series time to get one)
-    document_wait_s: float = 5.0       # how long a series waits for its start document
-    publish: str | None = None         # map snapshots for viewers (PUB), e.g. tcp://127.0.0.1:5557
-    frames: str | None = None          # frames on demand for the inspector (REP), e.g. tcp://127.0.0.1:5558
-
-
-@dataclass(frozen=True)
-class LiveSummary:
-    counters: RunCounters
-    seconds: float
-    stopped_by: str
-    latency_ms: tuple[float, float]      # median, 95th percentile (receive → result)
-    record_paths: tuple[Path, ...] = ()
-    timing: dict = field(default_factory=dict)
-    results: tuple[Path, ...] = ()       # one results file per run
-    error: str = ""                      # what failed (receiver or recording); stopped_by is then "error"
 
 
 class LiveProcessor:
@@ -183,7 +151,7 @@ class LiveProcessor:
         elif name in ("descriptor", "event"):  # events place frames and name series (see RunRouter)
             self._queue.put((f"{name}-document", doc))
         elif name == "event_page":
-            for event in _events_of_page(doc):
+            for event in events_of_page(doc):
                 self._queue.put(("event-document", event))
 
     # --- runs: acting on the router's decisions ----------------------------------------
@@ -275,21 +243,8 @@ class LiveProcessor:
         run = self.runs.get(run_id)
         if run is None:
             raise FrameUnavailable(f"no run {run_id!r} in this processor (runs: {', '.join(self.runs) or 'none'})")
-        slot = run.collector.slot_of_point(row, col)
-        if slot < 0:
-            raise FrameUnavailable(f"point ({row}, {col}) is outside the {run.collector.scan.shape} map")
-        rec = run.collector.records[slot]
-        series, number = int(rec["series"]), int(rec["frame"])
-        if number < 0:
-            raise FrameUnavailable(f"point ({row}, {col}) has no frame yet")
-        frame = self.recent.get((series, number))
-        source = "ring buffer of recent frames"
-        if frame is None and self.recorder is not None:
-            frame = self.recorder.read_frame(series, number)
-            source = "recording"
-        if frame is None:
-            raise FrameUnavailable(f"frame {number} of series {series} is no longer in memory"
-                                   + ("" if self.recorder else "; record the run (--record) to inspect older frames"))
+        frame, source = stored_frame_at(run.collector, row, col, self.recent, self.recorder)
+        series, number = frame.series, frame.frame
         setup = self.series_setup.get(series) or self.base_setup
         processor = processor_for(setup)
         geometry = cached_pixel_geometry(setup.poni_text, setup.poni_source)
@@ -535,14 +490,3 @@ class LiveProcessor:
                       ", and recorded" if self.options.record else "")
             return self.base_setup
 
-
-def _events_of_page(page: Any) -> list[dict]:
-    """The events of an ``event_page`` document (columns of equal length), as event documents."""
-    if not isinstance(page, Mapping):
-        return []
-    data, seq = page.get("data"), page.get("seq_num")
-    if not isinstance(data, Mapping) or not isinstance(seq, list):
-        return []
-    columns = {k: v for k, v in data.items() if isinstance(v, list) and len(v) == len(seq)}
-    return [{"descriptor": page.get("descriptor"), "seq_num": n, "data": {k: v[i] for k, v in columns.items()}}
-            for i, n in enumerate(seq)]

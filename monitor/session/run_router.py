@@ -52,10 +52,23 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping
 
+from monitor.session.run_events import (
+    DocumentExpired,
+    DocumentTimedOut,
+    Event,
+    FramePlaced,
+    FrameRoute,
+    RunBegun,
+    RunComplete,
+    RunExit,
+    RunPlan,
+    SeriesAssigned,
+    StripGrown,
+)
 from monitor.session.start_geometry import MAX_MAP_POINTS, geometry_and_problem, whole_number
 from processors.config import DEFAULT_DETECTOR
 from stream.raster_scan import RasterScan
@@ -74,126 +87,6 @@ class _PendingDocument:
     uid: str
     deadline: float
     stopped: bool = False       # its stop document came
-
-
-@dataclass(eq=False)
-class RunPlan:
-    """One run as the router sees it (identity matters: two runs may share a uid).
-
-    ``n_frames`` is the number of frame slots of its map; it changes only for a
-    ``"strip"``, whose ``scan`` is then ``(1, n_frames)`` (the caller grows its map along,
-    on :class:`StripGrown` or :attr:`FrameRoute.grow_to`).
-    ``series_offsets`` maps a series number to the slot of its frame 0; ``next_offset``
-    is the slot where the next series of this run starts.
-    """
-
-    index: int                  # 1-based file number: 1 → out, k → <stem>_<k><suffix>
-    uid: str                    # the start document's uid, or "run-<index>"
-    geometry: str               # "bluesky", "config" or "strip"
-    parent: str                 # the start document's parent_uid ("" if none)
-    scan: RasterScan            # the map's geometry (a strip's grows with n_frames)
-    out: Path                   # its results file
-    n_frames: int = 0           # frame slots (grows for a strip)
-    next_offset: int = 0
-    series_offsets: dict[int, int] = field(default_factory=dict)
-    done: bool = False          # completed by the next run
-    exit_status: str = ""       # from the stop document: "success", "abort", "fail"; "" while open
-
-
-@dataclass(frozen=True, eq=False)
-class RunBegun:
-    """Open ``run``: make its map and results file, of geometry ``scan`` (the run's as it began:
-    a strip may have grown since, with a :class:`StripGrown` to follow). ``early_corrupt`` /
-    ``early_late``: bad messages received before any run existed, to be counted in this one."""
-
-    run: RunPlan
-    scan: RasterScan
-    early_corrupt: int = 0
-    early_late: int = 0
-
-
-@dataclass(frozen=True, eq=False)
-class RunComplete:
-    """``run`` is complete (a new bluesky run began): write its file a last time, publish it done."""
-
-    run: RunPlan
-
-
-@dataclass(frozen=True, eq=False)
-class StripGrown:
-    """The strip ``run`` now has ``n_frames`` frame slots: grow its map to ``(1, n_frames)``."""
-
-    run: RunPlan
-    n_frames: int
-
-
-@dataclass(frozen=True, eq=False)
-class SeriesAssigned:
-    """Series ``series`` belongs to ``run``; its frame 0 is slot ``offset`` of the map.
-
-    ``received`` frames of it and the batch ``records`` (structured arrays of frame
-    records) came while it waited for its start document: they are released to ``run``
-    now. Both are empty for a series assigned at its header.
-    """
-
-    series: int
-    run: RunPlan
-    offset: int
-    received: int = 0
-    records: tuple[Any, ...] = ()
-
-
-@dataclass(frozen=True)
-class DocumentTimedOut:
-    """Series ``series`` got no start document within ``wait_s`` s: it falls back on the config's [scan]."""
-
-    series: int
-    wait_s: float
-
-
-@dataclass(frozen=True)
-class DocumentExpired:
-    """The start document ``uid`` got no series in time (``stopped``: its stop document came first): dropped."""
-
-    uid: str
-    stopped: bool
-
-
-@dataclass(frozen=True, eq=False)
-class RunExit:
-    """The stop document of ``run`` came: it ended with ``exit_status`` (``reason`` may be "")."""
-
-    run: RunPlan
-    exit_status: str
-    reason: str = ""
-
-
-@dataclass(frozen=True, eq=False)
-class FramePlaced:
-    """The run's events put frame ``frame`` of ``series`` at map slot ``slot`` of ``run``."""
-
-    run: RunPlan
-    series: int
-    frame: int
-    slot: int
-
-
-Event = (RunBegun | RunComplete | StripGrown | SeriesAssigned | DocumentTimedOut | DocumentExpired | RunExit
-         | FramePlaced)
-
-
-class FrameRoute(NamedTuple):
-    """Where one frame goes. ``accepted`` False: no run and none to come, or a strip ``run``
-    that cannot grow to hold it (``MAX_MAP_POINTS``): skip it and count it as dropped.
-    ``run`` None with ``accepted``: its series waits for its start document.
-    ``grow_to``: the strip ``run`` must first grow to this many frame slots."""
-
-    run: RunPlan | None
-    accepted: bool
-    grow_to: int | None = None
-
-
-_UNROUTED = FrameRoute(None, False)
 
 
 class RunRouter:
@@ -268,7 +161,7 @@ class RunRouter:
         run = self._series_run.get(series)
         if run is None:
             if series not in self._awaiting:
-                return _UNROUTED
+                return FrameRoute(None, False)
             self._held_received[series] = self._held_received.get(series, 0) + 1
         grow_to = None
         if run is not None and run.geometry == "strip":

@@ -13,7 +13,7 @@ import numpy as np
 from monitor.links.map_snapshot import MapSnapshot
 from monitor.session.map_collector import MapCollector
 from monitor.session.results_file import ResultsWriter
-from monitor.session.run_router import RunPlan
+from monitor.session.run_events import RunPlan
 from processors.config import NanomapsConfig
 
 
