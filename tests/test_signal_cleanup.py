@@ -30,6 +30,7 @@ import h5py
 import pytest
 import zmq
 
+from monitor.session.results_file import open_results
 from processors.config import load_config
 from processors.demo_setup import write_demo_config
 from processors.simulate_scan import simulate_scan_file
@@ -294,6 +295,15 @@ def _wait_until_processing(cmd: Command, detector: Detector) -> None:
     assert any(Path(f).name.startswith("psm_") for f in cmd.shm), cmd.shm  # the frame arena
 
 
+def _processed_in(path: Path) -> int:
+    """Frames processed so far by the run writing ``path`` (0 while it cannot be read yet)."""
+    try:
+        with open_results(path) as f:
+            return int(f["entry/process/processed"][()])
+    except (OSError, KeyError):
+        return 0
+
+
 @pytest.mark.slow
 @SIGNALS
 def test_process_stopped_mid_series_writes_results_and_leaves_nothing(scan, tmp_path, sig, to_group):
@@ -302,6 +312,9 @@ def test_process_stopped_mid_series_writes_results_and_leaves_nothing(scan, tmp_
     cmd = _process(detector, tmp_path / "live.h5", config, "--publish", "none")
     try:
         _wait_until_processing(cmd, detector)
+        # frames processed and in the file (readable while written): a signal to the whole group
+        # stops the workers too, and with nothing processed yet `process` rightly exits 1
+        cmd.wait_until(lambda: _processed_in(tmp_path / "live.h5") > 0, 60, "frames processed")
         rc = cmd.stop(sig, to_group)
     finally:
         detector.close()
