@@ -114,11 +114,16 @@ class FitConfig:
 
 @dataclass(frozen=True)
 class DerivedConfig:
-    """``[derived]``: Scherrer constant, Williamson–Hall peaks, reference d-spacings (Å)."""
+    """``[derived]``: Scherrer constant, Williamson–Hall peaks, reference d-spacings (Å), and the
+    supercrystal mask: points with at least ``supercrystal_min_peaks`` fitted Bragg spots (None:
+    two, or one when only one Bragg peak is configured) whose summed spot volume is at least
+    ``supercrystal_threshold`` (counts/pixel · 1/Å · degrees; processors.supercrystal_mask)."""
 
     scherrer_k: float = 0.85
     williamson_hall: tuple[str, ...] | None = None
     d_ref: dict[str, float] = field(default_factory=dict)
+    supercrystal_threshold: float = 0.0
+    supercrystal_min_peaks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -339,7 +344,16 @@ def parse_config(text: str, path: str | Path = "<config>") -> NanomapsConfig:
     k = float(d.get("scherrer_k", "float", 0.85))
     wh = d.get("williamson_hall", "strs", None)
     d_ref_raw = d.get("d_ref", "table", {})
+    sc_threshold = float(d.get("supercrystal_threshold", "float", 0.0))
+    sc_min_peaks = d.get("supercrystal_min_peaks", "int", None)
     d.finish()
+    if sc_threshold < 0:
+        raise d.error("supercrystal_threshold", f"{sc_threshold} is negative",
+                      "use 0 (any fitted Bragg spot) or a positive spot volume (counts/pixel · 1/Å · degrees)")
+    n_bragg = sum(p.hkl is not None for p in peaks)
+    if sc_min_peaks is not None and not 1 <= sc_min_peaks <= max(n_bragg, 1):
+        raise d.error("supercrystal_min_peaks", f"{sc_min_peaks} is outside 1..{n_bragg} (the Bragg peaks configured)",
+                      f"use a number from 1 to {n_bragg}, or omit it (default: min(2, {n_bragg}))")
     if not 0 < k <= 2:
         raise d.error("scherrer_k", f"{k} is not a plausible Scherrer constant", "use about 0.85–1.0")
     for name in (wh or []):
@@ -354,7 +368,8 @@ def parse_config(text: str, path: str | Path = "<config>") -> NanomapsConfig:
         if not _is_number(value) or value <= 0:
             raise d.error("d_ref", f"'{name}' = {value!r} is not a positive d-spacing", "give d in Å")
         d_ref[name] = float(value)
-    derived = DerivedConfig(scherrer_k=k, williamson_hall=tuple(wh) if wh is not None else None, d_ref=d_ref)
+    derived = DerivedConfig(scherrer_k=k, williamson_hall=tuple(wh) if wh is not None else None, d_ref=d_ref,
+                            supercrystal_threshold=sc_threshold, supercrystal_min_peaks=sc_min_peaks)
 
     e = _Table(data.get("executor", {}), "[executor]", source)
     executor = ExecutorConfig(workers=e.get("workers", "int", None), scheduler=e.get("scheduler", "str", None),

@@ -105,6 +105,8 @@ class ResultMaps:
     frame_status: np.ndarray
     spots: dict[str, dict[str, np.ndarray]] = field(repr=False)
     derived: dict[str, np.ndarray] = field(repr=False)
+    #: uint8, 1 inside the supercrystal (processors.supercrystal_mask); None without Bragg peaks
+    supercrystal_mask: np.ndarray | None = field(default=None, repr=False)
 
 
 MAX_PARKED = 4096  # records kept aside for the events that may still place them (per run)
@@ -334,8 +336,9 @@ class MapCollector:
         derived_out = derived_maps(peaks, derived, wh_peaks, spots)
         for name in self.peak_names:
             spots[name]["dphi_do"] = derived_out.pop(f"dphi_do/{name}")
+            spots[name]["dphi_do_error"] = derived_out.pop(f"dphi_do_error/{name}")
         return ResultMaps(intensity=place(intensity), frame_status=place(frame_status, FRAME_NOT_MEASURED, np.int32),
-                          spots=spots, derived=derived_out)
+                          spots=spots, derived=derived_out, supercrystal_mask=derived_out.pop("supercrystal_mask", None))
 
     def frames_table(self, slots: np.ndarray | None = None) -> np.ndarray:
         """Per-frame table: series, frame, row, col, receive/done times, status; one row per

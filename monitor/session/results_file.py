@@ -10,8 +10,10 @@ Layout (design §5)::
         frames                   per-frame table (series, frame, row, col, receive_time, done_time, status)
         y, x                     map axes (µm when the scan step is known, else point index)
         <peak>/                  NXdata per peak, @signal = "amplitude"
-            amplitude q0 dq phi0 dphi background  (+ *_error), status, dphi_do
+            amplitude q0 dq phi0 dphi background  (+ *_error), status, dphi_do, dphi_do_error
         derived/                 NXdata, @signal = "size": a b c size microstrain a_sc1 a_sc2 a_sc strain_*
+                                 (+ *_error), bragg_intensity
+        supercrystal_mask        [rows, cols] uint8, 1 inside the supercrystal (docs/statistics.md)
     /entry/scan                  x, y positions, shape, snake, motor names
     /entry/process               NXprocess: program, version, config and PONI text, times, counters,
                                  run_uid, parent_uid, geometry, exit_status, timing/ (this run's)
@@ -48,6 +50,7 @@ UNITS = {
     "amplitude": "counts", "q0": "1/angstrom", "dq": "1/angstrom", "phi0": "degrees", "dphi": "degrees",
     "background": "counts", "dphi_do": "degrees", "a": "angstrom", "b": "angstrom", "c": "angstrom",
     "size": "nm", "microstrain": "1", "a_sc1": "nm", "a_sc2": "nm", "a_sc": "nm",
+    "bragg_intensity": "counts/pixel * 1/angstrom * degrees",
 }
 LONG_NAMES = {
     "amplitude": "peak amplitude", "q0": "peak position q0", "dq": "radial width Δq (FWHM)",
@@ -55,6 +58,7 @@ LONG_NAMES = {
     "dphi_do": "orientational disorder Δφ_do", "a": "lattice parameter a", "b": "lattice parameter b",
     "c": "lattice parameter c", "size": "NC size (Williamson–Hall)", "microstrain": "microstrain ε",
     "a_sc1": "superlattice a1", "a_sc2": "superlattice a2", "a_sc": "⟨a_SC⟩", "intensity": "integrated intensity",
+    "bragg_intensity": "Bragg spot volume above background", "supercrystal_mask": "inside the supercrystal (1)",
 }
 
 
@@ -190,6 +194,8 @@ class ResultsWriter:
             config.peaks, config.derived, config.williamson_hall_peaks)
         self._new_map(results, "intensity", template.intensity, "counts")
         self._new_map(results, "frame_status", template.frame_status)
+        if template.supercrystal_mask is not None:
+            self._new_map(results, "supercrystal_mask", template.supercrystal_mask)
         for peak in config.peaks:
             g = self._nxdata(results, peak.name, "amplitude")
             if peak.hkl is not None:
@@ -205,7 +211,8 @@ class ResultsWriter:
         d.attrs["scherrer_k"] = config.derived.scherrer_k
         d.attrs["williamson_hall_peaks"] = list(config.williamson_hall_peaks) or [""]
         for key, values in template.derived.items():
-            self._new_map(d, key, values, UNITS.get(key, "1" if key.startswith("strain_") else None))
+            base = key.removesuffix("_error")
+            self._new_map(d, key, values, UNITS.get(base, "1" if base.startswith("strain_") else None))
 
     def _create_scan(self, group: h5py.Group) -> None:
         """Scan description and map axes (resizable: a strip grows); every NXdata links the axes."""
@@ -302,6 +309,8 @@ class ResultsWriter:
             cut = (slice(r.row0, r.row1), slice(r.col0, r.col1))
             results["intensity"][cut] = update.maps.intensity
             results["frame_status"][cut] = update.maps.frame_status
+            if update.maps.supercrystal_mask is not None:
+                results["supercrystal_mask"][cut] = update.maps.supercrystal_mask
             for peak, values in update.maps.spots.items():
                 for key, m in values.items():
                     results[peak][key][cut] = m
