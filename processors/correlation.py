@@ -50,6 +50,22 @@ def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where((sxx > 0) & (syy > 0), np.clip(r, -1.0, 1.0), np.nan)
 
 
+def _resampled_ranks(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties share their mean rank) of each resample ``x[idx[r]]``.
+
+    Counts per distinct value and a cumulative sum give every rank at once: a value with c
+    copies in the resample and b smaller values there has rank b + (c + 1) / 2.
+    """
+    distinct, inverse = np.unique(x, return_inverse=True)
+    m = distinct.size
+    k = idx.shape[0]
+    which = inverse[idx]                                     # (k, n) distinct-value index
+    counts = np.bincount((which + m * np.arange(k)[:, None]).ravel(), minlength=k * m).reshape(k, m)
+    below = np.cumsum(counts, axis=1) - counts
+    rank = below + (counts + 1) / 2.0
+    return np.take_along_axis(rank, which, axis=1)
+
+
 def pearson(x, y) -> float:
     """Pearson ρ over points where both are finite; NaN with fewer than 3 points or no spread."""
     x, y = _pairs(x, y)
@@ -94,6 +110,6 @@ def correlate(x, y, *, resamples: int = 1000, confidence: float = 0.95, seed: in
         idx = rng.integers(0, n, size=(k, n))
         xs, ys = x[idx], y[idx]
         boot_p[start:start + k] = _rowwise_pearson(xs, ys)
-        boot_s[start:start + k] = _rowwise_pearson(rankdata(xs, axis=1), rankdata(ys, axis=1))
+        boot_s[start:start + k] = _rowwise_pearson(_resampled_ranks(x, idx), _resampled_ranks(y, idx))
     return Correlation(n=n, pearson=pearson(x, y), pearson_ci=_interval(boot_p, confidence),
                        spearman=spearman(x, y), spearman_ci=_interval(boot_s, confidence))

@@ -33,7 +33,7 @@ def _find(peaks, hkl) -> PeakConfig | None:
 
 #: Williamson–Hall weights 1/σ(Δq²)² (True) or equal weights (False): docs/statistics.md has
 #: the measurement behind the choice.
-WH_WEIGHTED = True
+WH_WEIGHTED = False
 
 
 def _get(m: dict[str, np.ndarray], key: str, like: np.ndarray) -> np.ndarray:

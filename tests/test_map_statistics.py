@@ -175,3 +175,12 @@ def test_power_law_fit_recovers_known_parameters() -> None:
         assert err < 0.3 * abs(want)
     assert fit.rms == pytest.approx(0.002, rel=0.1)
     assert fit_power_law([1.0, 2.0], [3.0, 4.0]) is None
+
+
+def test_resampled_ranks_are_scipy_average_ranks(rng) -> None:
+    from scipy.stats import rankdata
+
+    from processors.correlation import _resampled_ranks
+    x = np.round(rng.normal(size=50), 1)  # ties, and more in the resamples
+    idx = rng.integers(0, 50, size=(7, 50))
+    np.testing.assert_array_equal(_resampled_ranks(x, idx), rankdata(x[idx], axis=1))

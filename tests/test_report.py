@@ -329,7 +329,7 @@ def test_intensity_only_file_renders_not_available_panels(tmp_path: Path, truth)
 
 def test_main_writes_png_of_expected_size(results_file: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "fig.png"
-    assert main([str(results_file), "--out", str(out), "--dpi", "100"]) == 0
+    assert main([str(results_file), "--out", str(out), "--dpi", "100", "--no-statistics"]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert out.stat().st_size > 10_000
     img = matplotlib.image.imread(out)
@@ -337,12 +337,12 @@ def test_main_writes_png_of_expected_size(results_file: Path, tmp_path: Path, ca
 
 
 def test_main_default_out_and_vector_formats(results_file: Path, tmp_path: Path) -> None:
-    assert main([str(results_file)]) == 0
+    assert main([str(results_file), "--no-statistics"]) == 0
     png = results_file.with_suffix(".png")
     assert matplotlib.image.imread(png).shape[:2] == (1500, 2400)  # default 150 dpi
     for suffix in (".pdf", ".svg"):
         out = tmp_path / f"fig{suffix}"
-        assert main([str(results_file), "--out", str(out)]) == 0
+        assert main([str(results_file), "--out", str(out), "--no-statistics"]) == 0
         assert out.stat().st_size > 0
     assert (tmp_path / "fig.pdf").read_bytes().startswith(b"%PDF")
     assert b"<svg" in (tmp_path / "fig.svg").read_bytes()[:2000]

@@ -45,6 +45,7 @@ class MapAxis:
 
     centres: np.ndarray
     label: str
+    units: str = ""  # "µm" when the scan step is known, else "" (point index)
 
     def __post_init__(self) -> None:
         if self.centres.ndim != 1 or self.centres.size < 1:
@@ -99,10 +100,21 @@ class ReportData:
     b: np.ndarray | None = None
     scherrer_k: float = DEFAULT_SCHERRER_K
     wh_peaks: tuple[WilliamsonHallPeak, ...] = field(default=())
+    c: np.ndarray | None = None
+    a_sc: np.ndarray | None = None
+    #: Δφ_do (°) of every peak group that holds one, by peak name
+    dphi_do_peaks: dict[str, np.ndarray] = field(default_factory=dict)
+    #: standard-error maps by quantity name (a, b, c, size, microstrain, a_sc, dphi_do/<peak>)
+    errors: dict[str, np.ndarray] = field(default_factory=dict)
+    supercrystal_mask: np.ndarray | None = None  # bool; None when the file has none
+    bragg_intensity: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        for name in ("intensity", "phi0", "dphi_do", "size", "microstrain", "a", "b"):
-            arr = getattr(self, name)
+        arrays = [(name, getattr(self, name)) for name in ("intensity", "phi0", "dphi_do", "size", "microstrain", "a",
+                                                            "b", "c", "a_sc", "supercrystal_mask", "bragg_intensity")]
+        arrays += [(f"dphi_do/{k}", v) for k, v in self.dphi_do_peaks.items()]
+        arrays += [(f"{k}_error", v) for k, v in self.errors.items()]
+        for name, arr in arrays:
             if arr is not None and arr.shape != self.shape:
                 raise ValueError(f"{name} has shape {arr.shape}, the map is {self.shape}")
             _readonly(arr)
@@ -196,9 +208,12 @@ def _map_axis(f: h5py.File, name: str, n: int, which: int, rows_cols: tuple[int,
         long_name = _attr(obj, "long_name")
         units = _attr(obj, "units")
         label = _as_str(long_name) if long_name is not None else name
+        pretty = _pretty_units(_as_str(units)) if units is not None else ""
+        if pretty == "point":
+            pretty = ""
         if units is not None and _as_str(units).strip():
             label = f"{label} ({_pretty_units(_as_str(units))})"
-        return MapAxis(centres=centres, label=label)
+        return MapAxis(centres=centres, label=label, units=pretty)
     return MapAxis(centres=np.arange(n, dtype=np.float64), label="column" if which == 1 else "row")
 
 
@@ -263,10 +278,25 @@ def read_report_data(results_path: str | Path, peak: str | None = None) -> Repor
 
         derived = results.get("derived")
         derived_maps: dict[str, np.ndarray | None] = {}
-        for name in ("size", "microstrain", "a", "b"):
+        for name in ("size", "microstrain", "a", "b", "c", "a_sc", "bragg_intensity"):
             derived_maps[name] = _read_map(f, f"{DERIVED}/{name}", shape)
             if shape is None and derived_maps[name] is not None:
                 shape = derived_maps[name].shape
+        errors: dict[str, np.ndarray] = {}
+        for name in ("size", "microstrain", "a", "b", "c", "a_sc"):
+            err = _read_map(f, f"{DERIVED}/{name}_error", shape)
+            if err is not None:
+                errors[name] = err
+        dphi_do_peaks: dict[str, np.ndarray] = {}
+        for name in sorted(peaks):
+            values = _read_map(f, f"{RESULTS}/{name}/dphi_do", shape)
+            if values is not None:
+                dphi_do_peaks[name] = values
+                shape = shape or values.shape
+                err = _read_map(f, f"{RESULTS}/{name}/dphi_do_error", shape)
+                if err is not None:
+                    errors[f"dphi_do/{name}"] = err
+        mask = _read_map(f, f"{RESULTS}/supercrystal_mask", shape)
 
         scherrer_k = DEFAULT_SCHERRER_K
         wh_names: list[str] | None = None
@@ -313,6 +343,12 @@ def read_report_data(results_path: str | Path, peak: str | None = None) -> Repor
         b=derived_maps["b"],
         scherrer_k=scherrer_k,
         wh_peaks=tuple(wh_peaks),
+        c=derived_maps["c"],
+        a_sc=derived_maps["a_sc"],
+        dphi_do_peaks=dphi_do_peaks,
+        errors=errors,
+        supercrystal_mask=None if mask is None else mask > 0,
+        bragg_intensity=derived_maps["bragg_intensity"],
     )
 
 
