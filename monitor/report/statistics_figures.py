@@ -142,7 +142,7 @@ def draw_size_dependence(data: ReportData, stats: ReportStatistics) -> Figure:
             if fit is not None and ok.any():
                 s = np.linspace(np.nanmin(q[xn].values[ok]), np.nanmax(q[xn].values[ok]), 100)
                 ax.plot(s, fit(s) * ky, color=colours(i), lw=2,
-                        label=f"{name} = {fit.y_inf:.4f} + {fit.k:.3g}·s^−{fit.n:.2f}")
+                        label=f"{name} = {fit.y_inf:.4f} {'−' if fit.k < 0 else '+'} {abs(fit.k):.3g}·s^−{fit.n:.2f}")
             rho = _rho_text(stats, (xn, name))
             if rho:
                 text.append(f"{q[name].label}: {rho}" if len(ys) > 1 else rho)
