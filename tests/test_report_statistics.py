@@ -127,6 +127,7 @@ def test_statistics_of_a_known_map(tmp_path: Path) -> None:
     data = read_report_data(_synthetic(tmp_path))
     stats = report_statistics(data, StatisticsOptions(resamples=300, seed=1))
     assert stats.mask_source == "supercrystal_mask" and stats.distance_units == "µm"
+    assert stats.centre_weights == "bragg_intensity"
     assert stats.centre == pytest.approx((14.5 * 0.5, 11.5 * 0.5), abs=0.05)
     s = stats.summary("size")
     assert s["n"] == int(data.supercrystal_mask.sum())

@@ -67,6 +67,7 @@ class ReportStatistics:
     mask: np.ndarray = field(repr=False)
     mask_source: str
     centre: tuple[float, float]
+    centre_weights: str  # the map that weighted the centroid
     distance_units: str
     distance: np.ndarray = field(repr=False)
     quantities: dict[str, Quantity] = field(repr=False)
@@ -98,7 +99,7 @@ class ReportStatistics:
         doc: dict[str, Any] = {
             "mask": {"source": self.mask_source, "n_points": int(self.mask.sum())},
             "centre": {"x": self.centre[0], "y": self.centre[1], "units": self.distance_units,
-                       "weights": "bragg_intensity (else integrated intensity)"},
+                       "weights": self.centre_weights},
             "bootstrap": {"resamples": o.resamples, "seed": o.seed, "confidence": o.confidence,
                           "method": "percentile, points resampled in pairs"},
             "quantities": {name: {"label": q.label, "units": q.units, **self.summary(name)}
@@ -175,8 +176,13 @@ def report_statistics(data: ReportData, options: StatisticsOptions = StatisticsO
     quantities = _quantities(data)
     mask, source = _mask(data, quantities)
     xx, yy = np.meshgrid(data.x.centres, data.y.centres)
-    weights = data.bragg_intensity if data.bragg_intensity is not None else data.intensity
-    centre = weighted_centroid(xx, yy, weights if weights is not None else np.ones(data.shape), mask)
+    if data.bragg_intensity is not None:
+        weights, weighted_by = data.bragg_intensity, "bragg_intensity"
+    elif data.intensity is not None:
+        weights, weighted_by = data.intensity, "intensity"
+    else:
+        weights, weighted_by = np.ones(data.shape), "none"
+    centre = weighted_centroid(xx, yy, weights, mask)
     distance = distance_map(xx, yy, centre)
     units = data.x.units or "points"
     all_q = dict(quantities)
@@ -196,6 +202,7 @@ def report_statistics(data: ReportData, options: StatisticsOptions = StatisticsO
         for name in ("a", "b"):
             if name in quantities:
                 power_laws[name] = fit_power_law(size, quantities[name].values)
-    return ReportStatistics(mask=mask, mask_source=source, centre=centre, distance_units=units, distance=distance,
+    return ReportStatistics(mask=mask, mask_source=source, centre=centre, centre_weights=weighted_by,
+                            distance_units=units, distance=distance,
                             quantities=all_q, correlations=correlations, profiles=profiles, power_laws=power_laws,
                             options=options)
