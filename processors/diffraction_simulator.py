@@ -18,7 +18,7 @@ import numpy as np
 
 from processors.angles import wrap_deg
 from processors.frame_realism import FrameRealism, place_hot_pixels, ring_background
-from processors.geometry import combine_masks, pixel_geometry
+from processors.geometry import PixelGeometry, combine_masks, pixel_geometry
 from processors.supercrystal import SPOT_AMPLITUDE, SupercrystalTruth, in_plane_equivalents
 
 _FOUR_LN2 = 4.0 * np.log(2.0)
@@ -68,14 +68,15 @@ class FrameRenderer:
     ``realism`` adds the options of :class:`FrameRealism`; ``windows`` (the config's
     peak windows, ``((q_lo, q_hi), (chi_lo, chi_hi))``) place hot pixels inside them, and
     ``superlattice`` lists the SAXS spots ``(h, k)`` drawn when ``realism.superlattice_spots``.
+    ``geometry``: the PONI's :class:`PixelGeometry` when the caller has it already.
     """
 
     def __init__(self, poni_text: str, truth: SupercrystalTruth, hkls: Sequence[tuple[int, int, int]], *,
                  background: float = 1.0, dtype: str = "uint32", extra_mask: np.ndarray | None = None,
                  amplitudes: dict | None = None, background_pool: int = 0, seed: int = 0,
                  realism: FrameRealism | None = None, windows: Sequence[Window] = (),
-                 superlattice: Sequence[tuple[int, int]] = ()) -> None:
-        geometry = pixel_geometry(poni_text)
+                 superlattice: Sequence[tuple[int, int]] = (), geometry: PixelGeometry | None = None) -> None:
+        geometry = geometry if geometry is not None else pixel_geometry(poni_text)
         self.shape = geometry.shape
         self.truth = truth
         self.background = background
@@ -161,13 +162,21 @@ class FrameRenderer:
         if ring.gradients is None:
             dchi = wrap_deg(ring.chi[idx] - centre)
             return np.exp(-_FOUR_LN2 * (((ring.q[idx] - q0) / dq) ** 2 + (dchi / dphi) ** 2))
+        g = ring.gradients[:, idx]
+        dchi = wrap_deg(ring.chi[idx] - centre)
+        # only pixels whose nearest corner is within 3 FWHM can hold anything (exp(-25) beyond)
+        gap_q = np.maximum(np.abs(ring.q[idx] - q0) - 0.5 * (np.abs(g[0]) + np.abs(g[1])), 0.0) / dq
+        gap_chi = np.maximum(np.abs(dchi) - 0.5 * (np.abs(g[2]) + np.abs(g[3])), 0.0) / dphi
+        near = np.flatnonzero(gap_q ** 2 + gap_chi ** 2 < 9.0)
         n = self.realism.subpixels
         offsets = (np.arange(n) + 0.5) / n - 0.5
         dr, dc = (a.reshape(-1, 1) for a in np.meshgrid(offsets, offsets, indexing="ij"))
-        g = ring.gradients[:, idx]
-        q = ring.q[idx] + dr * g[0] + dc * g[1]
-        dchi = wrap_deg(ring.chi[idx] - centre + dr * g[2] + dc * g[3])
-        return np.exp(-_FOUR_LN2 * (((q - q0) / dq) ** 2 + (dchi / dphi) ** 2)).mean(axis=0)
+        g = g[:, near]
+        q = ring.q[idx[near]] + dr * g[0] + dc * g[1]
+        sub_chi = dchi[near] + dr * g[2] + dc * g[3]
+        out = np.zeros(idx.size)
+        out[near] = np.exp(-_FOUR_LN2 * (((q - q0) / dq) ** 2 + (sub_chi / dphi) ** 2)).mean(axis=0)
+        return out
 
     def expected_spots(self, row: int, col: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """(flat pixel indices, expected counts) of every spot at point (row, col); none for row < 0."""

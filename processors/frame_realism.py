@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from processors.supercrystal import check_patch
+
 _FOUR_LN2 = 4.0 * math.log(2.0)
 
 
@@ -66,6 +68,8 @@ class FrameRealism:
         for ok, name, why in checks:
             if not ok:
                 raise ValueError(f"simulator option {name} = {getattr(self, name)!r}: {why}")
+        if self.second_domain_patch is not None:
+            check_patch(self.second_domain_patch)
 
     @property
     def is_clean(self) -> bool:

@@ -122,6 +122,14 @@ class SupercrystalTruth:
         return np.where(self.second_domain.points, wrap_deg(phi0 + self.second_domain.rotation_deg), np.nan)
 
 
+def check_patch(patch: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """``patch`` (row0, row1, col0, col1, fractions of the map) or a ValueError saying what is wrong."""
+    r0, r1, c0, c1 = patch
+    if not (0 <= r0 < r1 <= 1 and 0 <= c0 < c1 <= 1):
+        raise ValueError(f"second-domain patch {tuple(patch)}: need 0 <= row0 < row1 <= 1 and 0 <= col0 < col1 <= 1")
+    return r0, r1, c0, c1
+
+
 def with_second_domain(truth: SupercrystalTruth, patch: tuple[float, float, float, float], *,
                        rotation_deg: float = 10.0, strength: float = 0.7) -> SupercrystalTruth:
     """``truth`` with a second domain on the crystal points inside ``patch``.
@@ -129,9 +137,7 @@ def with_second_domain(truth: SupercrystalTruth, patch: tuple[float, float, floa
     ``patch`` = (row0, row1, col0, col1) as fractions 0–1 of the map (e.g. (0.3, 0.6, 0.3,
     0.6) for a patch in the middle), so the same patch fits any sampling of the sample.
     """
-    r0, r1, c0, c1 = patch
-    if not (0 <= r0 < r1 <= 1 and 0 <= c0 < c1 <= 1):
-        raise ValueError(f"second-domain patch {patch}: need 0 <= row0 < row1 <= 1 and 0 <= col0 < col1 <= 1")
+    r0, r1, c0, c1 = check_patch(patch)
     rows, cols = truth.shape
     v, u = np.meshgrid((np.arange(rows) + 0.5) / rows, (np.arange(cols) + 0.5) / cols, indexing="ij")
     points = truth.on_crystal & (v >= r0) & (v < r1) & (u >= c0) & (u < c1)
