@@ -77,7 +77,7 @@ def _format(value: float, metric: str) -> str:
     key = metric.rsplit("/", 1)[-1]
     if key in ("fitted_inside", "false_outside", "dq", "dphi", "size"):
         return f"{100 * value:7.2f} %"
-    if key in ("a", "b"):
+    if key in ("a", "b", "a_bias", "b_bias"):
         return f"{1000 * value:7.2f} mÅ"
     if key == "phi0":
         return f"{value:7.3f}°"

@@ -7,7 +7,9 @@ by tests. Every number is a median over the map (NaN points left out):
 - ``<peak>/false_outside``: fraction of off-crystal points that got a q0 anyway;
 - ``<peak>/q0`` |Δq0| (1/Å), ``<peak>/dq`` and ``<peak>/dphi`` |fit/true − 1|,
   ``<peak>/phi0`` |w(Δφ0)| (degrees);
-- ``a``, ``b`` |Δ| (Å), ``size`` |fit/true − 1|, ``microstrain`` |Δε| (fraction).
+- ``a``, ``b`` |Δ| (Å), ``size`` |fit/true − 1|, ``microstrain`` |Δε| (fraction);
+- ``a_bias``, ``b_bias``: the signed median of fit − true (Å; no target: a bias of a few
+  mÅ is a fake a − b gradient even where the scatter meets its target).
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ def recovered_vs_truth(spots: Mapping[str, Mapping[str, np.ndarray]], derived: M
             continue
         err = derived[name] - true
         out[name] = _median(np.abs(err / true if name == "size" else err))
+        if name in ("a", "b"):
+            out[f"{name}_bias"] = _median(err)
     return out
 
 

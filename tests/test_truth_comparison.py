@@ -41,16 +41,18 @@ def test_errors_are_medians_of_what_was_changed():
     off = np.argwhere(~on)[0]
     spots["100"]["q0"][off[0], off[1]] = 1.07                            # one false fit outside
     derived["size"] = derived["size"] * 0.9
+    derived["a"] = derived["a"] - 0.004
     metrics = recovered_vs_truth(spots, derived, truth, PEAKS)
     assert abs(metrics["100/q0"] - 2e-3) < 1e-12
     assert abs(metrics["100/dq"] - 0.02) < 1e-12
     assert abs(metrics["100/phi0"] - 0.05) < 1e-9
     assert abs(metrics["size"] - 0.1) < 1e-12
+    assert abs(metrics["a_bias"] + 0.004) < 1e-12 and abs(metrics["a"] - 0.004) < 1e-12 and metrics["b_bias"] == 0
     assert abs(metrics["100/fitted_inside"] - (1 - len(lost) / on.sum())) < 1e-12
     assert metrics["100/false_outside"] == 1 / (~on).sum()
     verdict = judge(metrics)
     assert not verdict["100/q0"] and verdict["100/dq"] and verdict["100/phi0"] and not verdict["size"]
-    assert not verdict["100/fitted_inside"]
+    assert not verdict["100/fitted_inside"] and not verdict["a"] and "a_bias" not in verdict
 
 
 def test_truth_at_points_takes_points_and_leaves_the_rest_off_crystal():
