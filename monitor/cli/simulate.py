@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 from monitor.cli.command_parser import CommandParser
@@ -89,16 +90,11 @@ def _add_realism_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--subpixels", type=int, metavar="N", help="sub-samples per pixel side with --pixel-integrated (4)")
 
 
-_REALISM_FIELDS = ("spot_strength", "ring_level", "ring_q", "ring_fwhm", "ring_modulation", "ring_chi_deg",
-                   "hot_pixels", "hot_pixels_per_window", "hot_pixel_counts", "zingers_per_frame", "zinger_counts",
-                   "superlattice_spots", "saxs_fwhm_px", "second_domain_patch", "second_domain_rotation_deg",
-                   "second_domain_strength", "pixel_integrated", "subpixels")
-
-
 def realism_from_args(args: argparse.Namespace) -> FrameRealism:
     """The :class:`FrameRealism` the command line asks for (ValueError names a bad option)."""
     base = MESSY_BEAMTIME if args.messy else FrameRealism()
-    changes = {name: getattr(args, name) for name in _REALISM_FIELDS}
+    # every option of the realism group is stored under its FrameRealism field name (dest)
+    changes = {f.name: getattr(args, f.name) for f in fields(FrameRealism) if hasattr(args, f.name)}
     if changes["second_domain_patch"] is not None:
         changes["second_domain_patch"] = tuple(changes["second_domain_patch"])
     return base.with_changes(**changes)
