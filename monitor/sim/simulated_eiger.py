@@ -187,9 +187,9 @@ class SimulatedEiger(Device):
     @classmethod
     def from_config(cls, name: str, config: NanomapsConfig, *, motors: tuple, sender: StreamSender,
                     sample: SampleModel | None = None, dtype: str = "uint32", encoding: str = "bslz4",
-                    seed: int = 0, **kwargs) -> "SimulatedEiger":
+                    seed: int = 0, realism: FrameRealism | None = None, **kwargs) -> "SimulatedEiger":
         """Build the :class:`FrameSource` from ``config`` (sample: the default one covering its scan)."""
-        source = FrameSource(config, sample, dtype=dtype, encoding=encoding, seed=seed)
+        source = FrameSource(config, sample, dtype=dtype, encoding=encoding, seed=seed, realism=realism)
         return cls(name, source=source, motors=motors, sender=sender, seed=seed, **kwargs)
 
     # ------------------------------------------------------------------ background work
