@@ -212,3 +212,17 @@ def test_cli_bad_option_is_one_line(tmp_path, capsys):
     code = simulate_cmd.main(["--out", str(tmp_path / "x_master.h5"), "--ring-modulation", "1.5"])
     err = capsys.readouterr().err
     assert code == 2 and "ring_modulation" in err and err.count("\n") == 1
+
+
+def test_the_demo_detector_takes_the_realism_too(tmp_path, rng):
+    from monitor.sim.simulated_eiger import FrameSource
+    from processors.config import load_config
+    from processors.demo_setup import write_demo_config
+
+    config = load_config(write_demo_config(tmp_path, shape=(4, 5)))
+    source = FrameSource(config, realism=FrameRealism(hot_pixels=3, second_domain_patch=(0.0, 1.0, 0.0, 1.0)),
+                         background_pool=1)
+    assert source.sample.truth.second_domain.points.any()
+    frame = source.render(0.75, 1.0, rng).reshape(-1)
+    assert (frame[source.renderer.hot_pixels] == 2000).all() and source.renderer.hot_pixels.size == 3
+    assert not source.metadata.pixel_mask.reshape(-1)[source.renderer.hot_pixels].any()
