@@ -215,12 +215,13 @@ def test_cli_bad_option_is_one_line(tmp_path, capsys):
 
 
 def test_the_demo_detector_takes_the_realism_too(tmp_path, rng):
-    from monitor.sim.simulated_eiger import FrameSource
+    from monitor.sim.simulated_eiger import FrameSource, SampleModel
     from processors.config import load_config
     from processors.demo_setup import write_demo_config
 
     config = load_config(write_demo_config(tmp_path, shape=(4, 5)))
-    source = FrameSource(config, realism=FrameRealism(hot_pixels=3, second_domain_patch=(0.0, 1.0, 0.0, 1.0)),
+    sample = SampleModel(model_supercrystal((8, 10), seed=1), pixel_um=0.25)
+    source = FrameSource(config, sample, realism=FrameRealism(hot_pixels=3, second_domain_patch=(0.0, 1.0, 0.0, 1.0)),
                          background_pool=1)
     assert source.sample.truth.second_domain.points.any()
     frame = source.render(0.75, 1.0, rng).reshape(-1)
