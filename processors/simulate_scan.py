@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -11,8 +11,9 @@ import numpy as np
 
 from processors.config import NanomapsConfig
 from processors.diffraction_simulator import FrameRenderer
+from processors.frame_realism import FrameRealism
 from processors.geometry import load_integrator, read_poni
-from processors.supercrystal import SupercrystalTruth, model_supercrystal
+from processors.supercrystal import SupercrystalTruth, model_supercrystal, with_second_domain
 from stream.chunk_codec import encode_frame
 from stream.dectris_writer import DectrisWriter
 from stream.detector_metadata import DetectorMetadata
@@ -34,19 +35,45 @@ def dead_pixels(shape: tuple[int, int], n: int, seed: int) -> np.ndarray:
     return mask
 
 
-def save_truth(path: Path, truth: SupercrystalTruth, config: NanomapsConfig) -> None:
-    """Truth maps and the true parameters of every configured Bragg spot (HDF5)."""
+def save_truth(path: Path, truth: SupercrystalTruth, config: NanomapsConfig,
+               renderer: FrameRenderer | None = None) -> None:
+    """Truth maps and the true parameters of every configured spot (HDF5).
+
+    With a ``renderer`` also what it added: ``truth/realism`` (its options, as attributes),
+    ``truth/hot_pixels`` (``(n, 2)`` row, col of the unmasked hot pixels), the SAXS spots'
+    width and, where two domains are in the beam, ``truth/second_domain`` (bool map) and
+    ``spots/<peak>/second_phi0`` (degrees, NaN where there is one domain).
+    """
+    saxs_dq = renderer.saxs_dq if renderer is not None else None
     with h5py.File(path, "w") as f:
         g = f.create_group("truth")
         for name in ("size_nm", "microstrain", "a_A", "b_A", "c_A", "orientation_deg", "disorder_deg", "brightness"):
             g.create_dataset(name, data=getattr(truth, name))
         g.create_dataset("on_crystal", data=truth.on_crystal)
+        if truth.a_sc_nm is not None:
+            g.create_dataset("a_sc_nm", data=truth.a_sc_nm)
+        if truth.second_domain is not None:
+            g.create_dataset("second_domain", data=truth.second_domain.points)
+            g["second_domain"].attrs["rotation_deg"] = truth.second_domain.rotation_deg
+            g["second_domain"].attrs["strength"] = truth.second_domain.strength
         for peak in config.peaks:
-            if peak.hkl is None:
+            if peak.hkl is not None:
+                values = truth.spot(peak.hkl)
+            elif saxs_dq is not None:
+                values = truth.superlattice_spot(peak.superlattice, saxs_dq)
+            else:
                 continue
             s = g.create_group(f"spots/{peak.name}")
-            for key, values in truth.spot(peak.hkl).items():
-                s.create_dataset(key, data=values)
+            for key, data in values.items():
+                s.create_dataset(key, data=data)
+            if truth.second_domain is not None and peak.hkl is not None:
+                s.create_dataset("second_phi0", data=truth.second_phi0(values["phi0"]))
+        if renderer is not None:
+            r = g.create_group("realism")
+            for key, value in asdict(renderer.realism).items():
+                r.attrs[key] = "none" if value is None else value
+            rows, cols = np.divmod(renderer.hot_pixels, renderer.shape[1])
+            g.create_dataset("hot_pixels", data=np.stack([rows, cols], axis=1).astype(np.int64))
 
 
 def simulated_detector_metadata(ai, dtype: str, encoding: str, mask: np.ndarray, nimages: int) -> DetectorMetadata:
@@ -67,22 +94,23 @@ class ScanSimulator:
     ``metadata`` describes the detector (from the PONI file; ``pixel_mask`` = gaps and
     a few dead pixels); :meth:`encoded_frames` yields ``(frame number, blob)`` in scan
     order. ``background_pool`` > 0 reuses that many background frames (a live
-    simulator must keep pace; the spots are always drawn fresh).
+    simulator must keep pace; the spots are always drawn fresh). ``realism`` adds what
+    real frames have (:class:`~processors.frame_realism.FrameRealism`; default: none).
     """
 
     def __init__(self, config: NanomapsConfig, *, dtype: str = "uint32", encoding: str = "bslz4", seed: int = 0,
-                 n_frames: int | None = None, background_pool: int = 0) -> None:
+                 n_frames: int | None = None, background_pool: int = 0,
+                 realism: FrameRealism | None = None) -> None:
         self.config = config
         self.encoding = encoding
         self.seed = seed
         poni_text = read_poni(config.geometry.poni)
         ai = load_integrator(poni_text, str(config.geometry.poni))
         shape = tuple(ai.detector.shape)
-        self.truth = model_supercrystal(config.scan.shape, seed=seed)
-        hkls = [p.hkl for p in config.peaks if p.hkl is not None]
-        self.renderer = FrameRenderer(poni_text, self.truth, hkls, dtype=dtype,
-                                      extra_mask=dead_pixels(shape, 200, seed), background_pool=background_pool,
-                                      seed=seed)
+        realism = realism if realism is not None else FrameRealism()
+        self.truth = realistic_truth(model_supercrystal(config.scan.shape, seed=seed), realism)
+        self.renderer = renderer_for(config, poni_text, self.truth, shape, dtype=dtype, seed=seed,
+                                     background_pool=background_pool, realism=realism)
         self.n_frames = config.scan.n_frames if n_frames is None else n_frames
         self.metadata = simulated_detector_metadata(ai, dtype, encoding, self.renderer.mask, self.n_frames)
 
@@ -94,7 +122,25 @@ class ScanSimulator:
             yield k, encode_frame(self.renderer.render(int(rows[k]), int(cols[k]), rng), self.encoding)
 
     def save_truth(self, path: Path) -> None:
-        save_truth(path, self.truth, self.config)
+        save_truth(path, self.truth, self.config, self.renderer)
+
+
+def realistic_truth(truth: SupercrystalTruth, realism: FrameRealism) -> SupercrystalTruth:
+    """``truth`` with what ``realism`` changes in the sample (a second domain in its patch)."""
+    if realism.second_domain_patch is None:
+        return truth
+    return with_second_domain(truth, realism.second_domain_patch, rotation_deg=realism.second_domain_rotation_deg,
+                              strength=realism.second_domain_strength)
+
+
+def renderer_for(config: NanomapsConfig, poni_text: str, truth: SupercrystalTruth, shape: tuple[int, int], *,
+                 dtype: str, seed: int, background_pool: int, realism: FrameRealism) -> FrameRenderer:
+    """The :class:`FrameRenderer` of ``config``'s peaks (200 dead pixels in the pixel mask, as on a real EIGER)."""
+    hkls = [p.hkl for p in config.peaks if p.hkl is not None]
+    return FrameRenderer(poni_text, truth, hkls, dtype=dtype, extra_mask=dead_pixels(shape, 200, seed),
+                         background_pool=background_pool, seed=seed, realism=realism,
+                         windows=[(p.q, p.chi) for p in config.peaks],
+                         superlattice=[p.superlattice for p in config.peaks if p.superlattice is not None])
 
 
 def truth_path_for(master_path: Path) -> Path:
@@ -104,14 +150,16 @@ def truth_path_for(master_path: Path) -> Path:
 
 def simulate_scan_file(config: NanomapsConfig, master_path: str | Path, *, dtype: str = "uint32",
                        encoding: str = "bslz4", seed: int = 0, frames_per_file: int = 100,
-                       n_frames: int | None = None, progress: Callable[[int], None] | None = None) -> SimulatedScan:
+                       n_frames: int | None = None, progress: Callable[[int], None] | None = None,
+                       realism: FrameRealism | None = None) -> SimulatedScan:
     """Render ``config``'s scan of the model supercrystal into ``master_path`` (DECTRIS layout).
 
     ``n_frames`` defaults to the scan's frame count (give more or fewer to test the
     reader's warnings). The truth goes to ``<name>_truth.h5`` next to the master file.
+    ``realism``: see :class:`~processors.frame_realism.FrameRealism` (default: a clean scan).
     """
     master_path = Path(master_path)
-    sim = ScanSimulator(config, dtype=dtype, encoding=encoding, seed=seed, n_frames=n_frames)
+    sim = ScanSimulator(config, dtype=dtype, encoding=encoding, seed=seed, n_frames=n_frames, realism=realism)
     with DectrisWriter(master_path, sim.metadata, encoding=encoding, frames_per_file=frames_per_file) as writer:
         for k, blob in sim.encoded_frames():
             writer.write_chunk(blob, k)

@@ -9,7 +9,7 @@ the centre to the edge. Outside the supercrystal the beam hits nothing (no spots
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -21,6 +21,34 @@ C0_ANGSTROM = 5.910
 SCHERRER_K = 0.85
 #: Default spot amplitudes (counts/pixel at the centre of the crystal).
 SPOT_AMPLITUDE = {(1, 0, 0): 300.0, (0, 1, 0): 300.0, (1, 1, 0): 160.0, (2, 0, 0): 110.0, (0, 0, 1): 200.0}
+#: Gap between neighbouring NCs in the supercrystal (nm): ligand shells. a_SC = size + gap
+#: gives ⟨a_SC⟩ ≈ 15 nm for 12.6 nm NCs (science.md: 14.6–15.6 nm).
+LIGAND_GAP_NM = 2.5
+
+
+def in_plane_equivalents(hkl: tuple[int, int, int]) -> tuple[tuple[int, int, int], ...]:
+    """The reflections 0°, 90°, 180°, 270° from ``hkl`` about the beam (∥ [001]).
+
+    (h, k, l), (−k, h, l), (−h, −k, l), (k, −h, l): for (100) these are (010), (−100),
+    (0−10), each with its own q (2π/a or 2π/b). An on-axis (00l) is its own only one.
+    """
+    h, k, l = hkl  # noqa: E741 (the Miller index is called l)
+    if h == k == 0:
+        return (tuple(hkl),)
+    return ((h, k, l), (-k, h, l), (-h, -k, l), (k, -h, l))
+
+
+@dataclass(frozen=True)
+class SecondDomain:
+    """A second, rotated set of NC orientations at some points (two domains in the beam).
+
+    ``points`` is bool ``[rows, cols]``; there the sample also diffracts with φ0 turned by
+    ``rotation_deg`` (degrees) and amplitudes × ``strength`` (relative to the first domain).
+    """
+
+    points: np.ndarray = field(repr=False)
+    rotation_deg: float = 10.0
+    strength: float = 0.7
 
 
 def lattice_anisotropy(size_nm: np.ndarray) -> np.ndarray:
@@ -47,6 +75,9 @@ class SupercrystalTruth:
     disorder_deg: np.ndarray = field(repr=False)
     brightness: np.ndarray = field(repr=False)
     scherrer_k: float = SCHERRER_K
+    #: supercrystal lattice parameter (nm) of a square SC lattice co-aligned with the NCs
+    a_sc_nm: np.ndarray | None = field(default=None, repr=False)
+    second_domain: SecondDomain | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -68,6 +99,49 @@ class SupercrystalTruth:
         phi0 = wrap_deg(self.orientation_deg + in_plane)
         dphi = np.degrees(np.sqrt(np.radians(self.disorder_deg) ** 2 + (dq / q0) ** 2))
         return {"q0": q0, "dq": dq, "phi0": phi0, "dphi": dphi}
+
+    def superlattice_spot(self, hk: tuple[int, int], dq_fwhm: float) -> dict[str, np.ndarray]:
+        """True parameters of the SAXS superlattice spot ``hk`` of the square SC lattice.
+
+        ``q0`` = 2π √(h² + k²) / a_SC (1/Å), ``phi0`` = orientation + atan2(k, h) (degrees),
+        ``dq`` = ``dq_fwhm`` (1/Å, FWHM) everywhere and ``dphi`` = Δq / q0 in degrees (a
+        round spot: SC domains are large, so the width is the instrument's).
+        """
+        if self.a_sc_nm is None:
+            raise ValueError("this truth has no supercrystal lattice (a_sc_nm)")
+        h, k = hk
+        q0 = 2 * np.pi * math.hypot(h, k) / (10.0 * self.a_sc_nm)
+        dq = np.full(self.shape, float(dq_fwhm))
+        phi0 = wrap_deg(self.orientation_deg + math.degrees(math.atan2(k, h)))
+        return {"q0": q0, "dq": dq, "phi0": phi0, "dphi": np.degrees(dq / q0)}
+
+    def second_phi0(self, phi0: np.ndarray) -> np.ndarray:
+        """φ0 (degrees) of the second domain's spot whose first-domain φ0 is ``phi0``; NaN where none."""
+        if self.second_domain is None:
+            return np.full(self.shape, np.nan)
+        return np.where(self.second_domain.points, wrap_deg(phi0 + self.second_domain.rotation_deg), np.nan)
+
+
+def check_patch(patch: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """``patch`` (row0, row1, col0, col1, fractions of the map) or a ValueError saying what is wrong."""
+    r0, r1, c0, c1 = patch
+    if not (0 <= r0 < r1 <= 1 and 0 <= c0 < c1 <= 1):
+        raise ValueError(f"second-domain patch {tuple(patch)}: need 0 <= row0 < row1 <= 1 and 0 <= col0 < col1 <= 1")
+    return r0, r1, c0, c1
+
+
+def with_second_domain(truth: SupercrystalTruth, patch: tuple[float, float, float, float], *,
+                       rotation_deg: float = 10.0, strength: float = 0.7) -> SupercrystalTruth:
+    """``truth`` with a second domain on the crystal points inside ``patch``.
+
+    ``patch`` = (row0, row1, col0, col1) as fractions 0–1 of the map (e.g. (0.3, 0.6, 0.3,
+    0.6) for a patch in the middle), so the same patch fits any sampling of the sample.
+    """
+    r0, r1, c0, c1 = check_patch(patch)
+    rows, cols = truth.shape
+    v, u = np.meshgrid((np.arange(rows) + 0.5) / rows, (np.arange(cols) + 0.5) / cols, indexing="ij")
+    points = truth.on_crystal & (v >= r0) & (v < r1) & (u >= c0) & (u < c1)
+    return replace(truth, second_domain=SecondDomain(points, float(rotation_deg), float(strength)))
 
 
 def model_supercrystal(shape: tuple[int, int], *, orientation_deg: float = 178.0, seed: int = 0) -> SupercrystalTruth:
@@ -103,4 +177,5 @@ def model_supercrystal(shape: tuple[int, int], *, orientation_deg: float = 178.0
 
     return SupercrystalTruth(on_crystal=on, size_nm=inside(size), microstrain=inside(strain), a_A=inside(a),
                              b_A=inside(b), c_A=inside(c), orientation_deg=inside(orientation),
-                             disorder_deg=inside(disorder), brightness=np.where(on, brightness, 0.0))
+                             disorder_deg=inside(disorder), brightness=np.where(on, brightness, 0.0),
+                             a_sc_nm=inside(size + LIGAND_GAP_NM))

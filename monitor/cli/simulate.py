@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 from monitor.cli.command_parser import CommandParser
@@ -13,6 +14,7 @@ from monitor.session.progress import progress_bar
 from monitor.sim.live_scan import stream_scan
 from processors.config import ConfigError, load_config
 from processors.demo_setup import DEMO_DETECTORS, write_demo_config
+from processors.frame_realism import MESSY_BEAMTIME, FrameRealism
 from processors.geometry import GeometryError
 from processors.simulate_scan import ScanSimulator, simulate_scan_file
 from stream.dectris_replay import parse_rate
@@ -47,7 +49,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", type=int, default=1, help="series number to announce")
     p.add_argument("--truth", metavar="TRUTH.h5", help="where to write the true maps of a live run")
     p.add_argument("--allow-remote", action="store_true", help="allow binding to a non-loopback interface")
+    _add_realism_options(p)
     return p
+
+
+def _add_realism_options(p: argparse.ArgumentParser) -> None:
+    """What real frames have (all off by default; --messy sets the issue-10 case, other options override it)."""
+    g = p.add_argument_group(
+        "realism (what real frames have; default: a clean scan)",
+        "--messy is the 'messy beamtime' preset: a sloped amorphous ring background (±35 % across the demo's "
+        "100 and 200 windows), spots 3x weaker, 12 hot pixels missing from the pixel mask (2 in each window), "
+        "1 zinger per frame. Options given with it override the preset.")
+    g.add_argument("--messy", action="store_true", help="the messy-beamtime preset (see above)")
+    g.add_argument("--spot-strength", type=float, metavar="F", help="factor on the Bragg spot amplitudes (1/3: 3x weaker)")
+    g.add_argument("--ring-background", type=float, metavar="COUNTS", dest="ring_level",
+                   help="amorphous/ligand ring: counts/pixel at its top (0: none)")
+    g.add_argument("--ring-q", type=float, metavar="Q", help="ring centre, 1/Å (default 1.6)")
+    g.add_argument("--ring-fwhm", type=float, metavar="DQ", help="ring FWHM in q, 1/Å (default 1.0; --messy 0.9)")
+    g.add_argument("--ring-modulation", type=float, metavar="M",
+                   help="azimuthal variation of the ring, B ∝ 1 + M cos(χ − χm), 0 <= M < 1")
+    g.add_argument("--ring-chi", type=float, metavar="DEG", dest="ring_chi_deg", help="χm, the ring's brightest χ (degrees)")
+    g.add_argument("--hot-pixels", type=int, metavar="N", help="N pixels, not in the pixel mask, high in every frame")
+    g.add_argument("--hot-pixels-per-window", type=int, metavar="N", help="of those, N inside each [[peak]] window")
+    g.add_argument("--hot-pixel-counts", type=float, metavar="COUNTS", help="value of a hot pixel (default 2000)")
+    g.add_argument("--zingers", type=int, metavar="N", dest="zingers_per_frame",
+                   help="N random high pixels per frame, anywhere unmasked")
+    g.add_argument("--zinger-counts", type=float, metavar="COUNTS", help="value of a zinger (default 2000)")
+    g.add_argument("--saxs", action="store_const", const=True, dest="superlattice_spots",
+                   help="draw the config's superlattice ([[peak]] superlattice = [1, 0]) SAXS spots")
+    g.add_argument("--saxs-fwhm-px", type=float, metavar="PX", help="SAXS spot FWHM in detector pixels (default 1)")
+    g.add_argument("--two-domains", type=float, nargs=4, metavar=("ROW0", "ROW1", "COL0", "COL1"),
+                   dest="second_domain_patch",
+                   help="a second domain (rotated spots) on the crystal in this patch of the map, fractions 0-1")
+    g.add_argument("--second-rotation", type=float, metavar="DEG", dest="second_domain_rotation_deg",
+                   help="φ0 of the second domain minus the first's, degrees (default 10)")
+    g.add_argument("--second-strength", type=float, metavar="F", dest="second_domain_strength",
+                   help="amplitude of the second domain relative to the first (default 0.7)")
+    g.add_argument("--pixel-integrated", action="store_const", const=True, dest="pixel_integrated",
+                   help="spots averaged over each pixel's area, not sampled at its centre")
+    g.add_argument("--subpixels", type=int, metavar="N", help="sub-samples per pixel side with --pixel-integrated (4)")
+
+
+def realism_from_args(args: argparse.Namespace) -> FrameRealism:
+    """The :class:`FrameRealism` the command line asks for (ValueError names a bad option)."""
+    base = MESSY_BEAMTIME if args.messy else FrameRealism()
+    # every option of the realism group is stored under its FrameRealism field name (dest)
+    changes = {f.name: getattr(args, f.name) for f in fields(FrameRealism) if hasattr(args, f.name)}
+    if changes["second_domain_patch"] is not None:
+        changes["second_domain_patch"] = tuple(changes["second_domain_patch"])
+    return base.with_changes(**changes)
 
 
 def _config(args, tmp: Path):
@@ -66,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         for path, what in ((args.out, "output"), (args.truth, "truth file")):
             if path:
                 check_output_file(path, what=what)
+        realism = realism_from_args(args)
         rate = parse_rate(args.rate)
         if rate == "original":
             raise ValueError("rate 'original' needs a recording: use a number of frames per second or max")
@@ -75,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
                 with progress_bar(config.scan.n_frames, "simulate") as bar:
                     sim = simulate_scan_file(config, args.out, dtype=args.dtype, encoding=args.encoding,
                                              seed=args.seed, frames_per_file=args.frames_per_file,
-                                             progress=bar.update)
+                                             progress=bar.update, realism=realism)
                 print(f"{sim.master_path}: {sim.frames} frames; truth in {sim.truth_path}")
                 return 0
             sim = ScanSimulator(config, dtype=args.dtype, encoding=args.encoding, seed=args.seed,
-                                background_pool=16)
+                                background_pool=16, realism=realism)
             sender = StreamSender(args.bind, allow_remote=args.allow_remote)
             if args.truth:
                 sim.save_truth(Path(args.truth))

@@ -24,9 +24,9 @@ from monitor.bluesky.plan_runner import GridScanRequest
 from monitor.bluesky.run_engine_runner import RunEngineRunner
 from monitor.session.live_processor import LiveOptions, LiveProcessor, LiveSummary
 from monitor.sim.simulated_eiger import SimulatedEiger
-from processors.angles import wrap_deg
 from processors.config import NanomapsConfig, load_config
 from processors.demo_setup import write_demo_config
+from processors.truth_comparison import recovered_vs_truth, truth_at_points
 from stream.stream_sender import StreamSender
 
 log = logging.getLogger("nanomaps.demo")
@@ -220,23 +220,9 @@ def truth_errors(session, uid: str) -> dict[str, float]:
     config = session.config
     maps = run.collector.result_maps(config.peaks, config.derived, config.williamson_hall_peaks)
     sample = session.eiger.source.sample
-    scan = run.collector.scan
-    ys, xs = scan.axis_positions()
+    ys, xs = run.collector.scan.axis_positions()
     index = np.array([[sample.point_at(y, x) for x in xs] for y in ys])  # (rows, cols, 2)
-    ok = index[..., 0] >= 0
-    out = {}
-    for peak in config.peaks:
-        true = sample.truth.spot(peak.hkl)
-        for key in ("q0", "dq", "phi0"):
-            t = np.full(scan.shape, np.nan)
-            t[ok] = true[key][index[ok, 0], index[ok, 1]]
-            err = maps.spots[peak.name][key] - t
-            if key == "phi0":
-                err = wrap_deg(err)
-            if key == "dq":
-                err = err / t
-            out[f"{peak.name}/{key}"] = float(np.nanmedian(np.abs(err)))
-    t = np.full(scan.shape, np.nan)
-    t[ok] = sample.truth.size_nm[index[ok, 0], index[ok, 1]]
-    out["size"] = float(np.nanmedian(np.abs(maps.derived["size"] / t - 1)))
-    return out
+    truth = truth_at_points(sample.truth, index[..., 0], index[..., 1])
+    metrics = recovered_vs_truth(maps.spots, maps.derived, truth, config.peaks)
+    keys = [f"{p.name}/{k}" for p in config.peaks if p.hkl is not None for k in ("q0", "dq", "phi0")] + ["size"]
+    return {k: metrics[k] for k in keys if k in metrics}

@@ -31,8 +31,9 @@ from ophyd.status import DeviceStatus
 
 from processors.config import NanomapsConfig
 from processors.diffraction_simulator import FrameRenderer
+from processors.frame_realism import FrameRealism
 from processors.geometry import load_integrator, read_poni
-from processors.simulate_scan import dead_pixels, simulated_detector_metadata
+from processors.simulate_scan import realistic_truth, renderer_for, simulated_detector_metadata
 from processors.supercrystal import SupercrystalTruth, model_supercrystal
 from stream.chunk_codec import encode_frame
 from stream.encoded_frame import EncodedFrame
@@ -117,19 +118,21 @@ class FrameSource:
     an EIGER 1M); share one source between devices and runs. ``background_pool``
     background frames are drawn once and reused (spots are always drawn fresh), so a
     frame costs a few ms. ``metadata`` describes the detector for the series header.
+    ``realism`` adds what real frames have (:class:`~processors.frame_realism.FrameRealism`).
     """
 
     def __init__(self, config: NanomapsConfig, sample: SampleModel | None = None, *, dtype: str = "uint32",
-                 encoding: str = "bslz4", seed: int = 0, background_pool: int = 8) -> None:
-        self.sample = sample if sample is not None else SampleModel.covering(config.scan, seed=seed)
+                 encoding: str = "bslz4", seed: int = 0, background_pool: int = 8,
+                 realism: FrameRealism | None = None) -> None:
+        realism = realism if realism is not None else FrameRealism()
+        sample = sample if sample is not None else SampleModel.covering(config.scan, seed=seed)
+        self.sample = replace(sample, truth=realistic_truth(sample.truth, realism))
         self.encoding = encoding
         poni_text = read_poni(config.geometry.poni)
         ai = load_integrator(poni_text, str(config.geometry.poni))
         shape = tuple(ai.detector.shape)
-        hkls = [p.hkl for p in config.peaks if p.hkl is not None]
-        self.renderer = FrameRenderer(poni_text, self.sample.truth, hkls, dtype=dtype,
-                                      extra_mask=dead_pixels(shape, 200, seed), background_pool=background_pool,
-                                      seed=seed)
+        self.renderer: FrameRenderer = renderer_for(config, poni_text, self.sample.truth, shape, dtype=dtype,
+                                                    seed=seed, background_pool=background_pool, realism=realism)
         self.metadata = simulated_detector_metadata(ai, dtype, encoding, self.renderer.mask, 0)
 
     def render(self, slow_um: float, fast_um: float, rng: np.random.Generator) -> np.ndarray:
@@ -184,9 +187,9 @@ class SimulatedEiger(Device):
     @classmethod
     def from_config(cls, name: str, config: NanomapsConfig, *, motors: tuple, sender: StreamSender,
                     sample: SampleModel | None = None, dtype: str = "uint32", encoding: str = "bslz4",
-                    seed: int = 0, **kwargs) -> "SimulatedEiger":
+                    seed: int = 0, realism: FrameRealism | None = None, **kwargs) -> "SimulatedEiger":
         """Build the :class:`FrameSource` from ``config`` (sample: the default one covering its scan)."""
-        source = FrameSource(config, sample, dtype=dtype, encoding=encoding, seed=seed)
+        source = FrameSource(config, sample, dtype=dtype, encoding=encoding, seed=seed, realism=realism)
         return cls(name, source=source, motors=motors, sender=sender, seed=seed, **kwargs)
 
     # ------------------------------------------------------------------ background work
