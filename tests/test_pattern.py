@@ -248,7 +248,8 @@ def test_cli_refuses_to_overwrite(written, tmp_path, capsys):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("case", ["missing", "data_file", "not_hdf5", "bad_config", "bad_frames", "bad_format"])
+@pytest.mark.parametrize("case", ["missing", "data_file", "not_hdf5", "bad_config", "bad_frames", "bad_format",
+                                  "unwritable", "same_outputs"])
 def test_cli_errors_are_one_line_exit_2(written, tmp_path, capsys, case):
     master, cfg, *_ = written
     args = [master, "--config", cfg, "--out", tmp_path / "p.png", "--no-progress"]
@@ -266,8 +267,24 @@ def test_cli_errors_are_one_line_exit_2(written, tmp_path, capsys, case):
         args += ["--frames", "100:200"]
     elif case == "bad_format":
         args[4] = tmp_path / "p.jpg"
+    elif case == "unwritable":
+        args += ["--h5", "/proc/p.h5"]
+    elif case == "same_outputs":
+        args += ["--h5", tmp_path / "p.png"]
     code, io = _run(args, capsys)
     assert code == 2
     assert io.err.count("\n") == 1 and io.err.startswith("nanomaps pattern: "), io.err
     assert "Traceback" not in io.err
     assert not (tmp_path / "p.png").exists()
+
+
+def test_help_explains_and_nanomaps_lists_pattern(capsys):
+    from monitor import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        pattern_cmd.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: nanomaps pattern" in out and "--stat" in out and "exit codes" in out
+    assert cli.main(["--help"]) == 0
+    assert "pattern" in capsys.readouterr().out
