@@ -23,12 +23,12 @@ from processors.pattern_kernel import max_per_bin
 from processors.pattern_windows import chi_segments
 from processors.polar_histogram import build_polar_histogram
 from processors.polar_lut import build_polar_lut
-from processors.simulate_scan import simulate_scan_file
 from stream.chunk_codec import encode_frame
 from stream.dectris_writer import DectrisWriter
 from stream.detector_metadata import DetectorMetadata
 
 from conftest import DEMO_DATA
+from shared_scans import demo_scan
 
 SPOT_Q, SPOT_CHI = 1.515, -137.0   # inside the demo's "110" window (q 1.39–1.64, χ 198–248 = −162…−112)
 N_FRAMES = 7
@@ -37,7 +37,7 @@ N_FRAMES = 7
 def _config(folder: Path, extra: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(DEMO_DATA / "eiger1m_demo.poni", folder / "eiger1m_demo.poni")
-    text = (DEMO_DATA / "demo.toml").read_text().replace("shape = [24, 32]", "shape = [3, 3]")
+    text = (DEMO_DATA / "demo.toml").read_text().replace("shape = [24, 32]", "shape = [3, 4]")
     (folder / "cfg.toml").write_text(text.replace('poni = "eiger1m_demo.poni"',
                                                   'poni = "eiger1m_demo.poni"' + extra))
     return folder / "cfg.toml"
@@ -211,10 +211,9 @@ def _run(argv, capsys):
     return code, capsys.readouterr()
 
 
-def test_cli_writes_figure_and_arrays_of_a_simulated_scan(tmp_path, capsys):
-    cfg = _config(tmp_path / "sim")
-    sim = simulate_scan_file(load_config(cfg), tmp_path / "sim" / "raw" / "scan_master.h5", seed=2,
-                             frames_per_file=3)
+def test_cli_writes_figure_and_arrays_of_a_simulated_scan(tmp_path_factory, tmp_path, capsys):
+    config, sim = demo_scan(tmp_path_factory, (3, 4), seed=0)  # also test_overwrite's
+    cfg = config.path
     out, h5 = tmp_path / "pattern.png", tmp_path / "pattern.h5"
     code, io = _run([sim.master_path, "--config", cfg, "--out", out, "--h5", h5, "--npy", tmp_path / "p.npy",
                      "--stat", "max", "--no-progress"], capsys)
@@ -230,7 +229,7 @@ def test_cli_writes_figure_and_arrays_of_a_simulated_scan(tmp_path, capsys):
         np.testing.assert_array_equal(f["pattern/sum"][()], sums)
         np.testing.assert_array_equal(f["pattern/count"][()], counts)
         np.testing.assert_array_equal(f["pattern/max"][()], maxima)
-        assert f["pattern"].attrs["frames_read"] == frames.shape[0] == 9
+        assert f["pattern"].attrs["frames_read"] == frames.shape[0] == 12
         image = f["pattern/image"][()]
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), image)
 
