@@ -10,9 +10,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import socket
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
+from urllib.parse import urlsplit
+
+#: How long Dask may try to reach a scheduler that does not refuse the connection outright.
+SCHEDULER_TIMEOUT = "10s"
 
 
 def default_workers() -> int:
@@ -47,6 +52,29 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _connection_refused(scheduler: str) -> OSError | None:
+    """The error of a TCP connection to ``scheduler`` that is refused at once, else None.
+
+    Dask retries a refused connection until its timeout: a mistyped port would cost the
+    user (and the tests) the whole timeout for an answer that is already certain. A slow or
+    unknown host is left to Dask's own timeout and error.
+    """
+    parts = urlsplit(scheduler if "://" in scheduler else f"tcp://{scheduler}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # not a port number: Dask's own error says more
+        return None
+    if parts.scheme != "tcp" or not host or port is None:
+        return None
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return None
+    except ConnectionRefusedError:
+        return ConnectionRefusedError("connection refused: nothing listens on that port")
+    except OSError:
+        return None
+
+
 def open_executor(workers: int | None = None, scheduler: str | None = None) -> ExecutorHandle:
     """A process pool of ``workers`` (default: one per core), or the Dask cluster at ``scheduler``.
 
@@ -57,7 +85,10 @@ def open_executor(workers: int | None = None, scheduler: str | None = None) -> E
         from distributed import Client  # only imported when a cluster is asked for
 
         try:
-            client = Client(scheduler, timeout="10s", set_as_default=False)
+            refused = _connection_refused(scheduler)
+            if refused is not None:
+                raise refused
+            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler} ({exc}). "
                                   "Fix: check --scheduler ADDR (e.g. tcp://host:8786) and that the scheduler runs") from exc

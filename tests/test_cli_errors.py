@@ -19,20 +19,15 @@ import h5py
 import pytest
 import zmq
 
-from processors.config import load_config
-from processors.demo_setup import write_demo_config
-from processors.simulate_scan import simulate_scan_file
-
 from cli_run import NANOMAPS, _env, assert_one_line_error, run_nanomaps
 from conftest import real_capture
+from shared_scans import demo_scan
 
 
 @pytest.fixture(scope="module")
 def small_scan(tmp_path_factory):
     """A 4 × 5 simulated scan in the DECTRIS layout (two data files) and its config."""
-    folder = tmp_path_factory.mktemp("scan")
-    config = load_config(write_demo_config(folder / "cfg", shape=(4, 5)))
-    sim = simulate_scan_file(config, folder / "scan_master.h5", frames_per_file=10)
+    config, sim = demo_scan(tmp_path_factory, (4, 5), seed=3, frames_per_file=10)  # also test_loud_failures'
     return config, Path(sim.master_path)
 
 

@@ -24,13 +24,14 @@ from monitor.session.reprocess import reprocess
 from monitor.sim.live_scan import stream_scan
 from processors.config import load_config
 from processors.demo_setup import write_demo_config
-from processors.simulate_scan import ScanSimulator, simulate_scan_file
+from processors.simulate_scan import ScanSimulator
 from stream.dectris_replay import replay_file
 from stream.stream1_codec import encode_stream1_start
 from stream.stream_recorder import read_stored_parts
 from stream.stream_sender import StreamSender
 
 from conftest import real_capture
+from shared_scans import demo_scan
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +42,7 @@ MAP_KEYS = ("intensity", "frame_status", "100/q0", "100/phi0", "110/dphi", "200/
 
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
-    d = tmp_path_factory.mktemp("live")
-    config = load_config(write_demo_config(d / "cfg", shape=SHAPE))
-    sim = simulate_scan_file(config, d / "sim" / "scan_master.h5", seed=11)
-    return config, sim
+    return demo_scan(tmp_path_factory, SHAPE, seed=3)  # the same scan as other modules': rendered once
 
 
 def in_thread(fn, *args, **kwargs) -> threading.Thread:

@@ -20,13 +20,12 @@ from monitor.cli.process import exit_status
 from monitor.session.live_processor import LiveOptions, LiveProcessor, LiveSummary
 from monitor.session.map_collector import RunCounters
 from monitor.session.results_file import ResultsWriter
-from processors.config import load_config
-from processors.demo_setup import write_demo_config
-from processors.simulate_scan import simulate_scan_file
 from stream.dectris_replay import replay_file
 from stream.dectris_writer import DectrisWriter
 from stream.stream_receiver import StreamReceiver
 from stream.stream_sender import StreamSender
+
+from shared_scans import demo_scan
 
 SHAPE = (4, 5)
 N = SHAPE[0] * SHAPE[1]
@@ -34,9 +33,7 @@ N = SHAPE[0] * SHAPE[1]
 
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
-    d = tmp_path_factory.mktemp("loud")
-    config = load_config(write_demo_config(d / "cfg", shape=SHAPE))
-    sim = simulate_scan_file(config, d / "scan_master.h5", seed=3)
+    config, sim = demo_scan(tmp_path_factory, SHAPE, seed=3, frames_per_file=10)  # also test_cli_errors'
     return config, sim.master_path
 
 

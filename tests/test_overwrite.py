@@ -14,21 +14,17 @@ from pathlib import Path
 import h5py
 import pytest
 
-from processors.config import load_config
-from processors.demo_setup import write_demo_config
-from processors.simulate_scan import simulate_scan_file
 from stream.dectris_replay import replay_file
 from stream.output_path import OutputPathError, recording_globs, refuse_existing, results_series_globs
 from stream.stream_sender import StreamSender
 
 from cli_run import assert_one_line_error, closed_port, run_nanomaps
+from shared_scans import demo_scan
 
 
 @pytest.fixture(scope="module")
 def small_scan(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("scan")
-    config = load_config(write_demo_config(folder / "cfg", shape=(3, 4)))
-    sim = simulate_scan_file(config, folder / "scan_master.h5", frames_per_file=100)
+    config, sim = demo_scan(tmp_path_factory, (3, 4), seed=0)  # also test_pattern's
     return config, Path(sim.master_path)
 
 

@@ -15,9 +15,9 @@ from monitor.cli import reprocess as reprocess_cmd
 from monitor.session.reprocess import reprocess
 from processors.angles import wrap_deg
 from processors.config import load_config
-from processors.simulate_scan import simulate_scan_file
 
 from conftest import DEMO_DATA
+from shared_scans import demo_scan
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +36,7 @@ def make_config(folder: Path, shape=SHAPE, extra: str = "") -> Path:
 def simulated(tmp_path_factory):
     """One simulated scan (uint32, bslz4) shared by the tests of this module."""
     d = tmp_path_factory.mktemp("sim")
-    cfg_path = make_config(d)
-    config = load_config(cfg_path)
-    sim = simulate_scan_file(config, d / "raw" / "scan_master.h5", seed=3, frames_per_file=40)
+    config, sim = demo_scan(tmp_path_factory, SHAPE, seed=3, frames_per_file=40)  # also test_reproducible_fits'
     results = d / "results.h5"
     summary = reprocess([sim.master_path], config, results, workers=2, progress=False)
     return config, sim, results, summary

@@ -5,7 +5,6 @@ before, or how the frames were batched: maps from 1, 2 or N workers are compared
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,15 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processors.config import load_config
 from processors.frame_processor import FrameProcessor
 from processors.frame_record import frame_record_dtype
 from processors.process_batch import process_batch
 from processors.processing_setup import ProcessingSetup
-from processors.simulate_scan import simulate_scan_file
 from stream.dectris_file import DectrisFile
 
-from conftest import DEMO_DATA, REPO
+from conftest import REPO
+from shared_scans import demo_scan
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +30,7 @@ RESULT_FIELDS = ("status", "n_valid", "intensity", "params", "errors", "fit_stat
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
     """(setup, frames): a small simulated scan, frames still encoded (uint32, bslz4)."""
-    d = tmp_path_factory.mktemp("sim")
-    shutil.copy(DEMO_DATA / "eiger1m_demo.poni", d / "eiger1m_demo.poni")
-    text = (DEMO_DATA / "demo.toml").read_text().replace("shape = [24, 32]", f"shape = [{SHAPE[0]}, {SHAPE[1]}]")
-    (d / "cfg.toml").write_text(text)
-    config = load_config(d / "cfg.toml")
-    sim = simulate_scan_file(config, d / "raw" / "scan_master.h5", seed=3, frames_per_file=40)
+    config, sim = demo_scan(tmp_path_factory, SHAPE, seed=3, frames_per_file=40)  # also test_reprocess'
     f = DectrisFile(sim.master_path)
     setup = ProcessingSetup.from_config(config, pixel_mask=f.metadata.pixel_mask, shape=f.metadata.shape)
     return setup, list(f.iter_frames())

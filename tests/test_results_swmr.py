@@ -16,9 +16,10 @@ import pytest
 from monitor.session.live_processor import LiveOptions, LiveProcessor
 from processors.config import load_config
 from processors.demo_setup import write_demo_config
-from processors.simulate_scan import simulate_scan_file
 from stream.dectris_replay import replay_file
 from stream.stream_sender import StreamSender
+
+from shared_scans import demo_scan
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +64,7 @@ def scan(tmp_path_factory):
     # the file is written 5 times a second: many writes for the readers to meet
     cfg.write_text(cfg.read_text().replace("[monitor]\n", "[monitor]\nflush_interval_s = 0.2\n"))
     config = load_config(cfg)
-    sim = simulate_scan_file(config, d / "sim" / "scan_master.h5", seed=4)
+    _, sim = demo_scan(tmp_path_factory, SHAPE, seed=3)  # the same frames as other modules': rendered once
     return config, sim.master_path
 
 

@@ -21,10 +21,11 @@ import pytest
 from monitor.session.live_processor import LiveOptions, LiveProcessor
 from processors.config import DEFAULT_DETECTOR, ConfigError, load_config, parse_config
 from processors.demo_setup import write_demo_config
-from processors.simulate_scan import simulate_scan_file
 from stream.dectris_replay import replay_file
 from stream.raster_scan import RasterScan
 from stream.stream_sender import StreamSender
+
+from shared_scans import demo_scan
 
 pytestmark = pytest.mark.slow
 
@@ -34,10 +35,7 @@ N = SHAPE[0] * SHAPE[1]
 
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
-    d = tmp_path_factory.mktemp("matching")
-    config = load_config(write_demo_config(d / "cfg", shape=SHAPE))
-    sim = simulate_scan_file(config, d / "sim" / "scan_master.h5", seed=3)
-    return config, sim
+    return demo_scan(tmp_path_factory, SHAPE, seed=3)  # the same scan as other modules': rendered once
 
 
 def in_thread(fn, *args, **kwargs) -> threading.Thread:

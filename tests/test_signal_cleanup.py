@@ -31,14 +31,12 @@ import pytest
 import zmq
 
 from monitor.session.results_file import open_results
-from processors.config import load_config
-from processors.demo_setup import write_demo_config
-from processors.simulate_scan import simulate_scan_file
 from stream.dectris_replay import replay_file
 from stream.stream_sender import StreamSender
 
 from cli_run import NANOMAPS, _env, closed_port
 from process_tree import alive, cmdline, descendants, shared_memory
+from shared_scans import demo_scan
 
 SHAPE = (8, 10)  # 80 frames: at 20 frames/s a series lasts long enough to be stopped in the middle
 RATE_HZ = 20.0
@@ -158,10 +156,7 @@ class Command:
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
     """A small simulated scan on disk: its config and its DECTRIS master file."""
-    folder = tmp_path_factory.mktemp("signals")
-    config = load_config(write_demo_config(folder, shape=SHAPE))
-    sim = simulate_scan_file(config, folder / "scan_master.h5", n_frames=SHAPE[0] * SHAPE[1], frames_per_file=40)
-    return config, sim
+    return demo_scan(tmp_path_factory, SHAPE, seed=3)  # the same scan as other modules': rendered once
 
 
 class Detector:

@@ -45,19 +45,31 @@ COMPILED_AFTER = textwrap.dedent("""
 """)
 
 
-def compiled_after(what: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", COMPILED_AFTER, what], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+def compiled_after(*whats: str) -> list[set[str]]:
+    """The kernels compiled in a fresh interpreter after each of ``whats``; the interpreters run side by side."""
+    procs = [subprocess.Popen([sys.executable, "-c", COMPILED_AFTER, what], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for what in whats]
+    compiled = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-2000:]
+            compiled.append(set(json.loads(out.strip().splitlines()[-1])))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return compiled
 
 
 @pytest.mark.slow
 def test_warm_up_compiles_every_kernel_a_real_frame_needs():
     """Before: warm-up built the tables only, and numba compiled the kernels on the first real frame
     (≈ 28 s after an install, while frames piled up). Now the warm-up runs them all."""
-    real = compiled_after("real-frame")
+    real, warmed = compiled_after("real-frame", "warm-up")
     assert any("fit_gaussian2d" in k for k in real) and any("accumulate_polar_bins" in k for k in real)
-    assert real <= compiled_after("warm-up")
+    assert real <= warmed
 
 
 def test_the_warm_frame_has_a_spot_the_fit_finds_in_every_window(tmp_path):

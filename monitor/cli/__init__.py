@@ -19,6 +19,8 @@ COMMANDS = {
     "simulate": ("monitor.cli.simulate", "a simulated EIGER over the model supercrystal: DECTRIS files or live"),
     "record": ("monitor.cli.record", "record a detector stream raw, in the DECTRIS layout"),
     "monitor": ("monitor.cli.monitor", "the live viewer: maps, frame inspector, rescans (attach to `process`)"),
+    "pattern": ("monitor.cli.pattern", "a recorded scan's summed/mean/max pattern, on the detector and in (q, chi), "
+                "with the [[peak]] windows drawn"),
     "report": ("monitor.cli.report", "draw the paper-style figure (maps, Williamson-Hall, a/b vs size) of results.h5"),
 }
 
