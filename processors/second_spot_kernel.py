@@ -1,0 +1,153 @@
+"""numba kernels of the second-spot search: Gaussian subtraction, core exclusion, residual box test.
+
+Pure functions on a window's ``(nq, nchi)`` bin arrays with caller-allocated outputs (the
+wrapper is :mod:`processors.second_spot`). A Gaussian is given by its amplitude A (counts
+per pixel), centre (q0 in 1/Å, φ0 in degrees, in the window's χ branch) and FWHM widths
+(dq in 1/Å, dφ in degrees)::
+
+    G(q, φ) = A · exp{−4 ln2 [(q − q0)² / dq² + w(φ − φ0)² / dφ²]},  w(x) = ((x + 180) mod 360) − 180
+
+Strict IEEE arithmetic (no fastmath): the second spot decides a fit, and fits must be
+bit-identical whichever process runs them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+FOUR_LN2 = 4.0 * math.log(2.0)
+
+
+@nb.njit(cache=True, nogil=True)
+def _wrap(x: float) -> float:
+    return ((x + 180.0) % 360.0) - 180.0
+
+
+@nb.njit(cache=True, nogil=True)
+def subtract_gaussian_into(sums, counts, q, chi, amplitude, q0, dq, phi0, dphi, clip, out_sums) -> None:
+    """``out_sums = sums − counts · G`` per bin (0 where ``counts`` is 0), ``max(…, 0)`` if ``clip``.
+
+    ``sums``/``counts`` are a window's summed counts and valid pixels per bin; ``G`` is in
+    counts per pixel, so ``counts · G`` is the spot's expected counts in the bin. Clipped for
+    a fit: the fit kernel takes photon counts (its start guess and Poisson errors need n ≥ 0);
+    not for the residual test, where clipping would bias the background up.
+    """
+    nq, nchi = sums.shape
+    for j in range(nchi):
+        t = _wrap(chi[j] - phi0) / dphi
+        gp = math.exp(-FOUR_LN2 * t * t)
+        for i in range(nq):
+            c = counts[i, j]
+            if c > 0.0:
+                s = (q[i] - q0) / dq
+                r = sums[i, j] - c * amplitude * math.exp(-FOUR_LN2 * s * s) * gp
+                out_sums[i, j] = r if (r > 0.0 or not clip) else 0.0
+            else:
+                out_sums[i, j] = 0.0
+
+
+@nb.njit(cache=True, nogil=True)
+def exclude_core_into(counts, q, chi, q0, dq, phi0, dphi, radius, out_counts) -> int:
+    """``out_counts`` = ``counts`` except 0 inside the ellipse ((q − q0)/dq)² + (w(φ − φ0)/dφ)² < radius².
+
+    With ``radius`` 1 that is where the spot is above 1/16 of its amplitude. Returns how many
+    bins with data were left out.
+    """
+    nq, nchi = counts.shape
+    r2 = radius * radius
+    n = 0
+    for i in range(nq):
+        s = (q[i] - q0) / dq
+        for j in range(nchi):
+            t = _wrap(chi[j] - phi0) / dphi
+            if s * s + t * t < r2:
+                if counts[i, j] > 0.0:
+                    n += 1
+                out_counts[i, j] = 0.0
+            else:
+                out_counts[i, j] = counts[i, j]
+    return n
+
+
+@nb.njit(cache=True, nogil=True)
+def _prefix(a, out) -> None:
+    """Integral image: ``out[i, j]`` = sum of ``a[:i, :j]`` (``out`` is ``(nq + 1, nchi + 1)``)."""
+    nq, nchi = a.shape
+    for j in range(nchi + 1):
+        out[0, j] = 0.0
+    for i in range(nq):
+        out[i + 1, 0] = 0.0
+        row = 0.0
+        for j in range(nchi):
+            row += a[i, j]
+            out[i + 1, j + 1] = out[i, j + 1] + row
+
+
+@nb.njit(cache=True, nogil=True)
+def _box(p, i0, i1, j0, j1) -> float:
+    return p[i1, j1] - p[i0, j1] - p[i1, j0] + p[i0, j0]
+
+
+@nb.njit(cache=True, nogil=True)
+def best_residual_box(residual, sums, counts, q, chi, q0, dq, phi0, dphi, core_radius,
+                      box_q, box_chi, prefix_r, prefix_s, prefix_c):
+    """The most significant excess of ``residual`` over its local background, outside the first spot's core.
+
+    ``residual`` is the window's data with the first spot's Gaussian taken off (its
+    background kept), ``sums`` the data themselves, ``counts`` valid pixels per bin. Every
+    box of ``box_q × box_chi`` bins is compared with the ring around it (the box grown by
+    its own size on each side, clipped to the window): a plane (sloped background) has the
+    same mean over the ring as over the box, so slopes do not look like spots. With
+    ``n`` the box's residual, ``μ = c_box · n_ring / c_ring`` its expected background, the
+    significance is
+
+        z = (n − μ) / √max(S_box + (c_box / c_ring)² · S_ring, 1)
+
+    with ``S`` the raw counts (Poisson variance of the observed counts: conservative for
+    boxes of few counts, where a Gaussian approximation of the expected counts would make
+    single photons significant). Boxes whose centre lies inside the first spot's core
+    (normalised distance below ``core_radius`` FWHM) are skipped: a spot fitted alone
+    leaves its largest residuals there. ``prefix_*`` are ``(nq + 1, nchi + 1)`` scratch.
+
+    Returns ``(z, iq, ichi)``: the best significance and its box centre bin (−inf, −1, −1
+    when no box qualifies).
+    """
+    nq, nchi = residual.shape
+    _prefix(residual, prefix_r)
+    _prefix(sums, prefix_s)
+    _prefix(counts, prefix_c)
+    best, best_i, best_j = -np.inf, -1, -1
+    r2 = core_radius * core_radius
+    for i0 in range(nq - box_q + 1):
+        i1 = i0 + box_q
+        iq = i0 + box_q // 2
+        qc = 0.5 * (q[i0] + q[i1 - 1])
+        s = (qc - q0) / dq
+        o0 = max(i0 - box_q, 0)
+        o1 = min(i1 + box_q, nq)
+        for j0 in range(nchi - box_chi + 1):
+            j1 = j0 + box_chi
+            t = _wrap(0.5 * (chi[j0] + chi[j1 - 1]) - phi0) / dphi
+            if s * s + t * t < r2:
+                continue
+            c_box = _box(prefix_c, i0, i1, j0, j1)
+            if c_box <= 0.0:
+                continue
+            p0 = max(j0 - box_chi, 0)
+            p1 = min(j1 + box_chi, nchi)
+            c_ring = _box(prefix_c, o0, o1, p0, p1) - c_box
+            if c_ring <= 0.0:
+                continue
+            n = _box(prefix_r, i0, i1, j0, j1)
+            n_ring = _box(prefix_r, o0, o1, p0, p1) - n
+            s_box = _box(prefix_s, i0, i1, j0, j1)
+            s_ring = _box(prefix_s, o0, o1, p0, p1) - s_box
+            f = c_box / c_ring
+            var = s_box + f * f * s_ring
+            z = (n - f * n_ring) / math.sqrt(var if var > 1.0 else 1.0)
+            if z > best:
+                best, best_i, best_j = z, iq, j0 + box_chi // 2
+    return best, best_i, best_j
