@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from processors.polar_lut import PolarLUT
@@ -25,6 +27,23 @@ class PolarROI:
         self.bin_pixels = np.bincount(lut.bin_index, minlength=lut.n_bins).astype(np.float64)
         self.sums = np.zeros(lut.n_bins, dtype=np.float64)
         self.counts = np.zeros(lut.n_bins, dtype=np.float64)
+
+    def drop_pixels(self, flat: np.ndarray) -> int:
+        """Take the pixels ``flat`` (flat indices) out of the ROI tables for good (hot pixels
+        found during a run); returns how many LUT entries went.
+
+        The bins they fed lose them (their pixel counts too); the whole-frame
+        :meth:`valid_sum` keeps them, so the intensity map does not depend on which worker
+        found which hot pixel. O(LUT size) per call: called once per batch of hot pixels found.
+        """
+        lut = self.lut
+        gone = np.isin(lut.pixel_index, np.asarray(flat, dtype=np.int64))
+        n = int(np.count_nonzero(gone))
+        if n:
+            self.lut = replace(lut, pixel_index=np.ascontiguousarray(lut.pixel_index[~gone]),
+                               bin_index=np.ascontiguousarray(lut.bin_index[~gone]))
+            self.bin_pixels = np.bincount(self.lut.bin_index, minlength=lut.n_bins).astype(np.float64)
+        return n
 
     def _check(self, frame: np.ndarray) -> np.ndarray:
         if frame.dtype not in _SUPPORTED:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from processors.angles import wrap_deg
 from processors.config import FitConfig
 from processors.fit_gaussian2d import FIT_OK, fit_gaussian2d_into
 from processors.frame_record import (
@@ -62,7 +63,7 @@ def integrated(params: np.ndarray) -> float:
 
 def separation(a: np.ndarray, b: np.ndarray) -> float:
     """Distance of centre ``b`` from centre ``a`` in units of ``a``'s FWHM (q and φ)."""
-    dphi = ((b[_PHI0] - a[_PHI0] + 180.0) % 360.0) - 180.0
+    dphi = wrap_deg(b[_PHI0] - a[_PHI0])
     return float(np.hypot((b[_Q0] - a[_Q0]) / a[_DQ], dphi / a[_DPHI]))
 
 

@@ -18,12 +18,9 @@ import math
 import numba as nb
 import numpy as np
 
+from processors.angles import wrap_deg_scalar as _wrap
+
 FOUR_LN2 = 4.0 * math.log(2.0)
-
-
-@nb.njit(cache=True, nogil=True)
-def _wrap(x: float) -> float:
-    return ((x + 180.0) % 360.0) - 180.0
 
 
 @nb.njit(cache=True, nogil=True)
