@@ -176,11 +176,12 @@ class FrameProcessor:
         rec["second_errors"][k] = se
 
     def _report_hot_pixels(self, rec) -> None:
-        """Put up to MAX_HOT_PER_RECORD hot pixels found and not yet reported into ``rec`` (−1 padded)."""
+        """Put up to MAX_HOT_PER_RECORD hot pixels found and not yet reported into ``rec`` as
+        (row, col), −1 padded."""
         out = rec["hot_pixels"]
         out[:] = -1
         pending = self._hot_to_report
         if pending:
             n = min(len(pending), MAX_HOT_PER_RECORD)
-            out[:n] = pending[:n]
+            out[:n, 0], out[:n, 1] = np.divmod(pending[:n], self.shape[1])
             del pending[:n]

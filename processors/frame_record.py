@@ -52,8 +52,8 @@ SECOND_STATUS_NAMES: dict[int, str] = {
     SECOND_NOT_TRIED: "not_tried", SECOND_NONE: "none", SECOND_FOUND: "found", SECOND_FIT_FAILED: "fit_failed",
 }
 
-#: Newly masked hot pixels a record can carry (flat detector indices, −1 padded); a worker
-#: that finds more reports the rest with its next records.
+#: Newly masked hot pixels a record can carry ((row, col) detector pixels, −1 padded); a
+#: worker that finds more reports the rest with its next records.
 MAX_HOT_PER_RECORD = 16
 
 #: Order of the six fit parameters in ``params``/``errors``.
@@ -69,7 +69,7 @@ def frame_record_dtype(n_peaks: int) -> np.dtype:
     degrees), background (counts/pixel). ``intensity`` is the sum of valid pixels.
     ``second_params``/``second_errors`` (same shape and order) hold a second spot found in
     the window (NaN when none), ``second_status`` its ``SECOND_*`` code;
-    ``hot_pixels`` (``MAX_HOT_PER_RECORD``) flat detector indices of pixels the worker
+    ``hot_pixels`` ``(MAX_HOT_PER_RECORD, 2)`` (row, col) of detector pixels the worker
     masked as hot while processing this frame, −1 padded.
     Times are seconds (``receive_time``/``done_time`` Unix time).
     """
@@ -80,7 +80,7 @@ def frame_record_dtype(n_peaks: int) -> np.dtype:
         ("fit_status", "<i4", (n_peaks,)),
         ("second_params", "<f8", (n_peaks, N_PARAMS)), ("second_errors", "<f8", (n_peaks, N_PARAMS)),
         ("second_status", "<i4", (n_peaks,)),
-        ("hot_pixels", "<i8", (MAX_HOT_PER_RECORD,)),
+        ("hot_pixels", "<i4", (MAX_HOT_PER_RECORD, 2)),
         ("receive_time", "<f8"), ("done_time", "<f8"),
         ("decode_s", "<f4"), ("process_s", "<f4"),
     ])
