@@ -96,8 +96,9 @@ def best_residual_box(residual, sums, counts, q, chi, q0, dq, phi0, dphi, core_r
     ``residual`` is the window's data with the first spot's Gaussian taken off (its
     background kept), ``sums`` the data themselves, ``counts`` valid pixels per bin. Every
     box of ``box_q × box_chi`` bins is compared with the ring around it (the box grown by
-    its own size on each side, clipped to the window): a plane (sloped background) has the
-    same mean over the ring as over the box, so slopes do not look like spots. With
+    its own size on each side; near the window's edge by as much as fits on both sides, so
+    the ring stays symmetric): a plane (sloped background) has the same mean over the ring
+    as over the box, so slopes do not look like spots. With
     ``n`` the box's residual, ``μ = c_box · n_ring / c_ring`` its expected background, the
     significance is
 
@@ -123,8 +124,9 @@ def best_residual_box(residual, sums, counts, q, chi, q0, dq, phi0, dphi, core_r
         iq = i0 + box_q // 2
         qc = 0.5 * (q[i0] + q[i1 - 1])
         s = (qc - q0) / dq
-        o0 = max(i0 - box_q, 0)
-        o1 = min(i1 + box_q, nq)
+        mq = min(box_q, i0, nq - i1)
+        o0 = i0 - mq
+        o1 = i1 + mq
         for j0 in range(nchi - box_chi + 1):
             j1 = j0 + box_chi
             t = _wrap(0.5 * (chi[j0] + chi[j1 - 1]) - phi0) / dphi
@@ -133,8 +135,11 @@ def best_residual_box(residual, sums, counts, q, chi, q0, dq, phi0, dphi, core_r
             c_box = _box(prefix_c, i0, i1, j0, j1)
             if c_box <= 0.0:
                 continue
-            p0 = max(j0 - box_chi, 0)
-            p1 = min(j1 + box_chi, nchi)
+            mc = min(box_chi, j0, nchi - j1)
+            if mq == 0 and mc == 0:
+                continue
+            p0 = j0 - mc
+            p1 = j1 + mc
             c_ring = _box(prefix_c, o0, o1, p0, p1) - c_box
             if c_ring <= 0.0:
                 continue
