@@ -88,35 +88,28 @@ class SecondSpotFinder:
         self._sums = np.empty(shape)
         self._counts = np.empty(shape)
         self._prefix = np.empty((3, window.nq + 1, window.nchi + 1))
+        self._gq = np.empty(window.nq)
+        self._gp = np.empty(window.nchi)
+        self._t = np.empty(window.nchi)
         self._first = np.empty(N_PARAMS)
         self._first_errors = np.empty(N_PARAMS)
         self._p = np.empty(N_PARAMS)
         self._e = np.empty(N_PARAMS)
-        self._dq_bin = float(window.q_centers[1] - window.q_centers[0])
-        self._dchi_bin = float(window.chi_centers[1] - window.chi_centers[0])
-
-    def _box_size(self, params: np.ndarray) -> tuple[int, int]:
-        """Boxes of the first spot's FWHM in bins (at least 1, at most half the window)."""
-        w = self.window
-        bq = int(min(max(round(params[_DQ] / self._dq_bin), 1), max(w.nq // 2, 1)))
-        bc = int(min(max(round(params[_DPHI] / self._dchi_bin), 1), max(w.nchi // 2, 1)))
-        return bq, bc
 
     def _subtract(self, sums: np.ndarray, counts: np.ndarray, p: np.ndarray, out: np.ndarray,
                   clip: bool = True) -> None:
         w = self.window
         subtract_gaussian_into(sums, counts, w.q_centers, w.chi_centers, p[_A], p[_Q0], p[_DQ], p[_PHI0],
-                               p[_DPHI], clip, out)
+                               p[_DPHI], clip, out, self._gq, self._gp)
 
     def residual_z(self, sums: np.ndarray, counts: np.ndarray, first: np.ndarray) -> float:
         """Significance of the strongest excess left by the first spot (see ``best_residual_box``)."""
         w = self.window
         r = self._residual
         self._subtract(sums, counts, first, r, clip=False)
-        bq, bc = self._box_size(first)
         z, _, _ = best_residual_box(r, sums, counts, w.q_centers, w.chi_centers, first[_Q0], first[_DQ],
-                                    first[_PHI0], first[_DPHI], CORE_RADIUS, bq, bc,
-                                    self._prefix[0], self._prefix[1], self._prefix[2])
+                                    first[_PHI0], first[_DPHI], CORE_RADIUS,
+                                    self._prefix[0], self._prefix[1], self._prefix[2], self._t)
         return float(z)
 
     def find(self, sums: np.ndarray, counts: np.ndarray, params: np.ndarray, errors: np.ndarray,

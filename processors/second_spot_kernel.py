@@ -24,23 +24,27 @@ FOUR_LN2 = 4.0 * math.log(2.0)
 
 
 @nb.njit(cache=True, nogil=True)
-def subtract_gaussian_into(sums, counts, q, chi, amplitude, q0, dq, phi0, dphi, clip, out_sums) -> None:
+def subtract_gaussian_into(sums, counts, q, chi, amplitude, q0, dq, phi0, dphi, clip, out_sums, gq, gp) -> None:
     """``out_sums = sums − counts · G`` per bin (0 where ``counts`` is 0), ``max(…, 0)`` if ``clip``.
 
     ``sums``/``counts`` are a window's summed counts and valid pixels per bin; ``G`` is in
     counts per pixel, so ``counts · G`` is the spot's expected counts in the bin. Clipped for
     a fit: the fit kernel takes photon counts (its start guess and Poisson errors need n ≥ 0);
-    not for the residual test, where clipping would bias the background up.
+    not for the residual test, where clipping would bias the background up. ``gq`` (nq) and
+    ``gp`` (nchi) are scratch for the separable profiles (nq + nchi exponentials, not nq·nchi).
     """
     nq, nchi = sums.shape
+    for i in range(nq):
+        s = (q[i] - q0) / dq
+        gq[i] = amplitude * math.exp(-FOUR_LN2 * s * s)
     for j in range(nchi):
         t = _wrap(chi[j] - phi0) / dphi
-        gp = math.exp(-FOUR_LN2 * t * t)
-        for i in range(nq):
+        gp[j] = math.exp(-FOUR_LN2 * t * t)
+    for i in range(nq):
+        for j in range(nchi):
             c = counts[i, j]
             if c > 0.0:
-                s = (q[i] - q0) / dq
-                r = sums[i, j] - c * amplitude * math.exp(-FOUR_LN2 * s * s) * gp
+                r = sums[i, j] - c * gq[i] * gp[j]
                 out_sums[i, j] = r if (r > 0.0 or not clip) else 0.0
             else:
                 out_sums[i, j] = 0.0
@@ -89,18 +93,25 @@ def _box(p, i0, i1, j0, j1) -> float:
 
 
 @nb.njit(cache=True, nogil=True)
+def box_bins(width, step, n) -> int:
+    """A box side of ``width`` (FWHM) in bins of ``step``: at least 1, at most half the window's ``n``."""
+    b = int(width / step + 0.5)
+    return min(max(b, 1), max(n // 2, 1))
+
+
+@nb.njit(cache=True, nogil=True)
 def best_residual_box(residual, sums, counts, q, chi, q0, dq, phi0, dphi, core_radius,
-                      box_q, box_chi, prefix_r, prefix_s, prefix_c):
+                      prefix_r, prefix_s, prefix_c, t_chi):
     """The most significant excess of ``residual`` over its local background, outside the first spot's core.
 
     ``residual`` is the window's data with the first spot's Gaussian taken off (its
-    background kept), ``sums`` the data themselves, ``counts`` valid pixels per bin. Every
-    box of ``box_q × box_chi`` bins is compared with the ring around it (the box grown by
-    its own size on each side; near the window's edge by as much as fits on both sides, so
-    the ring stays symmetric): a plane (sloped background) has the same mean over the ring
-    as over the box, so slopes do not look like spots. With
-    ``n`` the box's residual, ``μ = c_box · n_ring / c_ring`` its expected background, the
-    significance is
+    background kept), ``sums`` the data themselves, ``counts`` valid pixels per bin. Boxes
+    of the first spot's FWHM (``box_bins(dq, δq, nq) × box_bins(dφ, δχ, nchi)`` bins), placed every ``max(box // 2, 1)`` bins along each axis, are
+    compared with the ring around them (the box grown by its own size on each side; near
+    the window's edge by as much as fits on both sides, so the ring stays symmetric): a
+    plane (sloped background) has the same mean over the ring as over the box, so slopes do
+    not look like spots. With ``n`` the box's residual, ``μ = c_box · n_ring / c_ring`` its
+    expected background, the significance is
 
         z = (n − μ) / √max(S_box + (c_box / c_ring)² · S_ring, 1)
 
@@ -108,35 +119,41 @@ def best_residual_box(residual, sums, counts, q, chi, q0, dq, phi0, dphi, core_r
     boxes of few counts, where a Gaussian approximation of the expected counts would make
     single photons significant). Boxes whose centre lies inside the first spot's core
     (normalised distance below ``core_radius`` FWHM) are skipped: a spot fitted alone
-    leaves its largest residuals there. ``prefix_*`` are ``(nq + 1, nchi + 1)`` scratch.
+    leaves its largest residuals there. ``prefix_*`` are ``(nq + 1, nchi + 1)`` scratch,
+    ``t_chi`` ``(nchi,)`` scratch.
 
     Returns ``(z, iq, ichi)``: the best significance and its box centre bin (−inf, −1, −1
     when no box qualifies).
     """
     nq, nchi = residual.shape
+    box_q = box_bins(dq, q[1] - q[0], nq)
+    box_chi = box_bins(dphi, chi[1] - chi[0], nchi)
     _prefix(residual, prefix_r)
     _prefix(sums, prefix_s)
     _prefix(counts, prefix_c)
+    step_q = max(box_q // 2, 1)
+    step_chi = max(box_chi // 2, 1)
+    for j0 in range(0, nchi - box_chi + 1, step_chi):
+        t = _wrap(0.5 * (chi[j0] + chi[j0 + box_chi - 1]) - phi0) / dphi
+        t_chi[j0] = t * t
     best, best_i, best_j = -np.inf, -1, -1
     r2 = core_radius * core_radius
-    for i0 in range(nq - box_q + 1):
+    for i0 in range(0, nq - box_q + 1, step_q):
         i1 = i0 + box_q
-        iq = i0 + box_q // 2
-        qc = 0.5 * (q[i0] + q[i1 - 1])
-        s = (qc - q0) / dq
+        s = (0.5 * (q[i0] + q[i1 - 1]) - q0) / dq
+        s2 = s * s
         mq = min(box_q, i0, nq - i1)
         o0 = i0 - mq
         o1 = i1 + mq
-        for j0 in range(nchi - box_chi + 1):
+        for j0 in range(0, nchi - box_chi + 1, step_chi):
+            if s2 + t_chi[j0] < r2:
+                continue
             j1 = j0 + box_chi
-            t = _wrap(0.5 * (chi[j0] + chi[j1 - 1]) - phi0) / dphi
-            if s * s + t * t < r2:
+            mc = min(box_chi, j0, nchi - j1)
+            if mq == 0 and mc == 0:
                 continue
             c_box = _box(prefix_c, i0, i1, j0, j1)
             if c_box <= 0.0:
-                continue
-            mc = min(box_chi, j0, nchi - j1)
-            if mq == 0 and mc == 0:
                 continue
             p0 = j0 - mc
             p1 = j1 + mc
@@ -151,5 +168,5 @@ def best_residual_box(residual, sums, counts, q, chi, q0, dq, phi0, dphi, core_r
             var = s_box + f * f * s_ring
             z = (n - f * n_ring) / math.sqrt(var if var > 1.0 else 1.0)
             if z > best:
-                best, best_i, best_j = z, iq, j0 + box_chi // 2
+                best, best_i, best_j = z, i0 + box_q // 2, j0 + box_chi // 2
     return best, best_i, best_j

@@ -106,9 +106,9 @@ def test_subtract_and_exclude_core_match_numpy(rng):
     out = np.empty_like(sums)
     spot = (30.0, 1.08, 0.05, 190.0, 6.0)
     expected = np.where(counts > 0, sums - counts * gaussian(*spot), 0.0)
-    subtract_gaussian_into(sums, counts, Q, CHI, *spot, False, out)
+    subtract_gaussian_into(sums, counts, Q, CHI, *spot, False, out, np.empty(NQ), np.empty(NCHI))
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
-    subtract_gaussian_into(sums, counts, Q, CHI, *spot, True, out)
+    subtract_gaussian_into(sums, counts, Q, CHI, *spot, True, out, np.empty(NQ), np.empty(NCHI))
     np.testing.assert_allclose(out, np.maximum(expected, 0.0), rtol=1e-12, atol=1e-12)
     inside = ((Q[:, None] - 1.08) / 0.05) ** 2 + ((CHI[None, :] - 190.0) / 6.0) ** 2 < CORE_RADIUS ** 2
     n = exclude_core_into(counts, Q, CHI, 1.08, 0.05, 190.0, 6.0, CORE_RADIUS, out)
@@ -119,8 +119,8 @@ def test_subtract_and_exclude_core_match_numpy(rng):
 def slow_best_box(residual, sums, counts, q0, dq, phi0, dphi, radius, bq, bc):
     best = (-np.inf, -1, -1)
     nq, nchi = residual.shape
-    for i0 in range(nq - bq + 1):
-        for j0 in range(nchi - bc + 1):
+    for i0 in range(0, nq - bq + 1, max(bq // 2, 1)):
+        for j0 in range(0, nchi - bc + 1, max(bc // 2, 1)):
             qc, cc = (Q[i0] + Q[i0 + bq - 1]) / 2, (CHI[j0] + CHI[j0 + bc - 1]) / 2
             if ((qc - q0) / dq) ** 2 + ((cc - phi0) / dphi) ** 2 < radius ** 2:
                 continue
@@ -144,12 +144,14 @@ def slow_best_box(residual, sums, counts, q0, dq, phi0, dphi, radius, bq, bc):
 
 def test_best_residual_box_matches_a_slow_reference(rng):
     prefix = np.empty((3, NQ + 1, NCHI + 1))
+    dq_bin, dchi_bin = Q[1] - Q[0], CHI[1] - CHI[0]
     for bq, bc in ((1, 1), (3, 2), (5, 7)):
         sums = rng.poisson(3.0, (NQ, NCHI)).astype(np.float64)
         counts = rng.integers(0, 5, (NQ, NCHI)).astype(np.float64)
         residual = sums - counts * rng.random((NQ, NCHI))
-        args = (1.07, 0.04, 178.0, 5.0, CORE_RADIUS, bq, bc)
-        z, i, j = best_residual_box(residual, sums, counts, Q, CHI, *args, prefix[0], prefix[1], prefix[2])
-        zs, iss, js = slow_best_box(residual, sums, counts, *args)
+        args = (1.07, bq * dq_bin, 178.0, bc * dchi_bin, CORE_RADIUS)  # boxes of the spot's FWHM
+        z, i, j = best_residual_box(residual, sums, counts, Q, CHI, *args, prefix[0], prefix[1], prefix[2],
+                                    np.empty(NCHI))
+        zs, iss, js = slow_best_box(residual, sums, counts, *args, bq, bc)
         assert (i, j) == (iss, js)
         assert z == pytest.approx(zs, rel=1e-9)
