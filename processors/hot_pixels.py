@@ -63,10 +63,12 @@ class HotPixelTracker:
             raise ValueError(f"mask shape {masked.shape} != frame shape {tuple(shape)}")
         self.shape = tuple(shape)
         self.rule = rule
-        self.pixels = np.unique(np.asarray(pixels, dtype=np.int64))
+        # the LUT's index type (int32 for frames under 2**31 pixels): half the index traffic
+        self.pixels = np.unique(np.asarray(pixels))
         if self.pixels.size and (self.pixels[0] < 0 or self.pixels[-1] >= shape[0] * shape[1]):
             raise ValueError(f"tracked pixel indices must lie in [0, {shape[0] * shape[1]})")
         self.bad = np.ascontiguousarray(masked, dtype=np.uint8).reshape(-1).copy()
+        self.active = (self.bad[self.pixels] == 0).astype(np.uint8)
         self.spikes = np.zeros(self.pixels.size, dtype=np.int32)
         self.n_frames = 0
         self.hot: list[int] = []            # flat indices, in the order found
@@ -87,11 +89,12 @@ class HotPixelTracker:
         self.n_frames += 1
         flat = frame.reshape(-1)
         sentinel = int(np.iinfo(frame.dtype).max)
-        n = count_spikes(flat, self.shape[1], self.bad, self.pixels, self.spikes, self.n_frames,
+        n = count_spikes(flat, self.shape[1], self.bad, self.pixels, self.active, self.spikes, self.n_frames,
                          r.min_counts, r.ratio, r.n_sigma, r.min_frames, r.min_fraction, sentinel, self._new)
         if n == 0:
             return self._new[:0]
         found = self.pixels[self._new[:n]]
+        self.active[self._new[:n]] = 0
         self.bad[found] = 1
         self.hot.extend(int(p) for p in found)
         return found

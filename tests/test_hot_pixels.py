@@ -102,7 +102,8 @@ def test_spike_kernel_matches_a_slow_reference(rng):
         pixels = np.sort(rng.choice(frame.size, 900, replace=False)).astype(np.int64)
         counts = np.zeros(pixels.size, dtype=np.int32)
         new = np.empty(8, dtype=np.int64)
-        n = count_spikes(frame.reshape(-1), 50, bad.astype(np.uint8).reshape(-1), pixels, counts, 1,
+        active = (~bad.reshape(-1)[pixels]).astype(np.uint8)
+        n = count_spikes(frame.reshape(-1), 50, bad.astype(np.uint8).reshape(-1), pixels, active, counts, 1,
                          rule.min_counts, rule.ratio, rule.n_sigma, rule.min_frames, rule.min_fraction,
                          2**16 - 1, new)
         assert n == 0  # one frame is never enough
