@@ -35,7 +35,7 @@ from processors.frame_record import (
     SECOND_NONE,
 )
 from processors.polar_lut import PolarWindow
-from processors.second_spot_kernel import best_residual_box, exclude_core_into, subtract_gaussian_into
+from processors.second_spot_kernel import exclude_core_into, residual_significance, subtract_gaussian_into
 
 _A, _Q0, _DQ, _PHI0, _DPHI = (PARAM_NAMES.index(n) for n in ("amplitude", "q0", "dq", "phi0", "dphi"))
 
@@ -84,7 +84,6 @@ class SecondSpotFinder:
     def __init__(self, window: PolarWindow) -> None:
         self.window = window
         shape = (window.nq, window.nchi)
-        self._residual = np.empty(shape)
         self._sums = np.empty(shape)
         self._counts = np.empty(shape)
         self._prefix = np.empty((3, window.nq + 1, window.nchi + 1))
@@ -105,11 +104,9 @@ class SecondSpotFinder:
     def residual_z(self, sums: np.ndarray, counts: np.ndarray, first: np.ndarray) -> float:
         """Significance of the strongest excess left by the first spot (see ``best_residual_box``)."""
         w = self.window
-        r = self._residual
-        self._subtract(sums, counts, first, r, clip=False)
-        z, _, _ = best_residual_box(r, sums, counts, w.q_centers, w.chi_centers, first[_Q0], first[_DQ],
-                                    first[_PHI0], first[_DPHI], CORE_RADIUS,
-                                    self._prefix[0], self._prefix[1], self._prefix[2], self._t)
+        z, _, _ = residual_significance(sums, counts, w.q_centers, w.chi_centers, first[_A], first[_Q0], first[_DQ],
+                                        first[_PHI0], first[_DPHI], CORE_RADIUS, self._prefix[0], self._prefix[1],
+                                        self._prefix[2], self._gq, self._gp, self._t)
         return float(z)
 
     def find(self, sums: np.ndarray, counts: np.ndarray, params: np.ndarray, errors: np.ndarray,

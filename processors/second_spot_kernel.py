@@ -126,11 +126,53 @@ def best_residual_box(residual, sums, counts, q, chi, q0, dq, phi0, dphi, core_r
     when no box qualifies).
     """
     nq, nchi = residual.shape
-    box_q = box_bins(dq, q[1] - q[0], nq)
-    box_chi = box_bins(dphi, chi[1] - chi[0], nchi)
     _prefix(residual, prefix_r)
     _prefix(sums, prefix_s)
     _prefix(counts, prefix_c)
+    return _scan_boxes(nq, nchi, q, chi, q0, dq, phi0, dphi, core_radius, prefix_r, prefix_s, prefix_c, t_chi)
+
+
+@nb.njit(cache=True, nogil=True)
+def residual_significance(sums, counts, q, chi, amplitude, q0, dq, phi0, dphi, core_radius,
+                          prefix_r, prefix_s, prefix_c, gq, gp, t_chi):
+    """:func:`best_residual_box` of ``sums − counts · G`` (G the first spot's Gaussian, given
+    by its amplitude, centre and FWHM widths) in one pass: the residual goes straight into its
+    integral image. ``gq`` (nq), ``gp`` and ``t_chi`` (nchi) are scratch."""
+    nq, nchi = sums.shape
+    for i in range(nq):
+        s = (q[i] - q0) / dq
+        gq[i] = amplitude * math.exp(-FOUR_LN2 * s * s)
+    for j in range(nchi):
+        t = _wrap(chi[j] - phi0) / dphi
+        gp[j] = math.exp(-FOUR_LN2 * t * t)
+    for j in range(nchi + 1):
+        prefix_r[0, j] = 0.0
+        prefix_s[0, j] = 0.0
+        prefix_c[0, j] = 0.0
+    for i in range(nq):
+        prefix_r[i + 1, 0] = 0.0
+        prefix_s[i + 1, 0] = 0.0
+        prefix_c[i + 1, 0] = 0.0
+        row_r = 0.0
+        row_s = 0.0
+        row_c = 0.0
+        for j in range(nchi):
+            c = counts[i, j]
+            if c > 0.0:
+                row_r += sums[i, j] - c * gq[i] * gp[j]
+                row_s += sums[i, j]
+                row_c += c
+            prefix_r[i + 1, j + 1] = prefix_r[i, j + 1] + row_r
+            prefix_s[i + 1, j + 1] = prefix_s[i, j + 1] + row_s
+            prefix_c[i + 1, j + 1] = prefix_c[i, j + 1] + row_c
+    return _scan_boxes(nq, nchi, q, chi, q0, dq, phi0, dphi, core_radius, prefix_r, prefix_s, prefix_c, t_chi)
+
+
+@nb.njit(cache=True, nogil=True)
+def _scan_boxes(nq, nchi, q, chi, q0, dq, phi0, dphi, core_radius, prefix_r, prefix_s, prefix_c, t_chi):
+    """The box loop of :func:`best_residual_box` on ready integral images."""
+    box_q = box_bins(dq, q[1] - q[0], nq)
+    box_chi = box_bins(dphi, chi[1] - chi[0], nchi)
     step_q = max(box_q // 2, 1)
     step_chi = max(box_chi // 2, 1)
     for j0 in range(0, nchi - box_chi + 1, step_chi):

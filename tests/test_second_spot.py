@@ -8,7 +8,12 @@ from processors.fit_gaussian2d import fit_gaussian2d, make_fit_work
 from processors.frame_record import N_PARAMS, PARAM_NAMES, SECOND_FOUND, SECOND_NONE
 from processors.polar_lut import PolarWindow
 from processors.second_spot import CORE_RADIUS, SecondSpotFinder, integrated
-from processors.second_spot_kernel import best_residual_box, exclude_core_into, subtract_gaussian_into
+from processors.second_spot_kernel import (
+    best_residual_box,
+    exclude_core_into,
+    residual_significance,
+    subtract_gaussian_into,
+)
 
 NQ = NCHI = 30
 Q = 0.95 + (np.arange(NQ) + 0.5) * 0.24 / NQ
@@ -155,3 +160,17 @@ def test_best_residual_box_matches_a_slow_reference(rng):
         zs, iss, js = slow_best_box(residual, sums, counts, *args, bq, bc)
         assert (i, j) == (iss, js)
         assert z == pytest.approx(zs, rel=1e-9)
+
+
+def test_one_pass_residual_significance_equals_the_two_step_one(rng):
+    prefix = np.empty((3, NQ + 1, NCHI + 1))
+    sums = rng.poisson(3.0 + gaussian(40.0, 1.08, 0.04, 180.0, 5.0)).astype(np.float64) * 4
+    counts = rng.integers(0, 5, (NQ, NCHI)).astype(np.float64)
+    spot = (35.0, 1.08, 0.04, 180.0, 5.0)
+    residual = np.where(counts > 0, sums - counts * gaussian(*spot), 0.0)
+    two_step = best_residual_box(residual, sums * (counts > 0), counts, Q, CHI, *spot[1:], CORE_RADIUS,
+                                 prefix[0], prefix[1], prefix[2], np.empty(NCHI))
+    one_pass = residual_significance(sums, counts, Q, CHI, *spot, CORE_RADIUS, prefix[0], prefix[1], prefix[2],
+                                     np.empty(NQ), np.empty(NCHI), np.empty(NCHI))
+    assert one_pass[1:] == two_step[1:]
+    assert one_pass[0] == pytest.approx(two_step[0], rel=1e-9)
