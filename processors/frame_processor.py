@@ -76,7 +76,7 @@ class FrameProcessor:
         self._second_errors = np.empty(N_PARAMS, dtype=np.float64)
         # hot pixels: found among the windows' pixels, masked here for the rest of this
         # processor's life, reported in the records (at most MAX_HOT_PER_RECORD each)
-        self.hot_pixels = HotPixelTracker(self.shape, self.lut.pixel_index, self.mask)
+        self.hot_pixels = HotPixelTracker(self.roi, self.mask)
         self._hot_to_report: list[int] = []
 
     def decode(self, frame: EncodedFrame) -> np.ndarray:
@@ -139,12 +139,10 @@ class FrameProcessor:
         rec["status"] = FRAME_OK
         rec["n_valid"] = n_valid
         rec["intensity"] = float(total)
-        found = self.hot_pixels.update(image)
+        found = self.hot_pixels.accumulate(image)  # the ROI sums, counting spikes on the way
         if found.size:
-            self.roi.drop_pixels(found)
             self.lut = self.roi.lut
             self._hot_to_report.extend(int(p) for p in found)
-        self.roi.accumulate(image)
         fit = self.setup.fit
         params, errors = rec["params"], rec["errors"]
         statuses = rec["fit_status"]

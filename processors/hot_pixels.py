@@ -1,14 +1,14 @@
 """Hot pixels found on the fly: pixels of the windows that spike in most frames a worker sees.
 
 A hot pixel missing from the detector mask ruins every fit of its window (issue 10). Each
-worker tracks the pixels inside its windows (:class:`HotPixelTracker`, a numba kernel over
-those pixels only, state made once): a pixel **spikes** in a frame when it is far above its
-8 neighbours (:func:`processors.hot_pixels_kernel.count_spikes`), and it is **hot** when it
-spiked in at least ``min_fraction`` (80 %) of at least ``min_frames`` (20) frames counted
-in the current block of ``block_frames`` (200) frames. Real spots, even one pixel wide, move
-from point to point, and zingers last one frame: neither spikes at the same pixel in 80 %
-of 20 frames. The worker then masks the pixel for the rest of its life (the frame
-processor drops it from its ROI tables) and reports it in its records.
+worker tracks the pixels inside its windows (:class:`HotPixelTracker`, counting in the ROI
+pass itself: :func:`processors.hot_pixels_kernel.accumulate_counting_spikes`, state made
+once): a pixel **spikes** in a frame when it is far above its 8 neighbours, and it is
+**hot** when it spiked in at least ``min_fraction`` (80 %) of at least ``min_frames`` (20)
+frames counted in the current block of ``block_frames`` (200) frames. Real spots, even one
+pixel wide, move from point to point, and zingers last one frame: neither spikes at the
+same pixel in 80 % of 20 frames. The worker then masks the pixel for the rest of its life
+(from the frame it was found in on: that frame's bins lose it too) and reports it.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from processors.hot_pixels_kernel import count_spikes
+from processors.hot_pixels_kernel import accumulate_counting_spikes
+from processors.polar_roi import PolarROI
 
 
 @dataclass(frozen=True)
 class HotPixelRule:
-    """When a pixel spikes and when it is hot (see :func:`~processors.hot_pixels_kernel.count_spikes`).
+    """When a pixel spikes and when it is hot (see :mod:`processors.hot_pixels_kernel`).
 
     min_counts : a spike has at least this many counts (most pixels stop at this test).
     ratio, n_sigma : a spike exceeds ``ratio · m₂ + n_sigma · √(m₂ + 1)``, m₂ the second
@@ -51,50 +52,63 @@ MAX_NEW_PER_FRAME = 64
 
 
 class HotPixelTracker:
-    """Spike counts of ``pixels`` (flat indices into a ``shape`` frame) over the frames seen.
+    """Spike counts of the pixels of ``roi``'s windows, kept while ``roi`` accumulates frames.
 
-    ``masked`` is the bool ``shape`` mask (True = bad) the ROI tables were built with. Not
-    thread-safe (one per worker).
+    ``masked`` is the bool ``(rows, cols)`` mask (True = bad) the ROI tables were built with.
+    Use :meth:`accumulate` instead of ``roi.accumulate``. Not thread-safe (one per worker).
     """
 
-    def __init__(self, shape: tuple[int, int], pixels: np.ndarray, masked: np.ndarray,
-                 rule: HotPixelRule = HotPixelRule()) -> None:
-        if masked.shape != tuple(shape):
-            raise ValueError(f"mask shape {masked.shape} != frame shape {tuple(shape)}")
-        self.shape = tuple(shape)
+    def __init__(self, roi: PolarROI, masked: np.ndarray, rule: HotPixelRule = HotPixelRule()) -> None:
+        if masked.shape != roi.lut.shape:
+            raise ValueError(f"mask shape {masked.shape} != frame shape {roi.lut.shape}")
+        self.roi = roi
+        self.shape = tuple(roi.lut.shape)
         self.rule = rule
-        # the LUT's index type (int32 for frames under 2**31 pixels): half the index traffic
-        self.pixels = np.unique(np.asarray(pixels))
-        if self.pixels.size and (self.pixels[0] < 0 or self.pixels[-1] >= shape[0] * shape[1]):
-            raise ValueError(f"tracked pixel indices must lie in [0, {shape[0] * shape[1]})")
         self.bad = np.ascontiguousarray(masked, dtype=np.uint8).reshape(-1).copy()
-        self.active = (self.bad[self.pixels] == 0).astype(np.uint8)
-        self.spikes = np.zeros(self.pixels.size, dtype=np.int32)
+        pixels = roi.lut.pixel_index
+        # a pixel in two windows has two LUT entries (adjacent: the LUT is sorted by pixel): count its first
+        first = np.ones(pixels.size, dtype=bool)
+        first[1:] = pixels[1:] != pixels[:-1]
+        self.tracked = (first & (self.bad[pixels] == 0)).astype(np.uint8)
+        self.spikes = np.zeros(pixels.size, dtype=np.int32)
         self.n_frames = 0
         self.hot: list[int] = []            # flat indices, in the order found
         self._new = np.empty(MAX_NEW_PER_FRAME, dtype=np.int64)
 
-    def update(self, frame: np.ndarray) -> np.ndarray:
-        """Count ``frame``'s spikes; returns the flat indices of pixels that became hot now (new array).
+    @property
+    def n_tracked(self) -> int:
+        """Pixels still tested."""
+        return int(np.count_nonzero(self.tracked))
 
-        Those pixels are marked bad here (no longer tested, nobody's neighbour); the caller
-        takes them out of its ROI tables.
+    def accumulate(self, frame: np.ndarray) -> np.ndarray:
+        """``roi.accumulate(frame)`` counting spikes on the way; returns the flat indices of pixels
+        that became hot now (empty when none, the usual case).
+
+        Those pixels are marked bad (no longer tested, nobody's neighbour), this frame's sums and
+        counts lose them, and they are dropped from the ROI tables for the next frames.
         """
-        if frame.shape != self.shape or not frame.flags.c_contiguous:
-            raise ValueError(f"frame must be C-contiguous {self.shape}, got {frame.shape}")
-        r = self.rule
+        roi, r = self.roi, self.rule
+        flat = roi.checked_flat(frame)
         if self.n_frames >= r.block_frames:
             self.spikes[:] = 0
             self.n_frames = 0
         self.n_frames += 1
-        flat = frame.reshape(-1)
+        lut = roi.lut
         sentinel = int(np.iinfo(frame.dtype).max)
-        n = count_spikes(flat, self.shape[1], self.bad, self.pixels, self.active, self.spikes, self.n_frames,
-                         r.min_counts, r.ratio, r.n_sigma, r.min_frames, r.min_fraction, sentinel, self._new)
+        _, n = accumulate_counting_spikes(flat, lut.pixel_index, lut.bin_index, sentinel, roi.bin_pixels, roi.sums,
+                                          roi.counts, self.shape[1], self.bad, self.tracked, self.spikes,
+                                          self.n_frames, r.min_counts, r.ratio, r.n_sigma, r.min_frames,
+                                          r.min_fraction, self._new)
         if n == 0:
             return self._new[:0]
-        found = self.pixels[self._new[:n]]
-        self.active[self._new[:n]] = 0
+        found = lut.pixel_index[self._new[:n]].astype(np.int64)
+        gone = np.isin(lut.pixel_index, found)
+        # this frame's bins lose them too (a spike is never the sentinel)
+        np.subtract.at(roi.sums, lut.bin_index[gone], flat[lut.pixel_index[gone]].astype(np.float64))
+        np.subtract.at(roi.counts, lut.bin_index[gone], 1.0)
+        roi.drop_entries(~gone)
+        self.tracked = np.ascontiguousarray(self.tracked[~gone])
+        self.spikes = np.ascontiguousarray(self.spikes[~gone])
         self.bad[found] = 1
         self.hot.extend(int(p) for p in found)
         return found
