@@ -12,17 +12,24 @@ from processors.angles import wrap_deg
 from processors.fit_gaussian2d import fit_gaussian2d_into, make_fit_work
 from processors.frame_record import (
     FIT_FRAME_FAILED,
+    FIT_OK,
     FRAME_ALL_MASKED,
     FRAME_CORRUPT,
     FRAME_MISSING,
     FRAME_OK,
     FRAME_WRONG_DTYPE,
     FRAME_WRONG_SHAPE,
+    MAX_HOT_PER_RECORD,
+    N_PARAMS,
+    PARAM_NAMES,
+    SECOND_NOT_TRIED,
 )
 from processors.geometry import GeometryError, combine_masks, pixel_geometry
+from processors.hot_pixels import HotPixelTracker
 from processors.polar_lut import PolarLUT, build_polar_lut
 from processors.polar_roi import PolarROI
 from processors.processing_setup import ProcessingSetup
+from processors.second_spot import SecondSpotFinder
 from stream.chunk_codec import ChunkDecoder, CorruptFrameError
 from stream.dectris_file import ChunkReader
 from stream.encoded_frame import DTYPES, EncodedFrame
@@ -61,9 +68,16 @@ class FrameProcessor:
         self._buffer = np.empty(self.shape[0] * self.shape[1], dtype=np.uint32)
         self._works = [make_fit_work(w.nq, w.nchi) for w in self.lut.windows]
         n = len(self.lut.windows)
-        self._params = np.empty(6, dtype=np.float64)
-        self._errors = np.empty(6, dtype=np.float64)
+        self._params = np.empty(N_PARAMS, dtype=np.float64)
+        self._errors = np.empty(N_PARAMS, dtype=np.float64)
         self.n_peaks = n
+        self._second = [SecondSpotFinder(w) for w in self.lut.windows]
+        self._second_params = np.empty(N_PARAMS, dtype=np.float64)
+        self._second_errors = np.empty(N_PARAMS, dtype=np.float64)
+        # hot pixels: found among the windows' pixels, masked here for the rest of this
+        # processor's life, reported in the records (at most MAX_HOT_PER_RECORD each)
+        self.hot_pixels = HotPixelTracker(self.roi, self.mask)
+        self._hot_to_report: list[int] = []
 
     def decode(self, frame: EncodedFrame) -> np.ndarray:
         """The decoded frame as a view of the internal buffer (valid until the next call)."""
@@ -76,6 +90,9 @@ class FrameProcessor:
         rec["params"] = np.nan
         rec["errors"] = np.nan
         rec["fit_status"] = FIT_FRAME_FAILED
+        rec["second_params"] = np.nan
+        rec["second_errors"] = np.nan
+        rec["second_status"] = SECOND_NOT_TRIED
 
     def process_into(self, frame: EncodedFrame, rec) -> str:
         """Process ``frame`` into record ``rec`` (a structured-array element)."""
@@ -109,6 +126,7 @@ class FrameProcessor:
                 t1 = time.perf_counter()
                 rec["decode_s"] = t1 - t0
                 message = self._analyse(image, rec)
+        self._report_hot_pixels(rec)
         rec["done_time"] = time.time()
         rec["process_s"] = time.perf_counter() - t0
         return message
@@ -121,7 +139,10 @@ class FrameProcessor:
         rec["status"] = FRAME_OK
         rec["n_valid"] = n_valid
         rec["intensity"] = float(total)
-        self.roi.accumulate(image)
+        found = self.hot_pixels.accumulate(image)  # the ROI sums, counting spikes on the way
+        if found.size:
+            self.lut = self.roi.lut
+            self._hot_to_report.extend(int(p) for p in found)
         fit = self.setup.fit
         params, errors = rec["params"], rec["errors"]
         statuses = rec["fit_status"]
@@ -131,7 +152,34 @@ class FrameProcessor:
                                          self._params, self._errors, self._works[k],
                                          fit.min_bins, fit.min_snr, fit.max_iterations)
             statuses[k] = status
+            self._second_spot(k, status, sums, counts, rec)
             params[k] = self._params
             errors[k] = self._errors
             params[k, 3] = wrap_deg(self._params[3])
         return ""
+
+    def _second_spot(self, k: int, status: int, sums: np.ndarray, counts: np.ndarray, rec) -> None:
+        """Window ``k``'s second spot into ``rec`` (the first, in ``self._params``, may be refined or swapped)."""
+        sp, se = self._second_params, self._second_errors
+        if status == FIT_OK:
+            rec["second_status"][k] = self._second[k].find(sums, counts, self._params, self._errors, sp, se,
+                                                           self._works[k], self.setup.fit).status
+            phi0 = PARAM_NAMES.index("phi0")
+            sp[phi0] = wrap_deg(sp[phi0])
+        else:
+            rec["second_status"][k] = SECOND_NOT_TRIED
+            sp[:] = np.nan
+            se[:] = np.nan
+        rec["second_params"][k] = sp
+        rec["second_errors"][k] = se
+
+    def _report_hot_pixels(self, rec) -> None:
+        """Put up to MAX_HOT_PER_RECORD hot pixels found and not yet reported into ``rec`` as
+        (row, col), −1 padded."""
+        out = rec["hot_pixels"]
+        out[:] = -1
+        pending = self._hot_to_report
+        if pending:
+            n = min(len(pending), MAX_HOT_PER_RECORD)
+            out[:n, 0], out[:n, 1] = np.divmod(pending[:n], self.shape[1])
+            del pending[:n]

@@ -42,6 +42,20 @@ FIT_STATUS_NAMES: dict[int, str] = {
     FIT_SINGULAR: "singular",
 }
 
+#: Second-spot status per peak (``second_status``; ``processors.second_spot``).
+SECOND_NOT_TRIED = -1      # the first fit was not ok (or the frame failed / was not measured)
+SECOND_NONE = 0            # the residual test found no second significant spot
+SECOND_FOUND = 1           # a second spot was found and fitted (``second_params``)
+SECOND_FIT_FAILED = 2      # the residual test found one, but the two-spot fit failed (first kept as fitted alone)
+
+SECOND_STATUS_NAMES: dict[int, str] = {
+    SECOND_NOT_TRIED: "not_tried", SECOND_NONE: "none", SECOND_FOUND: "found", SECOND_FIT_FAILED: "fit_failed",
+}
+
+#: Newly masked hot pixels a record can carry ((row, col) detector pixels, −1 padded); a
+#: worker that finds more reports the rest with its next records.
+MAX_HOT_PER_RECORD = 16
+
 #: Order of the six fit parameters in ``params``/``errors``.
 PARAM_NAMES = ("amplitude", "q0", "dq", "phi0", "dphi", "background")
 N_PARAMS = len(PARAM_NAMES)
@@ -53,6 +67,10 @@ def frame_record_dtype(n_peaks: int) -> np.dtype:
     ``params``/``errors`` are ``(n_peaks, N_PARAMS)`` in :data:`PARAM_NAMES` order: amplitude
     (counts/pixel), q0 (1/Å), dq (FWHM, 1/Å), phi0 (degrees, (−180, 180]), dphi (FWHM,
     degrees), background (counts/pixel). ``intensity`` is the sum of valid pixels.
+    ``second_params``/``second_errors`` (same shape and order) hold a second spot found in
+    the window (NaN when none), ``second_status`` its ``SECOND_*`` code;
+    ``hot_pixels`` ``(MAX_HOT_PER_RECORD, 2)`` (row, col) of detector pixels the worker
+    masked as hot while processing this frame, −1 padded.
     Times are seconds (``receive_time``/``done_time`` Unix time).
     """
     return np.dtype([
@@ -60,6 +78,9 @@ def frame_record_dtype(n_peaks: int) -> np.dtype:
         ("n_valid", "<i8"), ("intensity", "<f8"),
         ("params", "<f8", (n_peaks, N_PARAMS)), ("errors", "<f8", (n_peaks, N_PARAMS)),
         ("fit_status", "<i4", (n_peaks,)),
+        ("second_params", "<f8", (n_peaks, N_PARAMS)), ("second_errors", "<f8", (n_peaks, N_PARAMS)),
+        ("second_status", "<i4", (n_peaks,)),
+        ("hot_pixels", "<i4", (MAX_HOT_PER_RECORD, 2)),
         ("receive_time", "<f8"), ("done_time", "<f8"),
         ("decode_s", "<f4"), ("process_s", "<f4"),
     ])
@@ -75,6 +96,10 @@ def empty_records(n: int, n_peaks: int) -> np.ndarray:
     rec["params"] = np.nan
     rec["errors"] = np.nan
     rec["fit_status"] = FIT_NOT_MEASURED
+    rec["second_params"] = np.nan
+    rec["second_errors"] = np.nan
+    rec["second_status"] = SECOND_NOT_TRIED
+    rec["hot_pixels"] = -1
     rec["receive_time"] = np.nan
     rec["done_time"] = np.nan
     return rec

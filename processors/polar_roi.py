@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from processors.polar_lut import PolarLUT
@@ -26,7 +28,20 @@ class PolarROI:
         self.sums = np.zeros(lut.n_bins, dtype=np.float64)
         self.counts = np.zeros(lut.n_bins, dtype=np.float64)
 
-    def _check(self, frame: np.ndarray) -> np.ndarray:
+    def drop_entries(self, keep: np.ndarray) -> None:
+        """Keep only the LUT entries where ``keep`` (bool, one per entry) is True, for good: pixels
+        found hot during a run (``processors.hot_pixels``). The bins they fed lose them (their
+        pixel counts too); the whole-frame :meth:`valid_sum` keeps them, so the intensity map
+        does not depend on which worker found which hot pixel. O(LUT size): called once per
+        batch of hot pixels found, not per frame.
+        """
+        lut = self.lut
+        self.lut = replace(lut, pixel_index=np.ascontiguousarray(lut.pixel_index[keep]),
+                           bin_index=np.ascontiguousarray(lut.bin_index[keep]))
+        self.bin_pixels = np.bincount(self.lut.bin_index, minlength=lut.n_bins).astype(np.float64)
+
+    def checked_flat(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` as a flat view, after checking its dtype, shape and contiguity (ValueError)."""
         if frame.dtype not in _SUPPORTED:
             raise ValueError(f"frame dtype {frame.dtype} not supported; expected uint8, uint16 or uint32")
         if frame.shape != self.lut.shape:
@@ -37,14 +52,14 @@ class PolarROI:
 
     def accumulate(self, frame: np.ndarray) -> int:
         """Fill the per-bin sums and counts from ``frame``; returns LUT pixels at the sentinel."""
-        flat = self._check(frame)
+        flat = self.checked_flat(frame)
         sentinel = int(np.iinfo(frame.dtype).max)
         return accumulate_polar_bins(flat, self.lut.pixel_index, self.lut.bin_index, sentinel,
                                      self.bin_pixels, self.sums, self.counts)
 
     def valid_sum(self, frame: np.ndarray) -> tuple[int, int]:
         """Integrated counts and number of valid pixels of the whole frame."""
-        flat = self._check(frame)
+        flat = self.checked_flat(frame)
         return sum_valid_pixels(flat, self.masked_index, int(np.iinfo(frame.dtype).max))
 
     def window_sums(self, index: int) -> tuple[np.ndarray, np.ndarray]:

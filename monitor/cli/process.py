@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     c = summary.counters
     p50, p95 = summary.latency_ms
     trouble = "".join(f", {label} {n}" for label, n in (("wrong shape", c.wrong_shape), ("missing", c.missing),
-                                                         ("outside scan", c.outside_scan)) if n)
+                                                         ("outside scan", c.outside_scan),
+                                                         ("hot pixels masked", c.hot_pixels_masked)) if n)
     print(f"{args.out}: {c.processed} of {c.received} frames processed in {summary.seconds:.1f} s "
           f"(stopped by {summary.stopped_by}); skipped {c.dropped}, corrupt {c.corrupt}, late {c.late}{trouble}; "
           f"latency {p50:.0f} ms median, {p95:.0f} ms p95")

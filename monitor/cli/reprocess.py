@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     rate = c.received / summary.seconds if summary.seconds > 0 else 0.0
     print(f"{summary.out}: {c.processed} of {c.received} frames processed ({rate:.0f} frames/s on "
           f"{summary.workers}); fits ok {c.fits_ok}, rejected {c.fits_rejected}; corrupt {c.corrupt}, "
-          f"missing {c.missing}, wrong shape {c.wrong_shape}, worker failures {c.worker_failures}")
+          f"missing {c.missing}, wrong shape {c.wrong_shape}, worker failures {c.worker_failures}"
+          + (f", hot pixels masked {c.hot_pixels_masked}" if c.hot_pixels_masked else ""))
     if c.processed == 0:
         print("nanomaps reprocess: no frame could be processed (see the counts above)", file=sys.stderr)
         return EXIT_NOTHING_PROCESSED

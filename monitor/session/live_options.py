@@ -29,6 +29,9 @@ class LiveOptions:
 
 @dataclass(frozen=True)
 class LiveSummary:
+    """What a live session did; ``counters`` are the session's (``counters.hot_pixels_masked``: the
+    distinct hot pixels the workers masked, over all runs, also printed by ``process``)."""
+
     counters: RunCounters
     seconds: float
     stopped_by: str

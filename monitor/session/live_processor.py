@@ -31,7 +31,7 @@ from monitor.session.batcher import Batcher
 from monitor.session.event_pages import events_of_page
 from monitor.session.frame_views import frame_view, stored_frame_at
 from monitor.session.live_options import LiveOptions, LiveSummary
-from monitor.session.map_collector import MapCollector, RunCounters, count_records
+from monitor.session.map_collector import MapCollector, RunCounters, count_records, hot_pixels_message
 from monitor.session.receiver_thread import RECEIVER_DONE, ReceiverThread, RecentFrames
 from monitor.session.results_file import ResultsWriter
 from monitor.session.results_update import take_update
@@ -78,6 +78,7 @@ class LiveProcessor:
         self.options = options
         self.counters = RunCounters()
         self.limiter = RateLimitedLog(log)
+        self._hot_pixels: set[tuple[int, int]] = set()  # hot pixels reported in any run of the session
         self._queue: queue.Queue = queue.Queue()
         self._stop_receiving = threading.Event()
         self.arena: SharedArena | None = None
@@ -211,6 +212,11 @@ class LiveProcessor:
         outside, duplicate = c.outside_scan, c.duplicate
         run.collector.add(BatchResult(records))
         run.timing.add(records)
+        new_hot = run.collector.take_new_hot_pixels()
+        if new_hot:  # the session's count is the union over its runs
+            self._hot_pixels.update(new_hot)
+            self.counters.hot_pixels_masked = len(self._hot_pixels)
+            self.limiter.log(logging.WARNING, "hot pixels", "run %s: %s", run.uid[:8], hot_pixels_message(new_hot))
         self.counters.outside_scan += c.outside_scan - outside
         self.counters.duplicate += c.duplicate - duplicate
 

@@ -20,6 +20,7 @@ from processors.frame_record import (
     FRAME_WRONG_DTYPE,
     FRAME_WRONG_SHAPE,
     PARAM_NAMES,
+    SECOND_FOUND,
     empty_records,
 )
 from processors.process_batch import BatchResult
@@ -54,6 +55,7 @@ class RunCounters:
     worker_failures: int = 0  # worker deaths and exceptions (each one logged)
     fits_ok: int = 0
     fits_rejected: int = 0
+    hot_pixels_masked: int = 0  # distinct detector pixels the workers found hot and masked (list: /entry/process/hot_pixels)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -74,6 +76,18 @@ def count_records(c: RunCounters, recs: np.ndarray) -> None:
     fit_ok = recs["fit_status"][ok] == 0
     c.fits_ok += int(fit_ok.sum())
     c.fits_rejected += int(fit_ok.size - fit_ok.sum())
+
+
+#: Hot pixels named in one log line at most (the rest are counted).
+HOT_PIXELS_LOGGED = 8
+
+
+def hot_pixels_message(pixels: list[tuple[int, int]]) -> str:
+    """One log line for a batch of newly found hot pixels: ``hot pixels masked: N at (row, col), …``."""
+    shown = ", ".join(f"({r}, {c})" for r, c in pixels[:HOT_PIXELS_LOGGED])
+    more = f" and {len(pixels) - HOT_PIXELS_LOGGED} more" if len(pixels) > HOT_PIXELS_LOGGED else ""
+    return (f"hot pixels masked: {len(pixels)} at {shown}{more} (found hot in most frames; "
+            "add them to the detector mask)")
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,12 @@ class ResultMaps:
     derived: dict[str, np.ndarray] = field(repr=False)
     #: uint8, 1 inside the supercrystal (processors.supercrystal_mask); None without Bragg peaks
     supercrystal_mask: np.ndarray | None = field(default=None, repr=False)
+    #: per peak, its second spot: SECOND_PARAMS (+ ``_error``) and ``found`` (uint8, 1 = found)
+    second: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+
+
+#: The second spot's parameters that get maps (``<peak>/second/``); its background duplicates the first's.
+SECOND_PARAMS = ("amplitude", "q0", "dq", "phi0", "dphi")
 
 
 MAX_PARKED = 4096  # records kept aside for the events that may still place them (per run)
@@ -136,6 +156,10 @@ class MapCollector:
         self._parked: dict[tuple[int, int], tuple[np.void, str]] = {}
         self._filled: list[np.ndarray] = []  # slots filled since the last take_filled(), in fill order
         self._moved = False                   # placed records moved or removed since take_moved()
+        # hot pixels the workers masked (union over the run, in the order reported) and those
+        # not yet taken by take_new_hot_pixels()
+        self._hot: dict[tuple[int, int], None] = {}
+        self._hot_new: list[tuple[int, int]] = []
 
     def grow(self, n_frames: int) -> None:
         """Make room for ``n_frames`` frames in a 1-D strip (a scan of unknown geometry)."""
@@ -162,6 +186,7 @@ class MapCollector:
             return
         c = self.counters
         count_records(c, recs)
+        self._add_hot_pixels(recs)
         if self._event_slot:  # a run placed by its events: frame by frame (batches are small)
             for k in range(recs.size):
                 self._put(recs[k])
@@ -182,6 +207,25 @@ class MapCollector:
         c.duplicate += int(slot.size - fresh.sum())
         self.records[slot[fresh]] = recs[fresh]
         self._filled.append(slot[fresh])
+
+    def _add_hot_pixels(self, recs: np.ndarray) -> None:
+        """Add the hot pixels ``recs`` report (whatever their frames' fate: the worker masked them)."""
+        pixels = recs["hot_pixels"].reshape(-1, 2)
+        for row, col in pixels[pixels[:, 0] >= 0].tolist():
+            if (row, col) not in self._hot:
+                self._hot[(row, col)] = None
+                self._hot_new.append((row, col))
+        self.counters.hot_pixels_masked = len(self._hot)
+
+    @property
+    def hot_pixels(self) -> np.ndarray:
+        """Every hot pixel reported in this run, ``(n, 2)`` int64 (row, col), in the order reported."""
+        return np.array(list(self._hot), dtype=np.int64).reshape(-1, 2)
+
+    def take_new_hot_pixels(self) -> list[tuple[int, int]]:
+        """Hot pixels (row, col) reported since the last call (to log them)."""
+        new, self._hot_new = self._hot_new, []
+        return new
 
     def take_moved(self) -> bool:
         """Whether placed records moved or were removed (events placed frames) since the last call."""
@@ -333,12 +377,35 @@ class MapCollector:
             best = np.where(accepted.any(axis=1), 0, fit_status[:, 0])
             m["status"] = place(best, FIT_NOT_MEASURED, np.int32)
             spots[name] = m
+        second = {name: self._second_maps(points, k, place) for k, name in enumerate(self.peak_names)}
         derived_out = derived_maps(peaks, derived, wh_peaks, spots)
         for name in self.peak_names:
             spots[name]["dphi_do"] = derived_out.pop(f"dphi_do/{name}")
             spots[name]["dphi_do_error"] = derived_out.pop(f"dphi_do_error/{name}")
         return ResultMaps(intensity=place(intensity), frame_status=place(frame_status, FRAME_NOT_MEASURED, np.int32),
-                          spots=spots, derived=derived_out, supercrystal_mask=derived_out.pop("supercrystal_mask", None))
+                          spots=spots, derived=derived_out, second=second,
+                          supercrystal_mask=derived_out.pop("supercrystal_mask", None))
+
+    @staticmethod
+    def _second_maps(points: np.ndarray, k: int, place) -> dict[str, np.ndarray]:
+        """Peak ``k``'s second-spot maps: the mean over a point's frames that found one, and the flag."""
+        found = points["second_status"][:, :, k] == SECOND_FOUND
+        n = found.sum(axis=1)
+        m: dict[str, np.ndarray] = {}
+        for pname in SECOND_PARAMS:
+            j = PARAM_NAMES.index(pname)
+            vals = np.where(found, points["second_params"][:, :, k, j], np.nan)
+            errs = np.where(found, points["second_errors"][:, :, k, j], np.nan)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if pname == "phi0" and points.shape[1] > 1:
+                    mean = np.degrees(np.angle(np.nansum(np.exp(1j * np.radians(vals)), axis=1)))
+                else:
+                    mean = np.nansum(vals, axis=1) / n
+                err = np.sqrt(np.nansum(errs ** 2, axis=1)) / n
+            m[pname] = place(np.where(n > 0, mean, np.nan))
+            m[f"{pname}_error"] = place(np.where(n > 0, err, np.nan))
+        m["found"] = place((n > 0).astype(np.uint8), 0, np.uint8)
+        return m
 
     def frames_table(self, slots: np.ndarray | None = None) -> np.ndarray:
         """Per-frame table: series, frame, row, col, receive/done times, status; one row per

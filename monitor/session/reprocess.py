@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from monitor.session.batch_runner import BatchRunner
-from monitor.session.map_collector import MapCollector, RunCounters
+from monitor.session.map_collector import MapCollector, RunCounters, hot_pixels_message
 from monitor.session.progress import progress_bar
 from monitor.session.results_file import ResultsWriter
 from monitor.session.results_update import take_update
@@ -151,6 +151,9 @@ def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | 
 
             def on_result(batch, result) -> None:
                 collector.add(result)
+                new_hot = collector.take_new_hot_pixels()
+                if new_hot:
+                    limiter.log(logging.WARNING, "hot pixels", "%s", hot_pixels_message(new_hot))
                 for kind, message in result.messages:
                     limiter.log(logging.WARNING, kind, "%s", message)
                 bar.update(len(batch))

@@ -11,12 +11,15 @@ Layout (design §5)::
         y, x                     map axes (µm when the scan step is known, else point index)
         <peak>/                  NXdata per peak, @signal = "amplitude"
             amplitude q0 dq phi0 dphi background  (+ *_error), status, dphi_do, dphi_do_error
+            second/              NXdata: a second spot in the window, amplitude q0 dq phi0 dphi (+ *_error),
+                                 found (uint8: 1 where a point's frame had one)
         derived/                 NXdata, @signal = "size": a b c size microstrain a_sc1 a_sc2 a_sc strain_*
                                  (+ *_error), bragg_intensity
         supercrystal_mask        [rows, cols] uint8, 1 inside the supercrystal (docs/statistics.md)
     /entry/scan                  x, y positions, shape, snake, motor names
     /entry/process               NXprocess: program, version, config and PONI text, times, counters,
-                                 run_uid, parent_uid, geometry, exit_status, timing/ (this run's)
+                                 run_uid, parent_uid, geometry, exit_status, timing/ (this run's),
+                                 hot_pixels [n, 2] (row, col) found hot and masked by the workers
 
 The file is written in HDF5 SWMR mode (single writer, multiple readers): every group,
 dataset and attribute it will ever hold is made when it is created, then SWMR starts and
@@ -188,6 +191,9 @@ class ResultsWriter:
                 ds = group.create_dataset(key, data=np.float64(np.nan))
                 if key.endswith("_ms"):
                     ds.attrs["units"] = "ms"
+        hot = process.create_dataset("hot_pixels", shape=(0, 2), maxshape=(None, 2), dtype=np.int64, chunks=(256, 2))
+        hot.attrs["columns"] = ["row", "col"]
+        hot.attrs["long_name"] = "detector pixels found hot during the run and masked in the peak windows"
         results.create_dataset("frames", shape=(0,), maxshape=(None,), dtype=FRAMES_TABLE_DTYPE, chunks=(FRAMES_CHUNK,))
         # the maps of an empty 1 × 1 scan give every map's name, dtype and "not measured" value
         template = MapCollector(RasterScan((1, 1)), tuple(p.name for p in config.peaks)).result_maps(
@@ -206,6 +212,9 @@ class ResultsWriter:
             g.attrs["chi_window"] = np.asarray(peak.chi)
             for key, values in template.spots[peak.name].items():
                 self._new_map(g, key, values, UNITS.get(key.removesuffix("_error")) if key != "status" else None)
+            second = self._nxdata(g, "second", "amplitude")
+            for key, values in template.second[peak.name].items():
+                self._new_map(second, key, values, UNITS.get(key.removesuffix("_error")) if key != "found" else None)
         d = self._nxdata(results, "derived", "size" if "size" in template.derived
                          else next(iter(template.derived), "size"))
         d.attrs["scherrer_k"] = config.derived.scherrer_k
@@ -316,6 +325,9 @@ class ResultsWriter:
                     results[peak][key][cut] = m
             for key, m in update.maps.derived.items():
                 results["derived"][key][cut] = m
+            for peak, values in update.maps.second.items():
+                for key, m in values.items():
+                    results[peak]["second"][key][cut] = m
         frames = results["frames"]
         if update.frames is not None:
             frames.resize((len(update.frames),))
@@ -327,6 +339,10 @@ class ResultsWriter:
             frames[n:] = update.new_frames.astype(FRAMES_TABLE_DTYPE, copy=False)
         for key, value in update.counters.items():
             process[key][()] = np.int64(value)
+        hot = process["hot_pixels"]
+        if len(update.hot_pixels) != hot.shape[0]:
+            hot.resize((len(update.hot_pixels), 2))
+            hot[...] = update.hot_pixels
         for key, value in update.timing.items():
             process["timing"][key][()] = np.float64(value)
         for name in ("exit_status", "stopped_by", "error"):

@@ -25,6 +25,7 @@ class ResultsUpdate:
     whole table in slot order and replaces it (a final or full write). ``counters`` and
     ``timing`` (ms) replace the stored values; an empty string leaves its field as it is.
     ``full``: it holds every map point and the whole table (it repairs a file after a failed write).
+    ``hot_pixels``: every hot pixel of the run so far, ``(n, 2)`` int64 (row, col) (replaces the stored list).
     """
 
     scan: RasterScan
@@ -39,6 +40,7 @@ class ResultsUpdate:
     error: str = ""
     final: bool = False
     full: bool = False
+    hot_pixels: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
 
 
 def take_update(collector: MapCollector, config: NanomapsConfig, *, full: bool = False, final: bool = False,
@@ -64,4 +66,5 @@ def take_update(collector: MapCollector, config: NanomapsConfig, *, full: bool =
                          new_frames=collector.frames_table(filled[:0] if whole else filled),
                          frames=collector.frames_table() if whole else None,
                          counters=collector.counters.as_dict(), timing=dict(timing or {}),
-                         exit_status=exit_status, stopped_by=stopped_by, error=error, final=final, full=full)
+                         exit_status=exit_status, stopped_by=stopped_by, error=error, final=final, full=full,
+                         hot_pixels=collector.hot_pixels)

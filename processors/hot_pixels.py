@@ -1,0 +1,114 @@
+"""Hot pixels found on the fly: pixels of the windows that spike in most frames a worker sees.
+
+A hot pixel missing from the detector mask ruins every fit of its window (issue 10). Each
+worker tracks the pixels inside its windows (:class:`HotPixelTracker`, counting in the ROI
+pass itself: :func:`processors.hot_pixels_kernel.accumulate_counting_spikes`, state made
+once): a pixel **spikes** in a frame when it is far above its 8 neighbours, and it is
+**hot** when it spiked in at least ``min_fraction`` (80 %) of at least ``min_frames`` (20)
+frames counted in the current block of ``block_frames`` (200) frames. Real spots, even one
+pixel wide, move from point to point, and zingers last one frame: neither spikes at the
+same pixel in 80 % of 20 frames. The worker then masks the pixel for the rest of its life
+(from the frame it was found in on: that frame's bins lose it too) and reports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from processors.hot_pixels_kernel import accumulate_counting_spikes
+from processors.polar_roi import PolarROI
+
+
+@dataclass(frozen=True)
+class HotPixelRule:
+    """When a pixel spikes and when it is hot (see :mod:`processors.hot_pixels_kernel`).
+
+    min_counts : a spike has at least this many counts (most pixels stop at this test).
+    ratio, n_sigma : a spike exceeds ``ratio · m₂ + n_sigma · √(m₂ + 1)``, m₂ the second
+        largest of its 8 neighbours.
+    min_frames, min_fraction : hot once it spiked in ``≥ min_fraction`` of ``≥ min_frames`` frames.
+    block_frames : spikes are counted over blocks of this many frames (then start again), so a
+        pixel that turns hot late in a long run is still found.
+    """
+
+    min_counts: int = 8
+    ratio: float = 5.0
+    n_sigma: float = 5.0
+    min_frames: int = 20
+    min_fraction: float = 0.8
+    block_frames: int = 200
+
+    def __post_init__(self) -> None:
+        if self.min_counts < 1 or self.ratio < 1 or self.n_sigma < 0:
+            raise ValueError(f"hot-pixel rule: min_counts ≥ 1, ratio ≥ 1, n_sigma ≥ 0, got {self}")
+        if not 0 < self.min_fraction <= 1 or self.min_frames < 1 or self.block_frames < self.min_frames:
+            raise ValueError(f"hot-pixel rule: 0 < min_fraction ≤ 1, 1 ≤ min_frames ≤ block_frames, got {self}")
+
+
+#: Hot pixels one frame can report at most (more: the next frames).
+MAX_NEW_PER_FRAME = 64
+
+
+class HotPixelTracker:
+    """Spike counts of the pixels of ``roi``'s windows, kept while ``roi`` accumulates frames.
+
+    ``masked`` is the bool ``(rows, cols)`` mask (True = bad) the ROI tables were built with.
+    Use :meth:`accumulate` instead of ``roi.accumulate``. Not thread-safe (one per worker).
+    """
+
+    def __init__(self, roi: PolarROI, masked: np.ndarray, rule: HotPixelRule = HotPixelRule()) -> None:
+        if masked.shape != roi.lut.shape:
+            raise ValueError(f"mask shape {masked.shape} != frame shape {roi.lut.shape}")
+        self.roi = roi
+        self.shape = tuple(roi.lut.shape)
+        self.rule = rule
+        self.bad = np.ascontiguousarray(masked, dtype=np.uint8).reshape(-1).copy()
+        pixels = roi.lut.pixel_index
+        # a pixel in two windows has two LUT entries (adjacent: the LUT is sorted by pixel): count its first
+        first = np.ones(pixels.size, dtype=bool)
+        first[1:] = pixels[1:] != pixels[:-1]
+        self.tracked = (first & (self.bad[pixels] == 0)).astype(np.uint8)
+        self.spikes = np.zeros(pixels.size, dtype=np.int32)
+        self.n_frames = 0
+        self.hot: list[int] = []            # flat indices, in the order found
+        self._new = np.empty(MAX_NEW_PER_FRAME, dtype=np.int64)
+
+    @property
+    def n_tracked(self) -> int:
+        """Pixels still tested."""
+        return int(np.count_nonzero(self.tracked))
+
+    def accumulate(self, frame: np.ndarray) -> np.ndarray:
+        """``roi.accumulate(frame)`` counting spikes on the way; returns the flat indices of pixels
+        that became hot now (empty when none, the usual case).
+
+        Those pixels are marked bad (no longer tested, nobody's neighbour), this frame's sums and
+        counts lose them, and they are dropped from the ROI tables for the next frames.
+        """
+        roi, r = self.roi, self.rule
+        flat = roi.checked_flat(frame)
+        if self.n_frames >= r.block_frames:
+            self.spikes[:] = 0
+            self.n_frames = 0
+        self.n_frames += 1
+        lut = roi.lut
+        sentinel = int(np.iinfo(frame.dtype).max)
+        _, n = accumulate_counting_spikes(flat, lut.pixel_index, lut.bin_index, sentinel, roi.bin_pixels, roi.sums,
+                                          roi.counts, self.shape[1], self.bad, self.tracked, self.spikes,
+                                          self.n_frames, r.min_counts, r.ratio, r.n_sigma, r.min_frames,
+                                          r.min_fraction, self._new)
+        if n == 0:
+            return self._new[:0]
+        found = lut.pixel_index[self._new[:n]].astype(np.int64)
+        gone = np.isin(lut.pixel_index, found)
+        # this frame's bins lose them too (a spike is never the sentinel)
+        np.subtract.at(roi.sums, lut.bin_index[gone], flat[lut.pixel_index[gone]].astype(np.float64))
+        np.subtract.at(roi.counts, lut.bin_index[gone], 1.0)
+        roi.drop_entries(~gone)
+        self.tracked = np.ascontiguousarray(self.tracked[~gone])
+        self.spikes = np.ascontiguousarray(self.spikes[~gone])
+        self.bad[found] = 1
+        self.hot.extend(int(p) for p in found)
+        return found

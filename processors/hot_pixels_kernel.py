@@ -1,0 +1,104 @@
+"""numba kernel of the on-the-fly hot-pixel search, fused with the polar-bin accumulation.
+
+The ROI pass (``processors.polar_roi_kernel.accumulate_polar_bins``) reads every window
+pixel of the frame; counting single-pixel spikes in the same pass costs almost nothing
+more, a separate pass would cost as much again (one more gather over the frame). Pure
+function on typed arrays with caller-allocated state (the wrapper is
+:mod:`processors.hot_pixels`). Integer and float comparisons only: no fastmath needed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _is_spike(frame, p, v, ncols, nrows, bad, sentinel, ratio, n_sigma) -> bool:
+    """Whether pixel ``p`` (value ``v`` ≥ min_counts) is far above its valid 8-neighbours."""
+    r = p // ncols
+    c = p - r * ncols
+    # pre-test on the row neighbours (same cache line): the second largest of the 8 is at
+    # least the smaller of left and right, so v must beat that bound to be a spike
+    if 0 < c < ncols - 1 and not bad[p - 1] and not bad[p + 1]:
+        left = frame[p - 1]
+        right = frame[p + 1]
+        if left != sentinel and right != sentinel:
+            lo = float(min(left, right))
+            if float(v) <= ratio * lo + n_sigma * math.sqrt(lo + 1.0):
+                return False
+    m1 = -1.0
+    m2 = -1.0
+    n = 0
+    for dr in range(-1, 2):
+        rr = r + dr
+        if rr < 0 or rr >= nrows:
+            continue
+        for dc in range(-1, 2):
+            cc = c + dc
+            if (dr == 0 and dc == 0) or cc < 0 or cc >= ncols:
+                continue
+            q = rr * ncols + cc
+            if bad[q]:
+                continue
+            u = frame[q]
+            if u == sentinel:
+                continue
+            x = float(u)
+            n += 1
+            if x > m1:
+                m2 = m1
+                m1 = x
+            elif x > m2:
+                m2 = x
+    return n >= 3 and float(v) > ratio * m2 + n_sigma * math.sqrt(m2 + 1.0)
+
+
+@nb.njit(cache=True, nogil=True)
+def accumulate_counting_spikes(frame, pixel_index, bin_index, sentinel, bin_pixels, sums, counts,
+                               ncols, bad, tracked, spikes, n_frames, min_counts, ratio, n_sigma,
+                               min_frames, min_fraction, new_hot):
+    """``accumulate_polar_bins`` (sums and counts overwritten, same result) while counting spikes.
+
+    frame : flat detector frame (uint), ``ncols`` pixels per row; ``pixel_index``,
+        ``bin_index``, ``bin_pixels``, ``sums``, ``counts`` as in ``accumulate_polar_bins``.
+    bad : uint8 flat, nonzero = masked (detector mask and hot pixels already found): such a
+        pixel is nobody's neighbour.
+    tracked : uint8 per LUT entry, 1 = test this entry's pixel (its first entry, not yet hot).
+    spikes : int32 per LUT entry, spikes counted so far (updated).
+    n_frames : frames counted so far, this one included.
+
+    A pixel spikes when its value ``v`` (not the sentinel) is at least ``min_counts`` and
+
+        v > ratio · m₂ + n_sigma · √(m₂ + 1)
+
+    with ``m₂`` the second largest of its valid 8-neighbours (needs at least 3): one pixel
+    far above its surroundings. The second largest, not the largest, so that two adjacent
+    hot pixels are found too. It becomes hot when, with ``n_frames ≥ min_frames``, its
+    spikes reach ``min_fraction · n_frames``. Returns ``(skipped, found)``: LUT pixels at the
+    sentinel, and how many LUT entries (their indices in ``new_hot``) became hot; at most
+    ``new_hot.size`` per call (the rest on the next frames).
+    """
+    sums[:] = 0.0
+    counts[:] = bin_pixels
+    nrows = frame.size // ncols
+    need = min_fraction * n_frames
+    skipped = 0
+    found = 0
+    for k in range(pixel_index.size):
+        p = pixel_index[k]
+        v = frame[p]
+        if v == sentinel:
+            counts[bin_index[k]] -= 1.0
+            skipped += 1
+            continue
+        sums[bin_index[k]] += v
+        if v < min_counts or not tracked[k]:
+            continue
+        if _is_spike(frame, p, v, ncols, nrows, bad, sentinel, ratio, n_sigma):
+            spikes[k] += 1
+            if n_frames >= min_frames and spikes[k] >= need and found < new_hot.size:
+                new_hot[found] = k
+                found += 1
+    return skipped, found
