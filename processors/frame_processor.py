@@ -18,6 +18,7 @@ from processors.frame_record import (
     FRAME_OK,
     FRAME_WRONG_DTYPE,
     FRAME_WRONG_SHAPE,
+    N_PARAMS,
 )
 from processors.geometry import GeometryError, combine_masks, pixel_geometry
 from processors.polar_lut import PolarLUT, build_polar_lut
@@ -61,8 +62,8 @@ class FrameProcessor:
         self._buffer = np.empty(self.shape[0] * self.shape[1], dtype=np.uint32)
         self._works = [make_fit_work(w.nq, w.nchi) for w in self.lut.windows]
         n = len(self.lut.windows)
-        self._params = np.empty(6, dtype=np.float64)
-        self._errors = np.empty(6, dtype=np.float64)
+        self._params = np.empty(N_PARAMS, dtype=np.float64)
+        self._errors = np.empty(N_PARAMS, dtype=np.float64)
         self.n_peaks = n
 
     def decode(self, frame: EncodedFrame) -> np.ndarray:
@@ -129,7 +130,8 @@ class FrameProcessor:
             sums, counts = self.roi.window_sums(k)
             status = fit_gaussian2d_into(sums, counts, window.q_centers, window.chi_centers,
                                          self._params, self._errors, self._works[k],
-                                         fit.min_bins, fit.min_snr, fit.max_iterations)
+                                         fit.min_bins, fit.min_snr, fit.max_iterations,
+                                         window.pixel_q, window.pixel_chi, fit.outlier_sigma, True)
             statuses[k] = status
             params[k] = self._params
             errors[k] = self._errors

@@ -42,8 +42,8 @@ FIT_STATUS_NAMES: dict[int, str] = {
     FIT_SINGULAR: "singular",
 }
 
-#: Order of the six fit parameters in ``params``/``errors``.
-PARAM_NAMES = ("amplitude", "q0", "dq", "phi0", "dphi", "background")
+#: Order of the eight fit parameters in ``params``/``errors``.
+PARAM_NAMES = ("amplitude", "q0", "dq", "phi0", "dphi", "background", "background_dq", "background_dchi")
 N_PARAMS = len(PARAM_NAMES)
 
 

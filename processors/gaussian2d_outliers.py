@@ -1,0 +1,134 @@
+"""numba kernels: bins the 2-D Gaussian fit leaves out (hot pixels, zingers), docs/fit_model.md.
+
+A bin is left out by zeroing its counts and sums in the fit's own copy of the patch (the
+work buffer): no allocation, the caller's arrays untouched. Three rules:
+
+- ``remove_spikes`` (before the start search): a bin significantly above the background
+  whose excess per pixel is more than ``ratio`` times the largest excess of its eight
+  neighbours — a single hot bin, which no spot resolved by the binning makes.
+- ``exclude_outliers`` (after a converged fit): a bin whose counts exceed the model's by
+  more than ``z`` Poisson standard deviations, S − f·c > z·√(f·c + 1), and whose excess
+  per pixel is more than ``ratio`` times the largest of its neighbours' (a smooth model
+  mismatch, e.g. a non-Gaussian peak shape, raises neighbours alike and is kept).
+- ``exclude_core`` (after a fit that came out unresolved): the bins the collapsed
+  Gaussian sits on, so the spike it fitted no longer decides the start.
+
+Marked bins get their counts negated first and zeroed at the end, so a rule sees every
+neighbour as it was.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+
+_FASTMATH = False
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
+def _neighbour_max(C, S, F, r, s, p, i: int, j: int, use_model: bool) -> float:
+    """Largest excess per pixel (mean − reference) among the valid neighbours of (i, j);
+    −inf when none is valid. The reference is the background ``p[5]`` or the model."""
+    nq, nchi = C.shape
+    best = -1e300
+    for di in range(-1, 2):
+        ii = i + di
+        if ii < 0 or ii >= nq:
+            continue
+        for dj in range(-1, 2):
+            jj = j + dj
+            if (di == 0 and dj == 0) or jj < 0 or jj >= nchi:
+                continue
+            c = abs(C[ii, jj])
+            if c > 0.0:
+                ref = p[5]
+                if use_model:
+                    ref = p[0] * F[0, ii] * F[1, jj] + p[5] + p[6] * r[ii] + p[7] * s[jj]
+                best = max(best, S[ii, jj] / c - ref)
+    return best
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
+def _zero_marked(C, S) -> int:
+    nq, nchi = C.shape
+    n = 0
+    for i in range(nq):
+        for j in range(nchi):
+            if C[i, j] < 0.0:
+                C[i, j] = 0.0
+                S[i, j] = 0.0
+                n += 1
+    return n
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
+def remove_spikes(C, S, b0: float, z: float, ratio: float, F, r, s, p) -> int:
+    """Zero isolated single-bin spikes above the background ``b0`` (counts/pixel); returns
+    how many. ``F`` [2, ≥max(nq, nchi)], ``p`` [8] scratch (p[5] is set to ``b0``)."""
+    nq, nchi = C.shape
+    p[5] = b0
+    bg = max(b0, 0.0)
+    z2 = z * z
+    for i in range(nq):
+        for j in range(nchi):
+            c = C[i, j]
+            if not c > 0.0:
+                continue
+            ex = S[i, j] - b0 * c
+            if ex > 0.0 and ex * ex > z2 * (bg * c + 1.0):
+                nb_ex = _neighbour_max(C, S, F, r, s, p, i, j, False)
+                if ex / c > ratio * max(nb_ex, 0.0):
+                    C[i, j] = -c
+    return _zero_marked(C, S)
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
+def exclude_outliers(C, S, p, fq, fp, r, s, z: float, ratio: float, F) -> int:
+    """Zero bins far above the fitted model ``p`` (axis functions ``fq``, ``fp`` computed
+    at ``p``); returns how many. ``F`` [2, ≥max(nq, nchi)] scratch."""
+    nq, nchi = C.shape
+    for i in range(nq):
+        F[0, i] = fq[0, i]
+    for j in range(nchi):
+        F[1, j] = fp[0, j]
+    z2 = z * z
+    n = 0
+    for i in range(nq):
+        base = p[5] + p[6] * r[i]
+        ai = p[0] * fq[0, i]
+        for j in range(nchi):
+            c = C[i, j]
+            if not c > 0.0:
+                continue
+            f = max(ai * fp[0, j] + base + p[7] * s[j], 0.0)
+            res = S[i, j] - f * c
+            if res > 0.0 and res * res > z2 * (f * c + 1.0):
+                nb_res = _neighbour_max(C, S, F, r, s, p, i, j, True)
+                if res / c > ratio * max(nb_res, 0.0):
+                    C[i, j] = -c
+                    n += 1
+    if n == 0:
+        return 0
+    return _zero_marked(C, S)
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
+def exclude_core(C, S, fq, fp) -> int:
+    """Zero the bins where the Gaussian's shape is above a quarter of its maximum;
+    returns how many were valid."""
+    nq, nchi = C.shape
+    mq = 0.0
+    mp = 0.0
+    for i in range(nq):
+        mq = max(mq, fq[0, i])
+    for j in range(nchi):
+        mp = max(mp, fp[0, j])
+    cut = 0.25 * mq * mp
+    n = 0
+    for i in range(nq):
+        for j in range(nchi):
+            if fq[0, i] * fp[0, j] >= cut and cut > 0.0:
+                if C[i, j] > 0.0:
+                    n += 1
+                C[i, j] = 0.0
+                S[i, j] = 0.0
+    return n
