@@ -47,7 +47,13 @@ from processors.gaussian2d_moments import (
     evaluate,
     moments,
 )
-from processors.gaussian2d_outliers import exclude_core, exclude_outliers, remove_spikes
+from processors.gaussian2d_outliers import (
+    bin_is_outlier,
+    exclude_core,
+    exclude_outliers,
+    peak_bin,
+    remove_spikes,
+)
 from processors.gaussian2d_start import background, best_box, prepare, start
 
 # Strict IEEE arithmetic, no fast-math flags: a frame's fit must be bit-identical whichever
@@ -81,6 +87,12 @@ _SPIKE_RATIO = 30.0
 _RESIDUAL_RATIO = 3.0
 #: Fits per window at most: the first and up to three refits without outlying bins.
 _MAX_ROUNDS = 4
+#: A fit narrower than this many pixels on both axes may be a spike fitted instead of the
+#: spot around it: its peak bin is tested as an outlier of a fit without it.
+_SPIKE_CHECK_PIXELS = 2.0
+#: Spots narrower than this many pixels (on either axis) are judged by the significance of
+#: their volume A·dq·dφ: their amplitude and width are correlated, not their volume.
+_VOLUME_TEST_PIXELS = 2.0
 
 
 @nb.njit(cache=True, nogil=True)
@@ -235,6 +247,60 @@ def _levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins, max_ite
             nu *= 2.0
 
 
+@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
+def _spike_fitted(p, saved, C, S, sums, counts, q, chi, r, s, integrated, min_snr,
+                  max_iterations, outlier_sigma, lo, hi, fq, fp, Y, bgs, H, Hn, L, g, gn, pn, x,
+                  dx, free, d, F, bq, bp, BS, BC, PS, PC, sel, prof, tmp, need) -> bool:
+    """Did the fit ``p`` (narrow on both axes, ``fq``/``fp`` at ``p``) fit a spike?
+
+    Its peak bin is left out and the window fitted again from a new start; the bin is a
+    spike when it is an outlier of that fit (``bin_is_outlier``). True: ``p`` is the new
+    fit and the bin stays out (C, S changed; the caller re-prepares). False: ``p`` and the
+    data are as they were (the caller re-prepares and re-evaluates).
+    """
+    i, j = peak_bin(fq, fp)
+    c_peak = C[i, j]
+    s_peak = S[i, j]
+    for k in range(N_PARAMS):
+        saved[k] = p[k]
+    spike = False
+    if c_peak > 0.0:
+        C[i, j] = 0.0
+        S[i, j] = 0.0
+        n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, Y[0], Y[1], Y[2])
+        b0 = background(BS, BC, sel)
+        z_box, bi0, bi1, bj0, bj1 = best_box(BS, BC, PS, PC, b0)
+        if n_bins >= need and z_box >= _PRECHECK_FRACTION * min_snr:
+            start(C, S, q, chi, b0, bq, bp, bi0, bi1, bj0, bj1, prof, tmp, p)
+            for k in range(N_PARAMS):
+                p[k] = min(max(p[k], lo[k]), hi[k])
+            if p[0] > 0.0:
+                background_sums(C, S, r, s, bgs)
+                _levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
+                                     max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L, g, gn, pn,
+                                     x, dx, free, d)
+                ok = p[0] > 0.0
+                for k in range(N_PARAMS):
+                    ok = ok and math.isfinite(p[k])
+                if ok:
+                    axis_functions(q, p[1], p[2], integrated, False, fq)
+                    axis_functions(chi, p[3], p[4], integrated, True, fp)
+                    C[i, j] = c_peak
+                    S[i, j] = s_peak
+                    spike = bin_is_outlier(C, S, p, fq, fp, r, s, outlier_sigma,
+                                           _RESIDUAL_RATIO, F, i, j)
+        if spike:
+            C[i, j] = 0.0
+            S[i, j] = 0.0
+        else:
+            C[i, j] = c_peak
+            S[i, j] = s_peak
+    if not spike:
+        for k in range(N_PARAMS):
+            p[k] = saved[k]
+    return spike
+
+
 @nb.njit(cache=True, nogil=True)
 def _fill_nan(out_params, out_errors) -> None:
     for k in range(N_PARAMS):
@@ -387,8 +453,10 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
             return FIT_TOO_FEW_BINS
         b0 = background(BS, BC, sel)
 
+    saved = vec[11]
     restart = True
     converged = False
+    checked_spike = False
     for rnd in range(_MAX_ROUNDS):
         if restart:
             z_box, bi0, bi1, bj0, bj1 = best_box(BS, BC, PS, PC, b0)
@@ -413,6 +481,30 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
         axis_functions(q, p[1], p[2], integrated, False, fq)
         axis_functions(chi, p[3], p[4], integrated, True, fp)
         restart = p[2] < res_q or p[4] < res_chi
+        if (not restart and not checked_spike and rnd < _MAX_ROUNDS - 2
+                and p[2] < _SPIKE_CHECK_PIXELS * pixel_q and p[4] < _SPIKE_CHECK_PIXELS * pixel_chi):
+            checked_spike = True
+            if _spike_fitted(p, saved, C, S, sums, counts, q, chi, r, s, integrated, min_snr,
+                             max_iterations, outlier_sigma, lo, hi, fq, fp, Y, bgs, H, Hn, L, g,
+                             gn, pn, x, dx, free, d, F, bq, bp, BS, BC, PS, PC, sel, prof, tmp,
+                             need):
+                # The spike is out; carry on with the fit of what is around it.
+                n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, Y[0], Y[1], Y[2])
+                background_sums(C, S, r, s, bgs)
+                converged = _levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
+                                                 max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L,
+                                                 g, gn, pn, x, dx, free, d)
+                axis_functions(q, p[1], p[2], integrated, False, fq)
+                axis_functions(chi, p[3], p[4], integrated, True, fp)
+                restart = p[2] < res_q or p[4] < res_chi
+            else:
+                n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, Y[0], Y[1], Y[2])
+                background_sums(C, S, r, s, bgs)
+                converged = _levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
+                                                 max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L,
+                                                 g, gn, pn, x, dx, free, d)
+                axis_functions(q, p[1], p[2], integrated, False, fq)
+                axis_functions(chi, p[3], p[4], integrated, True, fp)
         if restart:
             n_out = exclude_core(C, S, fq, fp)
         else:
@@ -473,8 +565,28 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
 
     # Significance: the amplitude over its own standard error, position, widths and
     # background free — a fit that latched onto noise has a poorly defined shape and so a
-    # large error on A.
-    if not a_amp >= min_snr * out_errors[0]:
+    # large error on A. A spot of a pixel or two has a well-measured volume A·dq·dφ but
+    # amplitude and widths that trade against each other: it is judged by the volume.
+    if p[2] < _VOLUME_TEST_PIXELS * pixel_q or p[4] < _VOLUME_TEST_PIXELS * pixel_chi:
+        tmp[0] = p[2] * p[4]
+        tmp[2] = a_amp * p[4]
+        tmp[4] = a_amp * p[2]
+        tmp[1] = tmp[3] = tmp[5] = tmp[6] = tmp[7] = 0.0
+        var_v = 0.0
+        for a in range(N_PARAMS):
+            ua = 0.0
+            for b in range(N_PARAMS):
+                ua += Hi[a, b] * tmp[b]
+            x[a] = ua
+        for a in range(N_PARAMS):
+            t = 0.0
+            for b in range(N_PARAMS):
+                t += M[a, b] * x[b]
+            var_v += x[a] * t
+        significant = var_v > 0.0 and a_amp * p[2] * p[4] >= min_snr * math.sqrt(var_v)
+    else:
+        significant = a_amp >= min_snr * out_errors[0]
+    if not significant:
         return FIT_NO_PEAK
     if p[1] <= lo[1] or p[1] >= hi[1] or p[3] <= lo[3] or p[3] >= hi[3]:
         return FIT_OUTSIDE_WINDOW

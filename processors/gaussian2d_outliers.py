@@ -12,6 +12,10 @@ work buffer): no allocation, the caller's arrays untouched. Three rules:
   mismatch, e.g. a non-Gaussian peak shape, raises neighbours alike and is kept).
 - ``exclude_core`` (after a fit that came out unresolved): the bins the collapsed
   Gaussian sits on, so the spike it fitted no longer decides the start.
+- ``bin_is_outlier`` (after a fit narrow on both axes): the fit's peak bin is taken out,
+  the window fitted again from a new start, and the bin tested against that fit with the
+  ``exclude_outliers`` rule: a hot pixel on a spot's flank is an outlier of the spot's
+  fit and stays out; the core of a real narrow spot is not, and the first fit is kept.
 
 Marked bins get their counts negated first and zeroed at the end, so a rule sees every
 neighbour as it was.
@@ -82,14 +86,19 @@ def remove_spikes(C, S, b0: float, z: float, ratio: float, F, r, s, p) -> int:
 
 
 @nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
+def _copy_shapes(fq, fp, F) -> None:
+    for i in range(fq.shape[1]):
+        F[0, i] = fq[0, i]
+    for j in range(fp.shape[1]):
+        F[1, j] = fp[0, j]
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
 def exclude_outliers(C, S, p, fq, fp, r, s, z: float, ratio: float, F) -> int:
     """Zero bins far above the fitted model ``p`` (axis functions ``fq``, ``fp`` computed
     at ``p``); returns how many. ``F`` [2, ≥max(nq, nchi)] scratch."""
     nq, nchi = C.shape
-    for i in range(nq):
-        F[0, i] = fq[0, i]
-    for j in range(nchi):
-        F[1, j] = fp[0, j]
+    _copy_shapes(fq, fp, F)
     z2 = z * z
     n = 0
     for i in range(nq):
@@ -109,6 +118,34 @@ def exclude_outliers(C, S, p, fq, fp, r, s, z: float, ratio: float, F) -> int:
     if n == 0:
         return 0
     return _zero_marked(C, S)
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
+def bin_is_outlier(C, S, p, fq, fp, r, s, z: float, ratio: float, F, i: int, j: int) -> bool:
+    """The ``exclude_outliers`` test for bin (i, j) alone."""
+    _copy_shapes(fq, fp, F)
+    c = C[i, j]
+    if not c > 0.0:
+        return False
+    f = max(p[0] * fq[0, i] * fp[0, j] + p[5] + p[6] * r[i] + p[7] * s[j], 0.0)
+    res = S[i, j] - f * c
+    if not (res > 0.0 and res * res > z * z * (f * c + 1.0)):
+        return False
+    return res / c > ratio * max(_neighbour_max(C, S, F, r, s, p, i, j, True), 0.0)
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
+def peak_bin(fq, fp) -> tuple:
+    """(i, j) of the bin where the Gaussian's shape is largest."""
+    bi = 0
+    bj = 0
+    for i in range(fq.shape[1]):
+        if fq[0, i] > fq[0, bi]:
+            bi = i
+    for j in range(fp.shape[1]):
+        if fp[0, j] > fp[0, bj]:
+            bj = j
+    return bi, bj
 
 
 @nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
