@@ -57,6 +57,11 @@ def axis_functions(x, x0: float, width: float, integrated: bool, wrap: bool, f) 
     half = 0.5 * step
     lo = n
     hi = 0
+    # Neighbouring bins share an edge: its erf and exp are carried to the next bin (not
+    # across the ±180° seam, where the wrapped edges are not the same point).
+    th_prev = math.nan
+    eh_prev = 0.0
+    uh_prev = 0.0
     for k in range(n):
         t = x[k] - x0
         if wrap:
@@ -68,17 +73,28 @@ def axis_functions(x, x0: float, width: float, integrated: bool, wrap: bool, f) 
                 f[0, k] = 0.0
                 f[1, k] = 0.0
                 f[2, k] = 0.0
+                th_prev = math.nan
                 continue
-            # erfc on the far side keeps the tails accurate (erf(x) − erf(y) cancels there).
-            if tl > 0.0:
-                diff = math.erfc(sa * tl) - math.erfc(sa * th)
-            elif th < 0.0:
-                diff = math.erfc(-sa * th) - math.erfc(-sa * tl)
+            # Each edge keeps u = erfc(sa·|t|), the tail beyond it: differences of tails
+            # stay accurate far from the peak, where erf(x) − erf(y) would cancel.
+            if abs(tl - th_prev) <= 1e-9 * step:
+                ul = uh_prev
+                el = eh_prev
             else:
-                diff = math.erf(sa * th) - math.erf(sa * tl)
-            g = _SQRT_PI * diff / (2.0 * sa * step)
-            el = math.exp(-a * tl * tl)
+                ul = math.erfc(sa * abs(tl))
+                el = math.exp(-a * tl * tl)
+            uh = math.erfc(sa * abs(th))
             eh = math.exp(-a * th * th)
+            if tl >= 0.0:
+                diff = ul - uh
+            elif th <= 0.0:
+                diff = uh - ul
+            else:
+                diff = 2.0 - ul - uh
+            th_prev = th
+            uh_prev = uh
+            eh_prev = eh
+            g = _SQRT_PI * diff / (2.0 * sa * step)
             f[0, k] = g
             f[1, k] = (el - eh) / step
             f[2, k] = (g - (th * eh - tl * el) / step) / width

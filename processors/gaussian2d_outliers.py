@@ -52,6 +52,25 @@ def _neighbour_max(C, S, F, r, s, p, i: int, j: int, use_model: bool) -> float:
 
 
 @nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
+def _isolated(C, S, b0: float, i: int, j: int, level: float) -> bool:
+    """No valid neighbour of (i, j) has an excess per pixel over ``b0`` of ``level`` or
+    more (stops at the first that has: inside a spot, that is the first one tried)."""
+    nq, nchi = C.shape
+    for di in range(-1, 2):
+        ii = i + di
+        if ii < 0 or ii >= nq:
+            continue
+        for dj in range(-1, 2):
+            jj = j + dj
+            if (di == 0 and dj == 0) or jj < 0 or jj >= nchi:
+                continue
+            c = abs(C[ii, jj])
+            if c > 0.0 and S[ii, jj] - b0 * c >= level * c:
+                return False
+    return True
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
 def _zero_marked(C, S) -> int:
     nq, nchi = C.shape
     n = 0
@@ -79,8 +98,7 @@ def remove_spikes(C, S, b0: float, z: float, ratio: float, F, r, s, p) -> int:
                 continue
             ex = S[i, j] - b0 * c
             if ex > 0.0 and ex * ex > z2 * (bg * c + 1.0):
-                nb_ex = _neighbour_max(C, S, F, r, s, p, i, j, False)
-                if ex / c > ratio * max(nb_ex, 0.0):
+                if _isolated(C, S, b0, i, j, ex / (c * ratio)):
                     C[i, j] = -c
     return _zero_marked(C, S)
 
