@@ -110,7 +110,7 @@ def _layout(nq: int, nchi: int) -> tuple:
     o_fp = o_fq + 3 * nq                     # φ functions, 3 × nchi
     o_r = o_fp + 3 * nchi                    # q − qc
     o_sv = o_r + nq                          # χ − χc
-    o_y = o_sv + nchi                        # φ sums, N_PHI_ROWS × nchi
+    o_y = o_sv + nchi                        # φ functions, nchi × N_PHI_ROWS
     o_f = o_y + N_PHI_ROWS * nchi            # outlier scratch, 2 × max(nq, nchi)
     o_bs = o_f + 2 * nmax                    # block sums, nbq × nbp
     o_bc = o_bs + nbq * nbp                  # block counts
@@ -267,7 +267,7 @@ def _spike_fitted(p, saved, C, S, sums, counts, q, chi, r, s, integrated, min_sn
     if c_peak > 0.0:
         C[i, j] = 0.0
         S[i, j] = 0.0
-        n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, Y[0], Y[1], Y[2])
+        n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
         b0 = background(BS, BC, sel)
         z_box, bi0, bi1, bj0, bj1 = best_box(BS, BC, PS, PC, b0)
         if n_bins >= need and z_box >= _PRECHECK_FRACTION * min_snr:
@@ -385,7 +385,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
     fp = work[o_fp:o_fp + 3 * nchi].reshape((3, nchi))
     r = work[o_r:o_r + nq]
     s = work[o_sv:o_sv + nchi]
-    Y = work[o_y:o_y + N_PHI_ROWS * nchi].reshape((N_PHI_ROWS, nchi))
+    Y = work[o_y:o_y + N_PHI_ROWS * nchi].reshape((nchi, N_PHI_ROWS))
     F = work[o_f:o_f + 2 * nmax].reshape((2, nmax))
     BS = work[o_bs:o_bs + nbq * nbp].reshape((nbq, nbp))
     BC = work[o_bc:o_bc + nbq * nbp].reshape((nbq, nbp))
@@ -414,8 +414,8 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
     tmp = vec[10]
     need = max(min_bins, N_PARAMS + 1)
 
-    # Y is free until the first model evaluation.
-    n_bins, n_pix, s_tot, sm2 = prepare(sums, counts, C, S, bq, bp, BS, BC, Y[0], Y[1], Y[2])
+    # fp is free until the first model evaluation.
+    n_bins, n_pix, s_tot, sm2 = prepare(sums, counts, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
     if n_bins < need:
         return FIT_TOO_FEW_BINS
     if not (math.isfinite(s_tot) and math.isfinite(sm2)):
@@ -448,7 +448,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
 
     b0 = background(BS, BC, sel)
     if robust and remove_spikes(C, S, b0, outlier_sigma, _SPIKE_RATIO, F, r, s, tmp) > 0:
-        n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, Y[0], Y[1], Y[2])
+        n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
         if n_bins < need:
             return FIT_TOO_FEW_BINS
         b0 = background(BS, BC, sel)
@@ -489,7 +489,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
                              gn, pn, x, dx, free, d, F, bq, bp, BS, BC, PS, PC, sel, prof, tmp,
                              need):
                 # The spike is out; carry on with the fit of what is around it.
-                n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, Y[0], Y[1], Y[2])
+                n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
                 background_sums(C, S, r, s, bgs)
                 converged = _levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
                                                  max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L,
@@ -498,7 +498,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
                 axis_functions(chi, p[3], p[4], integrated, True, fp)
                 restart = p[2] < res_q or p[4] < res_chi
             else:
-                n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, Y[0], Y[1], Y[2])
+                n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
                 background_sums(C, S, r, s, bgs)
                 converged = _levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
                                                  max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L,
@@ -511,7 +511,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
             n_out = exclude_outliers(C, S, p, fq, fp, r, s, outlier_sigma, _RESIDUAL_RATIO, F)
         if n_out == 0:
             break
-        n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, Y[0], Y[1], Y[2])
+        n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
         if n_bins < need:
             return FIT_TOO_FEW_BINS
         if restart:

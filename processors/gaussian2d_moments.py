@@ -36,8 +36,10 @@ K4LN2 = 4.0 * math.log(2.0)
 EXP_CUTOFF = 36.0
 _SQRT_PI = math.sqrt(math.pi)
 
-#: Rows of the φ-sums buffer ``Y`` (15 × nchi).
-N_PHI_ROWS = 15
+#: Columns of the φ-functions buffer ``Y`` (nchi × 16: 15 used, one pad so that a bin's
+#: values are four aligned groups of four — the compiler packs the running sums into SIMD
+#: registers group by group).
+N_PHI_ROWS = 16
 #: Entries of the background-only sums (``background_sums``).
 N_BG_SUMS = 9
 
@@ -149,7 +151,7 @@ def moments(p, C, S, q, chi, r, s, power: int, integrated: bool, fq, fp, Y, bgs,
 
     ``power`` 0 gives JᵀWJ (W = counts) and the data term; ``power`` 1 the matrix
     Σ c·G·J·Jᵀ of the Poisson covariance (G = gq·gφ the Gaussian's shape). ``bgs`` are
-    the ``background_sums``; ``fq`` [3, nq], ``fp`` [3, nchi], ``Y`` [15, nchi] scratch.
+    the ``background_sums``; ``fq`` [3, nq], ``fp`` [3, nchi], ``Y`` [nchi, 16] scratch.
     """
     amp = p[0]
     ilo, ihi = axis_functions(q, p[1], p[2], integrated, False, fq)
@@ -158,7 +160,7 @@ def moments(p, C, S, q, chi, r, s, power: int, integrated: bool, fq, fp, Y, bgs,
     # on every access, which stops the inner loop from vectorizing.
     ujlo = np.uint64(jlo)
     ujhi = np.uint64(jhi)
-    # φ rows: 0–5 products fφ_a·fφ_b (a ≤ b) for Gaussian × Gaussian; 6–8 fφ_a and 9–11
+    # φ columns: 0–5 products fφ_a·fφ_b (a ≤ b) for Gaussian × Gaussian; 6–8 fφ_a and 9–11
     # fφ_a·s for Gaussian × background; 12–14 what the X sums take: fφ_a with X = S (data
     # term, power 0) or gφ·{1, s, s²} with X = C (background × background, power 1).
     for j in range(ujlo, ujhi):
@@ -167,26 +169,26 @@ def moments(p, C, S, q, chi, r, s, power: int, integrated: bool, fq, fp, Y, bgs,
         f2 = fp[2, j]
         w = f0 if power == 1 else 1.0
         sj = s[j]
-        Y[0, j] = f0 * f0 * w
-        Y[1, j] = f0 * f1 * w
-        Y[2, j] = f0 * f2 * w
-        Y[3, j] = f1 * f1 * w
-        Y[4, j] = f1 * f2 * w
-        Y[5, j] = f2 * f2 * w
-        Y[6, j] = f0 * w
-        Y[7, j] = f1 * w
-        Y[8, j] = f2 * w
-        Y[9, j] = f0 * w * sj
-        Y[10, j] = f1 * w * sj
-        Y[11, j] = f2 * w * sj
+        Y[j, 0] = f0 * f0 * w
+        Y[j, 1] = f0 * f1 * w
+        Y[j, 2] = f0 * f2 * w
+        Y[j, 3] = f1 * f1 * w
+        Y[j, 4] = f1 * f2 * w
+        Y[j, 5] = f2 * f2 * w
+        Y[j, 6] = f0 * w
+        Y[j, 7] = f1 * w
+        Y[j, 8] = f2 * w
+        Y[j, 9] = f0 * w * sj
+        Y[j, 10] = f1 * w * sj
+        Y[j, 11] = f2 * w * sj
         if power == 1:
-            Y[12, j] = f0
-            Y[13, j] = f0 * sj
-            Y[14, j] = f0 * sj * sj
+            Y[j, 12] = f0
+            Y[j, 13] = f0 * sj
+            Y[j, 14] = f0 * sj * sj
         else:
-            Y[12, j] = f0
-            Y[13, j] = f1
-            Y[14, j] = f2
+            Y[j, 12] = f0
+            Y[j, 13] = f1
+            Y[j, 14] = f2
     X = C if power == 1 else S
 
     # Accumulators: hg Gaussian × Gaussian (15, upper triangle of 5 × 5), hb Gaussian ×
@@ -204,21 +206,21 @@ def moments(p, C, S, q, chi, r, s, power: int, integrated: bool, fq, fp, Y, bgs,
         for j in range(ujlo, ujhi):
             c = C[i, j]
             xx = X[i, j]
-            y0 += c * Y[0, j]
-            y1 += c * Y[1, j]
-            y2 += c * Y[2, j]
-            y3 += c * Y[3, j]
-            y4 += c * Y[4, j]
-            y5 += c * Y[5, j]
-            y6 += c * Y[6, j]
-            y7 += c * Y[7, j]
-            y8 += c * Y[8, j]
-            y9 += c * Y[9, j]
-            y10 += c * Y[10, j]
-            y11 += c * Y[11, j]
-            x0 += xx * Y[12, j]
-            x1 += xx * Y[13, j]
-            x2 += xx * Y[14, j]
+            y0 += c * Y[j, 0]
+            y1 += c * Y[j, 1]
+            y2 += c * Y[j, 2]
+            y3 += c * Y[j, 3]
+            y4 += c * Y[j, 4]
+            y5 += c * Y[j, 5]
+            y6 += c * Y[j, 6]
+            y7 += c * Y[j, 7]
+            y8 += c * Y[j, 8]
+            y9 += c * Y[j, 9]
+            y10 += c * Y[j, 10]
+            y11 += c * Y[j, 11]
+            x0 += xx * Y[j, 12]
+            x1 += xx * Y[j, 13]
+            x2 += xx * Y[j, 14]
         q0f = fq[0, i]
         q1f = fq[1, i]
         q2f = fq[2, i]

@@ -65,7 +65,7 @@ def test_separable_sums_match_a_per_bin_reference(rng, integrated, chi_range, ph
     r, s = q - q.mean(), chi - chi.mean()
     bgs = np.empty(N_BG_SUMS)
     background_sums(counts, sums, r, s, bgs)
-    fq, fp, y = np.empty((3, q.size)), np.empty((3, chi.size)), np.empty((N_PHI_ROWS, chi.size))
+    fq, fp, y = np.empty((3, q.size)), np.empty((3, chi.size)), np.empty((chi.size, N_PHI_ROWS))
     h, k, gs, grad = np.empty((8, 8)), np.empty((8, 8)), np.empty(8), np.empty(8)
     sm2 = float(np.sum(np.where(counts > 0, sums ** 2 / np.where(counts > 0, counts, 1), 0)))
     chi2 = evaluate(p, counts, sums, q, chi, r, s, integrated, sm2, fq, fp, y, bgs, h, grad)
