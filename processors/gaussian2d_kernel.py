@@ -52,7 +52,7 @@ from processors.gaussian2d_outliers import (
     exclude_core,
     exclude_outliers,
     peak_bin,
-    remove_spikes,
+    spike_in_box,
 )
 from processors.gaussian2d_start import background, best_box, prepare, start
 
@@ -87,6 +87,8 @@ _SPIKE_RATIO = 30.0
 _RESIDUAL_RATIO = 3.0
 #: Fits per window at most: the first and up to three refits without outlying bins.
 _MAX_ROUNDS = 4
+#: Spikes left out at most before each start search.
+_MAX_SPIKES = 4
 #: A fit narrower than this many pixels on both axes may be a spike fitted instead of the
 #: spot around it: its peak bin is tested as an outlier of a fit without it.
 _SPIKE_CHECK_PIXELS = 2.0
@@ -447,11 +449,6 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
     robust = outlier_sigma > 0.0
 
     b0 = background(BS, BC, sel)
-    if robust and remove_spikes(C, S, b0, outlier_sigma, _SPIKE_RATIO, F, r, s, tmp) > 0:
-        n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
-        if n_bins < need:
-            return FIT_TOO_FEW_BINS
-        b0 = background(BS, BC, sel)
 
     saved = vec[11]
     restart = True
@@ -460,6 +457,22 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
     for rnd in range(_MAX_ROUNDS):
         if restart:
             z_box, bi0, bi1, bj0, bj1 = best_box(BS, BC, PS, PC, b0)
+            for _ in range(_MAX_SPIKES):
+                if not robust:
+                    break
+                spike, si, sj = spike_in_box(C, S, b0, outlier_sigma, _SPIKE_RATIO, bi0 * bq,
+                                             min(bi1 * bq, nq), bj0 * bp, min(bj1 * bp, nchi))
+                if not spike:
+                    break
+                # A hot bin chose the box: leave it out and search again.
+                C[si, sj] = 0.0
+                S[si, sj] = 0.0
+                n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1],
+                                                    fp[2])
+                if n_bins < need:
+                    return FIT_TOO_FEW_BINS
+                b0 = background(BS, BC, sel)
+                z_box, bi0, bi1, bj0, bj1 = best_box(BS, BC, PS, PC, b0)
             if z_box < _PRECHECK_FRACTION * min_snr:
                 return FIT_NO_PEAK
             start(C, S, q, chi, b0, bq, bp, bi0, bi1, bj0, bj1, prof, tmp, p)

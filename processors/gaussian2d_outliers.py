@@ -3,9 +3,11 @@
 A bin is left out by zeroing its counts and sums in the fit's own copy of the patch (the
 work buffer): no allocation, the caller's arrays untouched. Three rules:
 
-- ``remove_spikes`` (before the start search): a bin significantly above the background
-  whose excess per pixel is more than ``ratio`` times the largest excess of its eight
-  neighbours — a single hot bin, which no spot resolved by the binning makes.
+- ``spike_in_box`` (at the start search): the brightest bin of the box the search chose,
+  when it is significantly above the background and its excess per pixel is more than
+  ``ratio`` times the largest excess of its eight neighbours — a single hot bin, which no
+  spot resolved by the binning makes. It is left out and the search repeated. (Spikes
+  elsewhere do not decide the start; the rule after the fit takes them out.)
 - ``exclude_outliers`` (after a converged fit): a bin whose counts exceed the model's by
   more than ``z`` Poisson standard deviations, S − f·c > z·√(f·c + 1), and whose excess
   per pixel is more than ``ratio`` times the largest of its neighbours' (a smooth model
@@ -84,48 +86,28 @@ def _zero_marked(C, S) -> int:
 
 
 @nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
-def remove_spikes(C, S, b0: float, z: float, ratio: float, F, r, s, p) -> int:
-    """Zero isolated single-bin spikes above the background ``b0`` (counts/pixel); returns
-    how many. ``F`` [2, ≥max(nq, nchi)], ``p`` [8] scratch (p[5] is set to ``b0``)."""
-    nq, nchi = C.shape
-    p[5] = b0
-    bg = max(b0, 0.0)
-    z2 = z * z
-    # Branch-free count of the candidates (significant, and more than ``ratio`` times both
-    # row neighbours' excess; vectorizes): most windows have none, and stop here.
-    m = 0
-    for i in range(nq):
-        for j in range(1, nchi - 1):
+def spike_in_box(C, S, b0: float, z: float, ratio: float, i0: int, i1: int, j0: int, j1: int) -> tuple:
+    """Is the brightest bin of rows i0:i1 × columns j0:j1 (the box the start search chose)
+    an isolated spike above the background ``b0``? Returns (spike, i, j)."""
+    best = -1e300
+    bi = i0
+    bj = j0
+    for i in range(i0, i1):
+        for j in range(j0, j1):
             c = C[i, j]
-            ex = S[i, j] - b0 * c
-            cl = C[i, j - 1]
-            cr = C[i, j + 1]
-            above_l = ex * cl > ratio * c * (S[i, j - 1] - b0 * cl)
-            above_r = ex * cr > ratio * c * (S[i, j + 1] - b0 * cr)
-            m += 1 if ((c > 0.0) & (ex > 0.0) & (ex * ex > z2 * (bg * c + 1.0))
-                       & (above_l | (cl <= 0.0)) & (above_r | (cr <= 0.0))) else 0
-        for j in (0, nchi - 1):
-            c = C[i, j]
-            ex = S[i, j] - b0 * c
-            m += 1 if (c > 0.0) & (ex > 0.0) & (ex * ex > z2 * (bg * c + 1.0)) else 0
-    if m == 0:
-        return 0
-    for i in range(nq):
-        for j in range(nchi):
-            c = C[i, j]
-            if not c > 0.0:
-                continue
-            ex = S[i, j] - b0 * c
-            if ex > 0.0 and ex * ex > z2 * (bg * c + 1.0):
-                level = ex / (c * ratio)
-                # The row neighbours first, inline: inside a spot one of them is bright.
-                if j > 0 and C[i, j - 1] != 0.0 and S[i, j - 1] - b0 * abs(C[i, j - 1]) >= level * abs(C[i, j - 1]):
-                    continue
-                if j + 1 < nchi and C[i, j + 1] > 0.0 and S[i, j + 1] - b0 * C[i, j + 1] >= level * C[i, j + 1]:
-                    continue
-                if _isolated(C, S, b0, i, j, level):
-                    C[i, j] = -c
-    return _zero_marked(C, S)
+            if c > 0.0:
+                e = (S[i, j] - b0 * c) / c
+                if e > best:
+                    best = e
+                    bi = i
+                    bj = j
+    c = C[bi, bj]
+    if not c > 0.0:
+        return False, bi, bj
+    ex = S[bi, bj] - b0 * c
+    if not (ex > 0.0 and ex * ex > z * z * (max(b0, 0.0) * c + 1.0)):
+        return False, bi, bj
+    return _isolated(C, S, b0, bi, bj, ex / (c * ratio)), bi, bj
 
 
 @nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
