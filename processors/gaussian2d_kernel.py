@@ -82,7 +82,7 @@ _WIDTH_MAX_WINDOWS = 2.0
 #: way): after the outlier rounds it is reported as no peak.
 _MIN_RESOLVED_PIXELS = 0.5
 #: Outlier rule (gaussian2d_outliers): a spike's excess per pixel against its neighbours'
-#: largest, before the fit (against the background) and after it (against the model).
+#: largest, at the start search (against the background) and after a fit (against the model).
 _SPIKE_RATIO = 30.0
 _RESIDUAL_RATIO = 3.0
 #: Fits per window at most: the first and up to three refits without outlying bins.
@@ -347,10 +347,11 @@ def fit_gaussian2d_kernel(sums, counts, q_centers, chi_centers, out_params, out_
       3. a fitted FWHM below half a pixel (unresolved) or at the upper bound;
       4. the decision: A / σ_A < min_snr, σ_A the standard error of A below.
 
-    Outliers (outlier_sigma > 0): isolated single-bin spikes are removed before the start
-    search; after each fit, bins far above the model are left out and the fit repeated
-    from where it stopped; a fit that came out unresolved is repeated from a new start
-    without the bins it collapsed onto (at most ``_MAX_ROUNDS`` fits).
+    Outliers (outlier_sigma > 0): an isolated single-bin spike that chose the start box is
+    left out and the search repeated; after each fit, bins far above the model are left
+    out and the fit repeated from where it stopped; a fit that came out unresolved is
+    repeated from a new start without the bins it collapsed onto; a fit narrow on both
+    axes is checked for being a spike (at most ``_MAX_ROUNDS`` fits).
 
     Errors: Poisson ("sandwich") covariance H⁻¹·(Σ c·f·J·Jᵀ)·H⁻¹ with H = Σ c·J·Jᵀ and f
     the fitted model, its background taken at the spot centre (per-pixel variance =
