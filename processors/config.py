@@ -92,7 +92,8 @@ class PeakConfig:
     """One ``[[peak]]``: a Bragg (``hkl``) or superlattice spot and its polar window.
 
     ``q`` in 1/Å, ``chi`` in degrees (pyFAI χ; bounds may lie outside (−180, 180]),
-    ``bins`` = (q bins, χ bins) or None to choose from the pixel resolution.
+    ``bins`` = (q bins, χ bins) or None to choose from the pixel resolution:
+    ``pixels_per_bin`` detector pixels per bin along each axis (1 for narrow SAXS spots).
     """
 
     name: str
@@ -101,6 +102,7 @@ class PeakConfig:
     hkl: tuple[int, int, int] | None = None
     superlattice: tuple[int, int] | None = None
     bins: tuple[int, int] | None = None
+    pixels_per_bin: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class FitConfig:
     min_bins: int = 30
     min_snr: float = 5.0
     max_iterations: int = 60
+    #: Outlier rule threshold (Poisson standard deviations above the model; 0 = off).
+    outlier_sigma: float = 7.0
 
 
 @dataclass(frozen=True)
@@ -244,6 +248,7 @@ def _parse_peak(raw: Any, number: int, source: str) -> PeakConfig:
     hkl = t.get("hkl", "ints", None)
     sl = t.get("superlattice", "intpair", None)
     bins = t.get("bins", "intpair", None)
+    ppb = float(t.get("pixels_per_bin", "float", 2.0))
     t.finish()
     if (hkl is None) == (sl is None):
         raise t.error("hkl", "a peak needs exactly one of 'hkl' (Bragg spot) or 'superlattice' (SAXS spot)",
@@ -259,12 +264,15 @@ def _parse_peak(raw: Any, number: int, source: str) -> PeakConfig:
         raise t.error("chi", f"window {chi} is inverted or empty", "write chi = [low, high] with low < high")
     if chi[1] - chi[0] >= 360:
         raise t.error("chi", f"window {chi} is {chi[1] - chi[0]}° wide", "keep the χ window narrower than 360°")
+    if not 1.0 <= ppb <= 16.0:
+        raise t.error("pixels_per_bin", f"{ppb} is outside 1–16",
+                      "use 1 for narrow spots (SAXS), 2 (the default) otherwise")
     if bins is not None and min(bins) < 4:
         raise t.error("bins", f"{bins} is too coarse for a 2-D fit", "use at least 4 bins per axis, or omit bins")
     return PeakConfig(name=name, q=(float(q[0]), float(q[1])), chi=(float(chi[0]), float(chi[1])),
                       hkl=tuple(hkl) if hkl is not None else None,
                       superlattice=tuple(sl) if sl is not None else None,
-                      bins=tuple(bins) if bins is not None else None)
+                      bins=tuple(bins) if bins is not None else None, pixels_per_bin=ppb)
 
 
 def parse_config(text: str, path: str | Path = "<config>") -> NanomapsConfig:
@@ -333,10 +341,14 @@ def parse_config(text: str, path: str | Path = "<config>") -> NanomapsConfig:
     f = _Table(data.get("fit", {}), "[fit]", source)
     fit = FitConfig(min_bins=f.get("min_bins", "int", FitConfig.min_bins),
                     min_snr=float(f.get("min_snr", "float", FitConfig.min_snr)),
-                    max_iterations=f.get("max_iterations", "int", FitConfig.max_iterations))
+                    max_iterations=f.get("max_iterations", "int", FitConfig.max_iterations),
+                    outlier_sigma=float(f.get("outlier_sigma", "float", FitConfig.outlier_sigma)))
     f.finish()
-    if fit.min_bins < 7:
-        raise f.error("min_bins", f"{fit.min_bins} cannot constrain 6 parameters", "use min_bins >= 7")
+    if fit.min_bins < 9:
+        raise f.error("min_bins", f"{fit.min_bins} cannot constrain 8 parameters", "use min_bins >= 9")
+    if not (fit.outlier_sigma == 0.0 or 3.0 <= fit.outlier_sigma < math.inf):
+        raise f.error("outlier_sigma", f"{fit.outlier_sigma} is below 3 (ordinary Poisson noise would be cut)",
+                      "use outlier_sigma = 7 (the default), a value >= 3, or 0 to turn the rule off")
     if fit.max_iterations < 1:
         raise f.error("max_iterations", f"{fit.max_iterations} < 1", "use max_iterations >= 1")
 

@@ -1,12 +1,18 @@
-"""2-D Gaussian + constant background fit of one Bragg spot on a polar (q, χ) patch.
+"""2-D Gaussian + planar background fit of one Bragg spot on a polar (q, χ) patch.
 
-Model (science.md)::
+Model (docs/fit_model.md)::
 
-    I(q, φ) = A · exp{−4 ln2 [(q − q0)² / dq² + w(φ − φ0)² / dφ²]} + B
+    I(q, φ) = A · exp{−4 ln2 [(q − q0)² / dq² + w(φ − φ0)² / dφ²]}
+              + B + Bq·(q − qc) + Bchi·(χ − χc)
     w(x) = ((x + 180) mod 360) − 180
 
-Parameters, in this order everywhere (``PARAM_NAMES``): amplitude A and background B in
-counts per pixel, q0 and dq in 1/Å, phi0 and dphi in degrees; dq and dphi are FWHM. phi0 is
+with (qc, χc) the window centre (mean of the bin centres), the Gaussian averaged over each
+bin (``bin_integrated``, the default) or sampled at the bin centre.
+
+Parameters, in this order everywhere (``PARAM_NAMES``): amplitude A and background B (at
+the window centre) in counts per pixel, q0 and dq in 1/Å, phi0 and dphi in degrees, the
+background slopes Bq (``background_dq``) in counts per pixel per 1/Å and Bchi
+(``background_dchi``) in counts per pixel per degree; dq and dphi are FWHM. phi0 is
 returned in the branch of ``chi_centers`` (a window 150°..210° gives 190°, not −170°): apply
 w() for pyFAI's χ in (−180°, 180°].
 
@@ -22,10 +28,11 @@ kernel itself, so other ``@njit`` code can call it too).
 Status codes (``STATUS_NAMES``) and what decides them, see
 ``processors.gaussian2d_kernel.fit_gaussian2d_kernel``:
 
-- FIT_TOO_FEW_BINS: fewer non-empty bins than ``max(min_bins, 7)``.
+- FIT_TOO_FEW_BINS: fewer non-empty bins than ``max(min_bins, 9)``.
 - FIT_NO_PEAK: the amplitude is not significant, A / σ_A < ``min_snr`` with σ_A its
-  standard error below (position, widths, background free); or a fitted FWHM below one
-  bin (unresolved: a hot pixel) or at the upper bound (2 × the window). Pure-noise windows
+  standard error below (position, widths, background free); or a fitted FWHM below half a
+  detector pixel (unresolved: a hot pixel, even after the outlier rounds) or at the upper
+  bound (2 × the window). Pure-noise windows
   are mostly rejected before any iteration by a box search (the best box of blocks has
   (n − μ)/√n below 0.8·min_snr), in a few µs.
 - FIT_OUTSIDE_WINDOW: fitted centre at the window edge (the fit wanted it outside).
@@ -34,8 +41,13 @@ Status codes (``STATUS_NAMES``) and what decides them, see
   ``fit_gaussian2d_into`` also when array sizes disagree or ``work`` is too small
   (``fit_gaussian2d`` raises a ValueError for those).
 
-Standard errors: Poisson covariance H⁻¹(Σ c·f·J·Jᵀ)H⁻¹, H = Σ c·J·Jᵀ, f the fitted model,
-i.e. each pixel's variance is its expected counts. (s²·H⁻¹ with one s² for all pixels would
+Outliers (``outlier_sigma`` > 0): isolated one-bin spikes are left out before the start
+search, bins more than ``outlier_sigma`` Poisson standard deviations above the converged
+model (and well above their neighbours) are left out and the fit repeated, and a fit that
+collapsed onto a spike is restarted without it (docs/fit_model.md).
+
+Standard errors: Poisson covariance H⁻¹(Σ c·f·J·Jᵀ)H⁻¹, H = Σ c·J·Jᵀ, f the fitted model
+(its background taken at the spot centre), i.e. each pixel's variance is its expected counts. (s²·H⁻¹ with one s² for all pixels would
 understate the errors of a strong spot on a weak background several times, because the
 pixels that fix the spot's shape are the noisiest.) Inputs must therefore be photon counts.
 """
@@ -66,12 +78,15 @@ __all__ = [
 ]
 
 #: ``fit_gaussian2d_into(sums, counts, q_centers, chi_centers, out_params, out_errors, work,
-#: min_bins, min_snr, max_iterations) -> int``: the numba kernel, no validation and no
-#: allocation (see ``fit_gaussian2d`` for the arguments). Callable from ``@njit`` code.
+#: min_bins, min_snr, max_iterations, pixel_q, pixel_chi, outlier_sigma, integrated) -> int``:
+#: the numba kernel, no validation and no allocation (see ``fit_gaussian2d`` for the
+#: arguments). Callable from ``@njit`` code.
 fit_gaussian2d_into = _kernel.fit_gaussian2d_kernel
 
 # Relative tolerance on the spacing of bin centres: they come from arange arithmetic.
 _REGULAR_RTOL = 1e-6
+#: Default threshold of the outlier rule, in Poisson standard deviations ([fit] outlier_sigma).
+OUTLIER_SIGMA = 7.0
 
 
 def fit_work_size(nq: int, nchi: int) -> int:
@@ -118,21 +133,28 @@ def _check_centres(name: str, a: object, n: int, axis: str) -> None:
 
 def fit_gaussian2d(sums: np.ndarray, counts: np.ndarray, q_centers: np.ndarray,
                    chi_centers: np.ndarray, *, min_bins: int = 30, min_snr: float = 5.0,
-                   max_iterations: int = 60,
+                   max_iterations: int = 60, pixel_size: tuple[float, float] | None = None,
+                   outlier_sigma: float = OUTLIER_SIGMA, bin_integrated: bool = True,
                    work: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
-    """Fit one spot; returns ``(params[6], errors[6], status)``.
+    """Fit one spot; returns ``(params[8], errors[8], status)``.
 
     sums, counts : float64 [nq, nchi], C-contiguous
         Summed photon counts and number of valid pixels per bin (0 = empty bin).
     q_centers : float64 [nq], 1/Å, increasing and regular.
     chi_centers : float64 [nchi], degrees, increasing and regular, in the window's branch
         (may lie outside (−180°, 180°], e.g. 150..210).
-    min_bins : fewer non-empty bins than ``max(min_bins, 7)`` → FIT_TOO_FEW_BINS.
+    min_bins : fewer non-empty bins than ``max(min_bins, 9)`` → FIT_TOO_FEW_BINS.
     min_snr : significance threshold of the spot → FIT_NO_PEAK (see module docstring).
-    max_iterations : model evaluations allowed → FIT_NOT_CONVERGED.
+    max_iterations : model evaluations allowed per fitting round → FIT_NOT_CONVERGED.
+    pixel_size : (q in 1/Å, χ in degrees) extent of one detector pixel in this window
+        (``PolarWindow.pixel_q``, ``pixel_chi``); a FWHM below half of it is unresolved.
+        None: half a bin on each axis (the default binning of two pixels per bin).
+    outlier_sigma : threshold of the outlier rule in Poisson standard deviations; 0 off.
+    bin_integrated : average the Gaussian over each bin (True) or sample it at the centre.
     work : float64 [≥ fit_work_size(nq, nchi)] from ``make_fit_work``; allocated if None.
 
-    params are (A, q0, dq, phi0, dphi, B) (``PARAM_NAMES``), errors their standard errors;
+    params are (A, q0, dq, phi0, dphi, B, Bq, Bchi) (``PARAM_NAMES``), errors their
+    standard errors;
     both all NaN unless status is FIT_OK.
     """
     _check_array("sums", sums, 2)
@@ -151,6 +173,14 @@ def fit_gaussian2d(sums: np.ndarray, counts: np.ndarray, q_centers: np.ndarray,
     if isinstance(max_iterations, (bool, np.bool_)) \
             or not isinstance(max_iterations, (int, np.integer)) or max_iterations < 1:
         raise ValueError(f"max_iterations must be an int >= 1, got {max_iterations!r}")
+    if pixel_size is None:
+        pixel_size = (0.5 * (q_centers[1] - q_centers[0]), 0.5 * (chi_centers[1] - chi_centers[0]))
+    if len(pixel_size) != 2 or not all(isinstance(v, (int, float, np.floating, np.integer))
+                                       and np.isfinite(v) and v > 0 for v in pixel_size):
+        raise ValueError(f"pixel_size must be two finite numbers > 0 (1/Å, degrees), got {pixel_size!r}")
+    if not isinstance(outlier_sigma, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(outlier_sigma) or outlier_sigma < 0:
+        raise ValueError(f"outlier_sigma must be a finite number >= 0, got {outlier_sigma!r}")
     if work is None:
         work = make_fit_work(nq, nchi)
     else:
@@ -164,5 +194,7 @@ def fit_gaussian2d(sums: np.ndarray, counts: np.ndarray, q_centers: np.ndarray,
     params = np.empty(N_PARAMS, dtype=np.float64)
     errors = np.empty(N_PARAMS, dtype=np.float64)
     status = fit_gaussian2d_into(sums, counts, q_centers, chi_centers, params, errors, work,
-                                 int(min_bins), float(min_snr), int(max_iterations))
+                                 int(min_bins), float(min_snr), int(max_iterations),
+                                 float(pixel_size[0]), float(pixel_size[1]), float(outlier_sigma),
+                                 bool(bin_integrated))
     return params, errors, int(status)

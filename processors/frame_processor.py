@@ -150,7 +150,8 @@ class FrameProcessor:
             sums, counts = self.roi.window_sums(k)
             status = fit_gaussian2d_into(sums, counts, window.q_centers, window.chi_centers,
                                          self._params, self._errors, self._works[k],
-                                         fit.min_bins, fit.min_snr, fit.max_iterations)
+                                         fit.min_bins, fit.min_snr, fit.max_iterations,
+                                         window.pixel_q, window.pixel_chi, fit.outlier_sigma, True)
             statuses[k] = status
             self._second_spot(k, status, sums, counts, rec)
             params[k] = self._params

@@ -56,8 +56,8 @@ SECOND_STATUS_NAMES: dict[int, str] = {
 #: worker that finds more reports the rest with its next records.
 MAX_HOT_PER_RECORD = 16
 
-#: Order of the six fit parameters in ``params``/``errors``.
-PARAM_NAMES = ("amplitude", "q0", "dq", "phi0", "dphi", "background")
+#: Order of the eight fit parameters in ``params``/``errors``.
+PARAM_NAMES = ("amplitude", "q0", "dq", "phi0", "dphi", "background", "background_dq", "background_dchi")
 N_PARAMS = len(PARAM_NAMES)
 
 

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 #: A window with fewer valid pixels than this cannot hold a fittable spot.
 MIN_WINDOW_PIXELS = 50
-#: Default binning: about two pixels per bin along each axis, within these limits.
+#: Default binning: about two pixels per bin along each axis (``[[peak]] pixels_per_bin``),
+#: within these limits.
 PIXELS_PER_BIN = 2.0
 MIN_BINS, MAX_BINS = 8, 96
 
@@ -34,7 +35,9 @@ class PolarWindow:
     """One peak's window: ``nq × nchi`` bins starting at global bin ``offset``.
 
     ``q_centers`` (1/Å) and ``chi_centers`` (degrees, in the window's branch, may lie
-    outside (−180, 180]) are the bin centres.
+    outside (−180, 180]) are the bin centres. ``pixel_q`` (1/Å) and ``pixel_chi``
+    (degrees) are the median extent of one detector pixel in the window, |∂x/∂row| +
+    |∂x/∂col|: the fit's lower width limit is half of it.
     """
 
     name: str
@@ -46,6 +49,8 @@ class PolarWindow:
     q_centers: np.ndarray = field(repr=False)
     chi_centers: np.ndarray = field(repr=False)
     n_pixels: int = 0
+    pixel_q: float = 0.0
+    pixel_chi: float = 0.0
 
     @property
     def n_bins(self) -> int:
@@ -88,8 +93,17 @@ def _pixel_steps(q: np.ndarray, chi: np.ndarray, rows: np.ndarray, cols: np.ndar
     return float(np.median(dq[dq > 0])), float(np.median(dchi[dchi > 0]))
 
 
-def _default_bins(width: float, step: float) -> int:
-    return int(np.clip(round(width / (PIXELS_PER_BIN * step)), MIN_BINS, MAX_BINS))
+def _pixel_extents(q: np.ndarray, chi: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
+    """Median range of q (1/Å) and χ (degrees) one pixel covers, |∂x/∂row| + |∂x/∂col|."""
+    r1 = np.minimum(rows + 1, q.shape[0] - 1)
+    c1 = np.minimum(cols + 1, q.shape[1] - 1)
+    eq = np.abs(q[r1, cols] - q[rows, cols]) + np.abs(q[rows, c1] - q[rows, cols])
+    ec = np.abs(wrap_deg(chi[r1, cols] - chi[rows, cols])) + np.abs(wrap_deg(chi[rows, c1] - chi[rows, cols]))
+    return float(np.median(eq[eq > 0])), float(np.median(ec[ec > 0]))
+
+
+def _default_bins(width: float, step: float, pixels_per_bin: float = PIXELS_PER_BIN) -> int:
+    return int(np.clip(round(width / (pixels_per_bin * step)), MIN_BINS, MAX_BINS))
 
 
 def build_polar_lut(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[PeakConfig],
@@ -125,7 +139,9 @@ def build_polar_lut(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[P
             nq, nchi = peak.bins
         else:
             step_q, step_chi = _pixel_steps(q, chi, rows, cols)
-            nq, nchi = _default_bins(q_hi - q_lo, step_q), _default_bins(c_hi - c_lo, step_chi)
+            nq = _default_bins(q_hi - q_lo, step_q, peak.pixels_per_bin)
+            nchi = _default_bins(c_hi - c_lo, step_chi, peak.pixels_per_bin)
+        pixel_q, pixel_chi = _pixel_extents(q, chi, rows, cols)
         qq = q[rows, cols]
         delta_q = (q_hi - q_lo) / nq
         delta_c = (c_hi - c_lo) / nchi
@@ -143,7 +159,7 @@ def build_polar_lut(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[P
             name=peak.name, q_range=(q_lo, q_hi), chi_range=(c_lo, c_hi), nq=nq, nchi=nchi, offset=offset,
             q_centers=q_lo + (np.arange(nq) + 0.5) * delta_q,
             chi_centers=c_lo + (np.arange(nchi) + 0.5) * delta_c,
-            n_pixels=int(rows.size)))
+            n_pixels=int(rows.size), pixel_q=pixel_q, pixel_chi=pixel_chi))
         offset += nq * nchi
     # int32 indices halve the index traffic per frame (EIGER frames have < 2**31 pixels)
     index_type = np.int32 if q.size < 2**31 else np.int64

@@ -53,7 +53,8 @@ def fit_window(sums: np.ndarray, counts: np.ndarray, window: PolarWindow, params
     ``work`` from ``make_fit_work(window.nq, window.nchi)``; returns the FIT_* status.
     """
     return int(fit_gaussian2d_into(sums, counts, window.q_centers, window.chi_centers, params, errors, work,
-                                   fit.min_bins, fit.min_snr, fit.max_iterations))
+                                   fit.min_bins, fit.min_snr, fit.max_iterations,
+                                   window.pixel_q, window.pixel_chi, fit.outlier_sigma, True))
 
 
 def integrated(params: np.ndarray) -> float:

@@ -2,10 +2,14 @@
 
 Synthetic patches: the model (with the w() wrap) evaluated at the bin centres, times a random
 number of pixels per bin (1–6, some bins empty), Poisson noise on the sums — the layout the
-polar binning produces.
+polar binning produces. These patches are point-sampled, so the fits here use the
+point-sampled model (``bin_integrated=False``); the bin-integrated model, the planar
+background's bias and the outlier rule have their own files (test_fit_gaussian2d_*.py).
 """
 
 from __future__ import annotations
+
+import functools
 
 import numba as nb
 import numpy as np
@@ -24,11 +28,14 @@ from processors.fit_gaussian2d import (
     FIT_TOO_FEW_BINS,
     PARAM_NAMES,
     STATUS_NAMES,
-    fit_gaussian2d,
-    fit_gaussian2d_into,
     fit_work_size,
     make_fit_work,
 )
+from processors.fit_gaussian2d import fit_gaussian2d as fit_gaussian2d_default
+from processors.fit_gaussian2d import fit_gaussian2d_into as fit_kernel
+
+#: The patches here are point-sampled: fit them with the point-sampled model.
+fit_gaussian2d = functools.partial(fit_gaussian2d_default, bin_integrated=False)
 
 K4LN2 = 4.0 * np.log(2.0)
 
@@ -40,10 +47,23 @@ def wrap(x):
 
 
 def model(p, q, chi):
-    """I(q, φ) at the bin centres, [nq, nchi]."""
-    amp, q0, dq, phi0, dphi, bg = p
-    return amp * np.exp(-K4LN2 * ((q[:, None] - q0) ** 2 / dq ** 2
-                                  + wrap(chi[None, :] - phi0) ** 2 / dphi ** 2)) + bg
+    """I(q, φ) at the bin centres, [nq, nchi]; ``p`` of 8 (or 6: no slopes)."""
+    amp, q0, dq, phi0, dphi, bg = p[:6]
+    bq, bc = (p[6], p[7]) if len(p) == 8 else (0.0, 0.0)
+    return (amp * np.exp(-K4LN2 * ((q[:, None] - q0) ** 2 / dq ** 2
+                                   + wrap(chi[None, :] - phi0) ** 2 / dphi ** 2)) + bg
+            + bq * (q - q.mean())[:, None] + bc * (chi - chi.mean())[None, :])
+
+
+def p8(*values):
+    """Parameters (A, q0, dq, phi0, dphi, B) padded with zero background slopes."""
+    return np.array([*values, 0.0, 0.0][:8], dtype=np.float64)
+
+
+def fit_gaussian2d_into(sums, counts, q, chi, params, errors, work, min_bins, min_snr, max_iterations):
+    """The kernel with this file's point-sampled model and default pixel size / outlier rule."""
+    return fit_kernel(sums, counts, q, chi, params, errors, work, min_bins, min_snr, max_iterations,
+                      0.5 * (q[1] - q[0]), 0.5 * (chi[1] - chi[0]), 7.0, False)
 
 
 def centres(lo, hi, n):
@@ -74,14 +94,14 @@ def random_truth(rng, q, chi, amp_range=(10.0, 1000.0)):
     dcb = chi[1] - chi[0]
     span_q = q[-1] - q[0]
     span_c = chi[-1] - chi[0]
-    return np.array([
+    return p8(
         np.exp(rng.uniform(*np.log(amp_range))),
         rng.uniform(q[0] + 0.15 * span_q, q[-1] - 0.15 * span_q),
         rng.uniform(8, 20) * dqb,
         rng.uniform(chi[0] + 0.15 * span_c, chi[-1] - 0.15 * span_c),
         rng.uniform(5, 30) * dcb,
         rng.uniform(0.1, 5.0),
-    ])
+    )
 
 
 def reference_fit(sums, counts, q, chi, p_start):
@@ -89,7 +109,8 @@ def reference_fit(sums, counts, q, chi, p_start):
 
     Residuals √c·(f − m) over the non-empty bins, numerical Jacobian, started from
     ``p_start``. Errors: the same Poisson covariance the kernel documents,
-    H⁻¹ (Σ c·f·J·Jᵀ) H⁻¹ with H = Σ c·J·Jᵀ, f = A·G + max(B, 0), J from scipy.
+    H⁻¹ (Σ c·f·J·Jᵀ) H⁻¹ with H = Σ c·J·Jᵀ, f = A·G + max(b, 0), b the background at the
+    spot centre, J from scipy.
     """
     ok = counts > 0
     c = counts[ok]
@@ -105,7 +126,8 @@ def reference_fit(sums, counts, q, chi, p_start):
     jac = res.jac / w[:, None]
     h = (jac * c[:, None]).T @ jac
     p_var = p.copy()
-    p_var[5] = max(p[5], 0.0)
+    p_var[5] = max(p[5] + p[6] * (p[1] - q.mean()) + p[7] * (p[3] - chi.mean()), 0.0)
+    p_var[6:] = 0.0
     f = model(p_var, q, chi)[ok]
     mid = (jac * (c * f)[:, None]).T @ jac
     h_inv = np.linalg.inv(h)
@@ -114,7 +136,7 @@ def reference_fit(sums, counts, q, chi, p_start):
 
 def assert_failed(params, errors, status, expected):
     assert status in expected, STATUS_NAMES[status]
-    assert params.shape == (6,) and errors.shape == (6,)
+    assert params.shape == (8,) and errors.shape == (8,)
     assert np.all(np.isnan(params)) and np.all(np.isnan(errors))
 
 
@@ -128,7 +150,8 @@ def test_status_codes_mirror_the_kernel():
             FIT_SINGULAR) == (0, 1, 2, 3, 4, 5)
     # Exactly 0–5: callers store these next to their own codes (e.g. 6 = frame failed).
     assert set(STATUS_NAMES) == {0, 1, 2, 3, 4, 5}
-    assert PARAM_NAMES == ("amplitude", "q0", "dq", "phi0", "dphi", "background")
+    assert PARAM_NAMES == ("amplitude", "q0", "dq", "phi0", "dphi", "background", "background_dq",
+                           "background_dchi")
     # one definition: the fitter re-exports what the frame record defines
     assert STATUS_NAMES is frame_record.FIT_STATUS_NAMES and PARAM_NAMES is frame_record.PARAM_NAMES
 
@@ -166,9 +189,9 @@ def test_random_spots_match_scipy_reference(rng):
 ])
 def test_windows_straddling_180(rng, chi_range, phi0_true, phi0_generated):
     q, chi = make_grid(nq=40, nchi=60, chi_range=chi_range)
-    sums, counts = make_patch(rng, np.array([150.0, 1.06, 0.02, phi0_generated, 8.0, 1.5]),
+    sums, counts = make_patch(rng, p8(150.0, 1.06, 0.02, phi0_generated, 8.0, 1.5),
                               q, chi)
-    truth = np.array([150.0, 1.06, 0.02, phi0_true, 8.0, 1.5])
+    truth = p8(150.0, 1.06, 0.02, phi0_true, 8.0, 1.5)
     params, errors, status = fit_gaussian2d(sums, counts, q, chi)
     assert status == FIT_OK, STATUS_NAMES[status]
     ref_p, ref_e = reference_fit(sums, counts, q, chi, truth)
@@ -181,7 +204,7 @@ def test_windows_straddling_180(rng, chi_range, phi0_true, phi0_generated):
 
 def test_full_circle_window_peak_on_the_seam(rng):
     q, chi = make_grid(nq=24, nchi=360, chi_range=(-180.0, 180.0))
-    truth = np.array([100.0, 1.06, 0.02, 179.0, 10.0, 1.0])
+    truth = p8(100.0, 1.06, 0.02, 179.0, 10.0, 1.0)
     sums, counts = make_patch(rng, truth, q, chi)
     params, errors, status = fit_gaussian2d(sums, counts, q, chi)
     assert status == FIT_OK, STATUS_NAMES[status]
@@ -195,8 +218,8 @@ def test_full_circle_window_peak_on_the_seam(rng):
 def test_truth_recovered_and_error_bars_honest(rng):
     q, chi = make_grid()
     work = make_fit_work(q.size, chi.size)
-    params = np.empty(6)
-    errors = np.empty(6)
+    params = np.empty(8)
+    errors = np.empty(8)
     pulls = []
     for _ in range(200):
         truth = random_truth(rng, q, chi)
@@ -214,7 +237,7 @@ def test_truth_recovered_and_error_bars_honest(rng):
 
 def test_weak_spot_near_threshold_still_fitted(rng):
     q, chi = make_grid()
-    truth = np.array([3.0, 1.06, 0.03, 0.0, 10.0, 2.0])
+    truth = p8(3.0, 1.06, 0.03, 0.0, 10.0, 2.0)
     sums, counts = make_patch(rng, truth, q, chi)
     params, errors, status = fit_gaussian2d(sums, counts, q, chi)
     assert status == FIT_OK, STATUS_NAMES[status]
@@ -255,8 +278,8 @@ def test_gaps_and_garbage_in_empty_bins_are_ignored(rng):
 
 def test_stronger_of_two_spots_is_fitted(rng):
     q, chi = make_grid()
-    strong = np.array([300.0, 1.03, 0.03, -15.0, 6.0, 1.0])
-    weak = np.array([100.0, 1.09, 0.02, 15.0, 5.0, 0.0])
+    strong = p8(300.0, 1.03, 0.03, -15.0, 6.0, 1.0)
+    weak = p8(100.0, 1.09, 0.02, 15.0, 5.0, 0.0)
     counts = rng.integers(1, 7, size=(q.size, chi.size)).astype(np.float64)
     sums = rng.poisson((model(strong, q, chi) + model(weak, q, chi)) * counts).astype(float)
     params, _, status = fit_gaussian2d(sums, counts, q, chi)
@@ -271,8 +294,8 @@ def test_stronger_of_two_spots_is_fitted(rng):
 def test_pure_poisson_background_is_no_peak(rng):
     q, chi = make_grid()
     work = make_fit_work(q.size, chi.size)
-    params = np.empty(6)
-    errors = np.empty(6)
+    params = np.empty(8)
+    errors = np.empty(8)
     statuses = []
     for bg in rng.uniform(0.1, 5.0, size=200):
         sums, counts = noise_patch(rng, q, chi, bg)
@@ -297,7 +320,7 @@ def test_hot_pixel_on_background_is_no_peak(rng):
 @pytest.mark.parametrize("fwhm_outside", [0.3, 0.6, 1.0, 2.0])
 def test_peak_centred_outside_the_window_is_rejected(rng, axis, fwhm_outside):
     q, chi = make_grid()
-    truth = np.array([300.0, 1.06, 0.03, 0.0, 8.0, 1.0])
+    truth = p8(300.0, 1.06, 0.03, 0.0, 8.0, 1.0)
     if axis == "q":
         truth[1] = 1.12 + fwhm_outside * truth[2]
     else:
@@ -308,7 +331,7 @@ def test_peak_centred_outside_the_window_is_rejected(rng, axis, fwhm_outside):
 
 def test_peak_just_inside_the_edge_is_fitted(rng):
     q, chi = make_grid()
-    truth = np.array([300.0, 1.12 - 0.3 * (q[1] - q[0]), 0.03, 0.0, 8.0, 1.0])
+    truth = p8(300.0, 1.12 - 0.3 * (q[1] - q[0]), 0.03, 0.0, 8.0, 1.0)
     sums, counts = make_patch(rng, truth, q, chi)
     params, errors, status = fit_gaussian2d(sums, counts, q, chi)
     assert status == FIT_OK
@@ -339,7 +362,7 @@ def test_iteration_limit_gives_not_converged_and_nan(rng):
 
 def test_min_snr_controls_the_significance(rng):
     q, chi = make_grid()
-    truth = np.array([20.0, 1.06, 0.03, 0.0, 10.0, 1.0])
+    truth = p8(20.0, 1.06, 0.03, 0.0, 10.0, 1.0)
     sums, counts = make_patch(rng, truth, q, chi)
     params, errors, status = fit_gaussian2d(sums, counts, q, chi)
     assert status == FIT_OK
@@ -355,8 +378,9 @@ def _fit_many(sums, counts, q, chi, params, errors, work, min_bins, min_snr, max
     """A per-frame loop in numba: one work buffer, outputs written per frame."""
     status = np.empty(sums.shape[0], dtype=np.int64)
     for k in range(sums.shape[0]):
-        status[k] = fit_gaussian2d_into(sums[k], counts[k], q, chi, params[k], errors[k],
-                                        work, min_bins, min_snr, max_iterations)
+        status[k] = fit_kernel(sums[k], counts[k], q, chi, params[k], errors[k], work, min_bins,
+                               min_snr, max_iterations, 0.5 * (q[1] - q[0]),
+                               0.5 * (chi[1] - chi[0]), 7.0, False)
     return status
 
 
@@ -366,8 +390,8 @@ def test_hot_path_from_numba_reuses_work(rng):
     frames.append(noise_patch(rng, q, chi, 1.0))
     sums = np.stack([f[0] for f in frames])
     counts = np.stack([f[1] for f in frames])
-    params = np.empty((4, 6))
-    errors = np.empty((4, 6))
+    params = np.empty((4, 8))
+    errors = np.empty((4, 8))
     work = make_fit_work(q.size, chi.size)
     work[:] = np.nan  # contents on entry must not matter
     status = _fit_many(sums, counts, q, chi, params, errors, work, 30, 5.0, 60)
@@ -382,8 +406,8 @@ def test_hot_path_from_numba_reuses_work(rng):
 def test_hot_path_reports_bad_sizes_as_singular_instead_of_crashing(rng):
     q, chi = make_grid()
     sums, counts = make_patch(rng, random_truth(rng, q, chi), q, chi)
-    params = np.zeros(6)
-    errors = np.zeros(6)
+    params = np.zeros(8)
+    errors = np.zeros(8)
     small = np.empty(100)
     assert fit_gaussian2d_into(sums, counts, q, chi, params, errors, small,
                                30, 5.0, 60) == FIT_SINGULAR

@@ -74,11 +74,13 @@ import sys
 import numpy as np
 from processors.fit_gaussian2d import fit_gaussian2d_into, make_fit_work
 data = np.load(sys.argv[1])
-out = np.empty((data["sums"].shape[0], 13))
+out = np.empty((data["sums"].shape[0], 17))
 for n in range(out.shape[0]):
     s, c = data["sums"][n], data["counts"][n]
-    p, e = np.empty(6), np.empty(6)
-    status = fit_gaussian2d_into(s, c, data["q"], data["chi"], p, e, make_fit_work(*s.shape), 30, 5.0, 60)
+    p, e = np.empty(8), np.empty(8)
+    q, chi = data["q"], data["chi"]
+    status = fit_gaussian2d_into(s, c, q, chi, p, e, make_fit_work(*s.shape), 30, 5.0, 60,
+                                 0.5 * (q[1] - q[0]), 0.5 * (chi[1] - chi[0]), 7.0, True)
     out[n] = np.r_[p, e, status]
 np.save(sys.argv[2], out)
 """
@@ -111,6 +113,6 @@ def test_fits_identical_compiled_or_loaded_from_numba_cache(scan, tmp_path):
         results.append(np.load(out))
     assert any(Path(tmp_path / "numba_cache").rglob("*.nbi")), "the first run wrote no cache"
     compiled, cached = results
-    assert (compiled[:, 12] == 0).sum() > 30  # many real fits compared
+    assert (compiled[:, 16] == 0).sum() > 30  # many real fits compared
     differ = np.flatnonzero((compiled.view(np.int64) != cached.view(np.int64)).any(axis=1))
     assert differ.size == 0, f"windows of frames {differ[:10].tolist()} fit differently"

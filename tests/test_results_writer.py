@@ -35,7 +35,7 @@ def measured(config, scan: RasterScan, frames: list[int]) -> MapCollector:
     recs = collector.records[: len(frames)].copy()
     recs["series"], recs["frame"], recs["status"] = 1, frames, FRAME_OK
     recs["intensity"] = 100.0 + np.arange(len(frames))
-    recs["params"] = [1.0, 1.07, 0.02, 178.0, 9.0, 0.5]   # amplitude q0 dq phi0 dphi background
+    recs["params"] = [1.0, 1.07, 0.02, 178.0, 9.0, 0.5, 1.0, 0.01]  # A q0 dq phi0 dphi B Bq Bchi
     recs["errors"] = 0.01
     recs["fit_status"] = 0
     recs["receive_time"] = 1000.0 + np.arange(len(frames))
@@ -204,7 +204,7 @@ def random_records(config, rng: np.random.Generator, frames: np.ndarray, series:
     recs["series"], recs["frame"] = series, frames
     recs["status"] = rng.choice([FRAME_OK] * 8 + [FRAME_CORRUPT, FRAME_ALL_MASKED], frames.size)
     recs["intensity"] = np.where(recs["status"] == FRAME_OK, rng.uniform(10, 1000, frames.size), np.nan)
-    recs["params"] = np.array([1.0, 1.07, 0.02, 178.0, 9.0, 0.5]) * rng.uniform(0.95, 1.05, recs["params"].shape)
+    recs["params"] = np.array([1.0, 1.07, 0.02, 178.0, 9.0, 0.5, 1.0, 0.01]) * rng.uniform(0.95, 1.05, recs["params"].shape)
     recs["errors"] = rng.uniform(0.001, 0.01, recs["errors"].shape)
     recs["fit_status"] = rng.choice([0, 0, 0, 1], recs["fit_status"].shape)
     recs["receive_time"] = 1000.0 + rng.uniform(0, 100, frames.size)

@@ -84,7 +84,7 @@ def params_text(peak: PeakView) -> str:
         return f"{peak.name}: no fit ({status})"
     return (f"{peak.name} ({status}): q0 {p['q0']:.4f} 1/Å · Δq {p['dq']:.4f} 1/Å · φ0 {p['phi0']:.2f}° · "
             f"Δφ {p['dphi']:.2f}°\nA {p['amplitude']:.1f} counts/px · B {p['background']:.2f} counts/px "
-            "(widths FWHM)")
+            f"(slopes {p['background_dq']:.3g} /(1/Å), {p['background_dchi']:.3g} /°) (widths FWHM)")
 
 
 class FrameInspector(QtWidgets.QWidget):

@@ -51,13 +51,15 @@ from stream.raster_scan import RasterScan
 
 UNITS = {
     "amplitude": "counts", "q0": "1/angstrom", "dq": "1/angstrom", "phi0": "degrees", "dphi": "degrees",
-    "background": "counts", "dphi_do": "degrees", "a": "angstrom", "b": "angstrom", "c": "angstrom",
+    "background": "counts", "background_dq": "counts angstrom", "background_dchi": "counts/degree",
+    "dphi_do": "degrees", "a": "angstrom", "b": "angstrom", "c": "angstrom",
     "size": "nm", "microstrain": "1", "a_sc1": "nm", "a_sc2": "nm", "a_sc": "nm",
     "bragg_intensity": "counts/pixel * 1/angstrom * degrees",
 }
 LONG_NAMES = {
     "amplitude": "peak amplitude", "q0": "peak position q0", "dq": "radial width Δq (FWHM)",
-    "phi0": "azimuth φ0", "dphi": "azimuthal width Δφ (FWHM)", "background": "background",
+    "phi0": "azimuth φ0", "dphi": "azimuthal width Δφ (FWHM)", "background": "background at the window centre",
+    "background_dq": "background slope in q", "background_dchi": "background slope in χ",
     "dphi_do": "orientational disorder Δφ_do", "a": "lattice parameter a", "b": "lattice parameter b",
     "c": "lattice parameter c", "size": "NC size (Williamson–Hall)", "microstrain": "microstrain ε",
     "a_sc1": "superlattice a1", "a_sc2": "superlattice a2", "a_sc": "⟨a_SC⟩", "intensity": "integrated intensity",
