@@ -19,6 +19,7 @@ import numba as nb
 import numpy as np
 
 from processors.angles import wrap_deg_scalar as _wrap
+from processors.gaussian2d_moments import axis_functions
 
 FOUR_LN2 = 4.0 * math.log(2.0)
 
@@ -30,21 +31,18 @@ def subtract_gaussian_into(sums, counts, q, chi, amplitude, q0, dq, phi0, dphi, 
     ``sums``/``counts`` are a window's summed counts and valid pixels per bin; ``G`` is in
     counts per pixel, so ``counts · G`` is the spot's expected counts in the bin. Clipped for
     a fit: the fit kernel takes photon counts (its start guess and Poisson errors need n ≥ 0);
-    not for the residual test, where clipping would bias the background up. ``gq`` (nq) and
-    ``gp`` (nchi) are scratch for the separable profiles (nq + nchi exponentials, not nq·nchi).
+    not for the residual test, where clipping would bias the background up. ``gq`` (3, nq) and
+    ``gp`` (3, nchi) are scratch for the separable bin-averaged profiles (nq + nchi of them, not nq·nchi).
     """
     nq, nchi = sums.shape
-    for i in range(nq):
-        s = (q[i] - q0) / dq
-        gq[i] = amplitude * math.exp(-FOUR_LN2 * s * s)
-    for j in range(nchi):
-        t = _wrap(chi[j] - phi0) / dphi
-        gp[j] = math.exp(-FOUR_LN2 * t * t)
+    # the profiles the fit used: each bin's mean of the Gaussian (processors.gaussian2d_moments)
+    axis_functions(q, q0, dq, True, False, gq)
+    axis_functions(chi, phi0, dphi, True, True, gp)
     for i in range(nq):
         for j in range(nchi):
             c = counts[i, j]
             if c > 0.0:
-                r = sums[i, j] - c * gq[i] * gp[j]
+                r = sums[i, j] - c * amplitude * gq[0, i] * gp[0, j]
                 out_sums[i, j] = r if (r > 0.0 or not clip) else 0.0
             else:
                 out_sums[i, j] = 0.0
@@ -137,14 +135,11 @@ def residual_significance(sums, counts, q, chi, amplitude, q0, dq, phi0, dphi, c
                           prefix_r, prefix_s, prefix_c, gq, gp, t_chi):
     """:func:`best_residual_box` of ``sums − counts · G`` (G the first spot's Gaussian, given
     by its amplitude, centre and FWHM widths) in one pass: the residual goes straight into its
-    integral image. ``gq`` (nq), ``gp`` and ``t_chi`` (nchi) are scratch."""
+    integral image. ``gq`` (3, nq), ``gp`` (3, nchi) and ``t_chi`` (nchi) are scratch."""
     nq, nchi = sums.shape
-    for i in range(nq):
-        s = (q[i] - q0) / dq
-        gq[i] = amplitude * math.exp(-FOUR_LN2 * s * s)
-    for j in range(nchi):
-        t = _wrap(chi[j] - phi0) / dphi
-        gp[j] = math.exp(-FOUR_LN2 * t * t)
+    # the profiles the fit used: each bin's mean of the Gaussian (processors.gaussian2d_moments)
+    axis_functions(q, q0, dq, True, False, gq)
+    axis_functions(chi, phi0, dphi, True, True, gp)
     for j in range(nchi + 1):
         prefix_r[0, j] = 0.0
         prefix_s[0, j] = 0.0
@@ -159,7 +154,7 @@ def residual_significance(sums, counts, q, chi, amplitude, q0, dq, phi0, dphi, c
         for j in range(nchi):
             c = counts[i, j]
             if c > 0.0:
-                row_r += sums[i, j] - c * gq[i] * gp[j]
+                row_r += sums[i, j] - c * amplitude * gq[0, i] * gp[0, j]
                 row_s += sums[i, j]
                 row_c += c
             prefix_r[i + 1, j + 1] = prefix_r[i, j + 1] + row_r

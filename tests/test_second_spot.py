@@ -6,6 +6,7 @@ import pytest
 from processors.config import FitConfig
 from processors.fit_gaussian2d import fit_gaussian2d, make_fit_work
 from processors.frame_record import N_PARAMS, PARAM_NAMES, SECOND_FOUND, SECOND_NONE
+from processors.gaussian2d_model import gaussian2d_patch
 from processors.polar_lut import PolarWindow
 from processors.second_spot import CORE_RADIUS, SecondSpotFinder, integrated
 from processors.second_spot_kernel import (
@@ -25,8 +26,8 @@ A, Q0, DQ, PHI0, DPHI = (PARAM_NAMES.index(n) for n in ("amplitude", "q0", "dq",
 
 
 def gaussian(amplitude, q0, dq, phi0, dphi):
-    """Counts per pixel of a spot (FWHM widths), on the (Q, CHI) bin centres."""
-    return amplitude * np.exp(-FOUR_LN2 * ((Q[:, None] - q0) / dq) ** 2 - FOUR_LN2 * ((CHI[None, :] - phi0) / dphi) ** 2)
+    """Counts per pixel of a spot (FWHM widths), each bin's mean as the fit models it."""
+    return gaussian2d_patch(np.array([amplitude, q0, dq, phi0, dphi, 0.0, 0.0, 0.0]), Q, CHI)
 
 
 def plane(level, slope_q, slope_chi):
@@ -111,9 +112,9 @@ def test_subtract_and_exclude_core_match_numpy(rng):
     out = np.empty_like(sums)
     spot = (30.0, 1.08, 0.05, 190.0, 6.0)
     expected = np.where(counts > 0, sums - counts * gaussian(*spot), 0.0)
-    subtract_gaussian_into(sums, counts, Q, CHI, *spot, False, out, np.empty(NQ), np.empty(NCHI))
+    subtract_gaussian_into(sums, counts, Q, CHI, *spot, False, out, np.empty((3, NQ)), np.empty((3, NCHI)))
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
-    subtract_gaussian_into(sums, counts, Q, CHI, *spot, True, out, np.empty(NQ), np.empty(NCHI))
+    subtract_gaussian_into(sums, counts, Q, CHI, *spot, True, out, np.empty((3, NQ)), np.empty((3, NCHI)))
     np.testing.assert_allclose(out, np.maximum(expected, 0.0), rtol=1e-12, atol=1e-12)
     inside = ((Q[:, None] - 1.08) / 0.05) ** 2 + ((CHI[None, :] - 190.0) / 6.0) ** 2 < CORE_RADIUS ** 2
     n = exclude_core_into(counts, Q, CHI, 1.08, 0.05, 190.0, 6.0, CORE_RADIUS, out)
@@ -171,6 +172,6 @@ def test_one_pass_residual_significance_equals_the_two_step_one(rng):
     two_step = best_residual_box(residual, sums * (counts > 0), counts, Q, CHI, *spot[1:], CORE_RADIUS,
                                  prefix[0], prefix[1], prefix[2], np.empty(NCHI))
     one_pass = residual_significance(sums, counts, Q, CHI, *spot, CORE_RADIUS, prefix[0], prefix[1], prefix[2],
-                                     np.empty(NQ), np.empty(NCHI), np.empty(NCHI))
+                                     np.empty((3, NQ)), np.empty((3, NCHI)), np.empty(NCHI))
     assert one_pass[1:] == two_step[1:]
     assert one_pass[0] == pytest.approx(two_step[0], rel=1e-9)
