@@ -78,6 +78,7 @@ class FrameProcessor:
         # processor's life, reported in the records (at most MAX_HOT_PER_RECORD each)
         self.hot_pixels = HotPixelTracker(self.roi, self.mask)
         self._hot_to_report: list[int] = []
+        self._series: int | None = None
 
     def decode(self, frame: EncodedFrame) -> np.ndarray:
         """The decoded frame as a view of the internal buffer (valid until the next call)."""
@@ -102,6 +103,12 @@ class FrameProcessor:
                 frame = replace(frame, blob=self.arena.view(frame.source))
             else:
                 frame = self.reader.read(frame)
+        if frame.series != self._series:
+            # a processor outlives its series (workers are cached per setup): the pixels it
+            # masked earlier are reported again, so each run's file lists every pixel masked in it
+            if self._series is not None:
+                self._hot_to_report.extend(p for p in self.hot_pixels.hot if p not in self._hot_to_report)
+            self._series = frame.series
         rec["series"] = frame.series
         rec["frame"] = frame.frame
         rec["receive_time"] = frame.receive_time

@@ -112,3 +112,18 @@ def test_results_file_holds_second_maps_and_hot_pixels(processed, config, tmp_pa
         pixels = f["entry/process/hot_pixels"][()]
         assert sorted(map(tuple, pixels.tolist())) == sorted(zip(*np.divmod(hot, processor.shape[1])))
         assert f["entry/process/hot_pixels_masked"][()] == 3
+
+
+def test_a_new_series_reports_the_pixels_masked_before_again(processed):
+    """Workers outlive series: the next run's file must list the pixels still masked in it."""
+    processor, _, hot, _ = processed
+    image = np.full(processor.shape, 2, dtype=np.uint32)
+    image[processor.mask] = 2**32 - 1
+    rec = np.zeros(1, dtype=frame_record_dtype(processor.n_peaks))
+    frames = [EncodedFrame(series, 0, "bslz4", "uint32", image.shape, encode_frame(image), 1.0) for series in (1, 1)]
+    processor.process_into(frames[0], rec[0])
+    reported = rec[0]["hot_pixels"][rec[0]["hot_pixels"][:, 0] >= 0]
+    rows, cols = np.divmod(hot, processor.shape[1])
+    assert sorted(map(tuple, reported.tolist())) == sorted(zip(rows.tolist(), cols.tolist()))
+    processor.process_into(frames[1], rec[0])  # same series: not again
+    assert (rec[0]["hot_pixels"] == -1).all()
