@@ -21,7 +21,8 @@ Pure functions on typed arrays: caller-allocated outputs and one caller-allocate
 work buffer (``work_size(nq, nchi)`` elements), an int status code, no raising, no
 logging, no allocation. ``fit_gaussian2d_kernel`` may be called from other ``@njit`` code.
 The pieces: ``gaussian2d_start`` (valid bins, background, start), ``gaussian2d_moments``
-(separable normal matrix, gradient, χ²), ``gaussian2d_outliers`` (bins left out).
+(separable normal matrix, gradient, χ²), ``gaussian2d_solver`` (Levenberg–Marquardt),
+``gaussian2d_outliers`` (bins left out).
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from processors.gaussian2d_moments import (
     N_PHI_ROWS,
     axis_functions,
     background_sums,
-    evaluate,
     moments,
 )
 from processors.gaussian2d_outliers import (
@@ -54,6 +54,7 @@ from processors.gaussian2d_outliers import (
     peak_bin,
     spike_in_box,
 )
+from processors.gaussian2d_solver import levenberg_marquardt, solve
 from processors.gaussian2d_start import background, best_box, prepare, start
 
 # Strict IEEE arithmetic, no fast-math flags: a frame's fit must be bit-identical whichever
@@ -69,12 +70,6 @@ _MAX_BLOCKS = 16
 #: The pre-fit box search rejects a window whose best box falls below this fraction of
 #: ``min_snr``: a box is a cruder matched filter than the fitted Gaussian, so it is lenient.
 _PRECHECK_FRACTION = 0.8
-#: Converged when the Gauss–Newton step would lower χ² by less than this times s², i.e.
-#: the remaining step is about 1e-3 standard errors.
-_CONV_TOL = 1e-6
-#: Relative precision of χ² computed from the accumulated sums (it comes from an
-#: expansion, so it carries rounding of the order of eps · Σ counts · mean²).
-_CHI2_REL_PRECISION = 1e-13
 #: Width bounds of the solver: FWHM ≥ this many detector pixels, ≤ this many windows.
 _WIDTH_MIN_PIXELS = 0.25
 _WIDTH_MAX_WINDOWS = 2.0
@@ -135,121 +130,6 @@ def work_size(nq: int, nchi: int) -> int:
 
 
 @nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
-def _solve(H, g, free, lam, L, d, x) -> bool:
-    """x = (H + λ·diag(H))⁻¹ g over the free parameters (others: x = 0); False if singular.
-
-    Solved on the unit-diagonal scaled matrix (Marquardt scaling), so parameters of very
-    different size (A ~ 10³ counts, dq ~ 10⁻² 1/Å) do not spoil the Cholesky pivots.
-    """
-    for a in range(N_PARAMS):
-        if free[a] != 0.0:
-            h = H[a, a]
-            if not h > 0.0 or not math.isfinite(h):
-                return False
-            d[a] = math.sqrt(h)
-        else:
-            d[a] = 1.0
-    for a in range(N_PARAMS):
-        for b in range(a + 1):
-            if a == b:
-                L[a, a] = 1.0 + lam if free[a] != 0.0 else 1.0
-            elif free[a] != 0.0 and free[b] != 0.0:
-                L[a, b] = H[a, b] / (d[a] * d[b])
-            else:
-                L[a, b] = 0.0
-    for j in range(N_PARAMS):
-        s = L[j, j]
-        for k in range(j):
-            s -= L[j, k] * L[j, k]
-        if not s > 1e-12:
-            return False
-        ljj = math.sqrt(s)
-        L[j, j] = ljj
-        for i in range(j + 1, N_PARAMS):
-            t = L[i, j]
-            for k in range(j):
-                t -= L[i, k] * L[j, k]
-            L[i, j] = t / ljj
-    for i in range(N_PARAMS):
-        t = g[i] / d[i] if free[i] != 0.0 else 0.0
-        for k in range(i):
-            t -= L[i, k] * x[k]
-        x[i] = t / L[i, i]
-    for i in range(N_PARAMS - 1, -1, -1):
-        t = x[i]
-        for k in range(i + 1, N_PARAMS):
-            t -= L[k, i] * x[k]
-        x[i] = t / L[i, i]
-    for i in range(N_PARAMS):
-        x[i] = x[i] / d[i] if free[i] != 0.0 else 0.0
-    return True
-
-
-
-
-@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
-def _levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins, max_iterations,
-                         lo, hi, fq, fp, Y, bgs, H, Hn, L, g, gn, pn, x, dx, free, d) -> bool:
-    """Levenberg–Marquardt from ``p`` with projection onto the bounds (Nielsen's damping
-    update); ``p`` and ``H``, ``g`` at ``p`` on return. True when converged."""
-    dof = max(n_bins - N_PARAMS, 1)
-    chi2_floor = _CHI2_REL_PRECISION * sm2
-    chi2 = evaluate(p, C, S, q, chi, r, s, integrated, sm2, fq, fp, Y, bgs, H, g)
-    if not math.isfinite(chi2):
-        return False
-    n_eval = 1
-    lam = 1e-3
-    nu = 2.0
-    pinned = 0
-    while True:
-        # A parameter held at a bound by the gradient is fixed for this step.
-        for k in range(N_PARAMS):
-            held = (p[k] <= lo[k] and g[k] < 0.0) or (p[k] >= hi[k] and g[k] > 0.0)
-            free[k] = 0.0 if held else 1.0
-        if _solve(H, g, free, 0.0, L, d, x):
-            dec = 0.0
-            for k in range(N_PARAMS):
-                dec += g[k] * x[k]
-            if dec <= max(_CONV_TOL * max(chi2, 0.0) / dof, chi2_floor):
-                return True
-        if n_eval >= max_iterations or pinned >= 3 or lam > 1e16:
-            return False
-        if not _solve(H, g, free, lam, L, d, x):
-            lam *= 10.0
-            n_eval += 1  # counts as a try so a hopeless system cannot loop forever
-            continue
-        for k in range(N_PARAMS):
-            pn[k] = min(max(p[k] + x[k], lo[k]), hi[k])
-            dx[k] = pn[k] - p[k]
-        pred = 0.0
-        for a in range(N_PARAMS):
-            hd = 0.0
-            for b in range(N_PARAMS):
-                hd += H[a, b] * dx[b]
-            pred += dx[a] * (2.0 * g[a] - hd)
-        chi2n = evaluate(pn, C, S, q, chi, r, s, integrated, sm2, fq, fp, Y, bgs, Hn, gn)
-        n_eval += 1
-        if pred > 0.0 and math.isfinite(chi2n) and chi2n < chi2:
-            rho = (chi2 - chi2n) / pred
-            for k in range(N_PARAMS):
-                p[k] = pn[k]
-                g[k] = gn[k]
-                for b in range(N_PARAMS):
-                    H[k, b] = Hn[k, b]
-            chi2 = chi2n
-            t = 2.0 * rho - 1.0
-            lam *= max(1.0 / 3.0, 1.0 - t * t * t)
-            nu = 2.0
-            if p[0] <= 0.0:
-                return False
-            at_edge = (p[1] <= lo[1] or p[1] >= hi[1] or p[3] <= lo[3] or p[3] >= hi[3])
-            pinned = pinned + 1 if at_edge else 0
-        else:
-            lam *= nu
-            nu *= 2.0
-
-
-@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
 def _spike_fitted(p, saved, C, S, sums, counts, q, chi, r, s, integrated, min_snr,
                   max_iterations, outlier_sigma, lo, hi, fq, fp, Y, bgs, H, Hn, L, g, gn, pn, x,
                   dx, free, d, F, bq, bp, BS, BC, PS, PC, sel, prof, tmp, need) -> bool:
@@ -278,7 +158,7 @@ def _spike_fitted(p, saved, C, S, sums, counts, q, chi, r, s, integrated, min_sn
                 p[k] = min(max(p[k], lo[k]), hi[k])
             if p[0] > 0.0:
                 background_sums(C, S, r, s, bgs)
-                _levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
+                levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
                                      max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L, g, gn, pn,
                                      x, dx, free, d)
                 ok = p[0] > 0.0
@@ -482,7 +362,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
             if not p[0] > 0.0:
                 return FIT_NO_PEAK
         background_sums(C, S, r, s, bgs)
-        converged = _levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
+        converged = levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
                                          max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L, g,
                                          gn, pn, x, dx, free, d)
         if not robust or rnd == _MAX_ROUNDS - 1:
@@ -505,7 +385,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
                 # The spike is out; carry on with the fit of what is around it.
                 n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
                 background_sums(C, S, r, s, bgs)
-                converged = _levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
+                converged = levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
                                                  max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L,
                                                  g, gn, pn, x, dx, free, d)
                 axis_functions(q, p[1], p[2], integrated, False, fq)
@@ -514,7 +394,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
             else:
                 n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
                 background_sums(C, S, r, s, bgs)
-                converged = _levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
+                converged = levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
                                                  max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L,
                                                  g, gn, pn, x, dx, free, d)
                 axis_functions(q, p[1], p[2], integrated, False, fq)
@@ -558,7 +438,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
     for k in range(N_PARAMS):
         for b in range(N_PARAMS):
             tmp[b] = 1.0 if b == k else 0.0
-        if not _solve(H, tmp, free, 0.0, L, d, x):
+        if not solve(H, tmp, free, 0.0, L, d, x):
             return FIT_SINGULAR
         for b in range(N_PARAMS):
             Hi[b, k] = x[b]
