@@ -132,6 +132,25 @@ SECOND_PARAMS = ("amplitude", "q0", "dq", "phi0", "dphi")
 MAX_PARKED = 4096  # records kept aside for the events that may still place them (per run)
 
 
+
+def _mean_over_frames(values: np.ndarray, errors: np.ndarray, use: np.ndarray,
+                      angle: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per point, the mean of the frames ``use`` marks, and its standard error.
+
+    ``values``, ``errors``, ``use`` are ``(points, frames_per_point)``; an angle (degrees) is
+    averaged on the circle when a point has several frames. NaN where no frame is used.
+    """
+    vals = np.where(use, values, np.nan)
+    errs = np.where(use, errors, np.nan)
+    n = use.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if angle and values.shape[1] > 1:
+            mean = np.degrees(np.angle(np.nansum(np.exp(1j * np.radians(vals)), axis=1)))
+        else:
+            mean = np.nansum(vals, axis=1) / n
+        err = np.sqrt(np.nansum(errs ** 2, axis=1)) / n
+    return np.where(n > 0, mean, np.nan), np.where(n > 0, err, np.nan)
+
 class MapCollector:
     """Places frame records into per-frame slots of the scan and builds maps from them.
 
@@ -362,17 +381,10 @@ class MapCollector:
             accepted = fit_status == 0
             m: dict[str, np.ndarray] = {}
             for j, pname in enumerate(PARAM_NAMES):
-                vals = np.where(accepted, points["params"][:, :, k, j], np.nan)
-                errs = np.where(accepted, points["errors"][:, :, k, j], np.nan)
-                n_ok = accepted.sum(axis=1)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    if pname == "phi0" and points.shape[1] > 1:
-                        mean = np.degrees(np.angle(np.nansum(np.exp(1j * np.radians(vals)), axis=1)))
-                    else:
-                        mean = np.nansum(vals, axis=1) / n_ok
-                    err = np.sqrt(np.nansum(errs ** 2, axis=1)) / n_ok
-                m[pname] = place(np.where(n_ok > 0, mean, np.nan))
-                m[f"{pname}_error"] = place(np.where(n_ok > 0, err, np.nan))
+                mean, err = _mean_over_frames(points["params"][:, :, k, j], points["errors"][:, :, k, j],
+                                              accepted, pname == "phi0")
+                m[pname] = place(mean)
+                m[f"{pname}_error"] = place(err)
             # a point's status: ok if any frame fitted, else the first frame's reason
             best = np.where(accepted.any(axis=1), 0, fit_status[:, 0])
             m["status"] = place(best, FIT_NOT_MEASURED, np.int32)
@@ -394,16 +406,10 @@ class MapCollector:
         m: dict[str, np.ndarray] = {}
         for pname in SECOND_PARAMS:
             j = PARAM_NAMES.index(pname)
-            vals = np.where(found, points["second_params"][:, :, k, j], np.nan)
-            errs = np.where(found, points["second_errors"][:, :, k, j], np.nan)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                if pname == "phi0" and points.shape[1] > 1:
-                    mean = np.degrees(np.angle(np.nansum(np.exp(1j * np.radians(vals)), axis=1)))
-                else:
-                    mean = np.nansum(vals, axis=1) / n
-                err = np.sqrt(np.nansum(errs ** 2, axis=1)) / n
-            m[pname] = place(np.where(n > 0, mean, np.nan))
-            m[f"{pname}_error"] = place(np.where(n > 0, err, np.nan))
+            mean, err = _mean_over_frames(points["second_params"][:, :, k, j], points["second_errors"][:, :, k, j],
+                                          found, pname == "phi0")
+            m[pname] = place(mean)
+            m[f"{pname}_error"] = place(err)
         m["found"] = place((n > 0).astype(np.uint8), 0, np.uint8)
         return m
 
