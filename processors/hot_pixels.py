@@ -112,7 +112,7 @@ class HotPixelTracker:
         self.n_frames += 1
         lut = roi.lut
         sentinel = int(np.iinfo(frame.dtype).max)
-        _, n = accumulate_counting_spikes(flat, lut.pixel_index, lut.bin_index, sentinel, roi.bin_pixels, roi.sums,
+        _, n = accumulate_counting_spikes(flat, roi.pixel_index_u, roi.bin_index_u, sentinel, roi.bin_pixels, roi.sums,
                                           roi.counts, self.shape[1], self.bad, self.flags, self.spikes,
                                           self.n_frames, r.min_counts, r.ratio, r.n_sigma, r.min_frames,
                                           r.min_fraction, self._new)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numba as nb
+import numpy as np
 
 #: ``flags`` bits per LUT entry: test this entry's pixel (its first entry, not yet hot) …
 TRACK = 1
@@ -103,15 +104,16 @@ def accumulate_counting_spikes(frame, pixel_index, bin_index, sentinel, bin_pixe
         f = flags[k]
         if f == 0:
             continue
+        ps = np.int64(p)  # the index may come unsigned (see processors.polar_roi): neighbours need signed
         if f & ROW_OK:
-            left = frame[p - 1]
-            right = frame[p + 1]
+            left = frame[ps - 1]
+            right = frame[ps + 1]
             if left != sentinel and right != sentinel:
                 lo = float(min(left, right))
                 x = float(v)
                 if x <= ratio * lo or x <= ratio * lo + n_sigma * math.sqrt(lo + 1.0):
                     continue
-        if _is_spike(frame, p, v, ncols, nrows, bad, sentinel, ratio, n_sigma):
+        if _is_spike(frame, ps, v, ncols, nrows, bad, sentinel, ratio, n_sigma):
             spikes[k] += 1
             if n_frames >= min_frames and spikes[k] >= need and found < new_hot.size:
                 new_hot[found] = k
