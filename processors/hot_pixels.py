@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from processors.hot_pixels_kernel import accumulate_counting_spikes
+from processors.hot_pixels_kernel import ROW_OK, TRACK, accumulate_counting_spikes
 from processors.polar_roi import PolarROI
 
 
@@ -47,6 +47,23 @@ class HotPixelRule:
             raise ValueError(f"hot-pixel rule: 0 < min_fraction ≤ 1, 1 ≤ min_frames ≤ block_frames, got {self}")
 
 
+def spike_test_flags(pixels: np.ndarray, tracked: np.ndarray, bad: np.ndarray, ncols: int) -> np.ndarray:
+    """uint8 flags per LUT entry for :func:`accumulate_counting_spikes`: ``TRACK`` where
+    ``tracked`` (bool per entry), plus ``ROW_OK`` where the pixel's left and right neighbours
+    lie on its row and are not ``bad`` (uint8 flat mask, nonzero = masked).
+
+    ``pixels`` are flat indices into frames of ``ncols`` columns. Recompute whenever ``bad``
+    changes (a hot pixel found): O(entries), never per frame.
+    """
+    p = pixels.astype(np.int64)
+    col = p % ncols
+    inner = (col > 0) & (col < ncols - 1)
+    left = np.where(inner, p - 1, p)
+    right = np.where(inner, p + 1, p)
+    row_ok = inner & (bad[left] == 0) & (bad[right] == 0)
+    return (tracked * TRACK + (tracked & row_ok) * ROW_OK).astype(np.uint8)
+
+
 #: Hot pixels one frame can report at most (more: the next frames).
 MAX_NEW_PER_FRAME = 64
 
@@ -69,7 +86,7 @@ class HotPixelTracker:
         # a pixel in two windows has two LUT entries (adjacent: the LUT is sorted by pixel): count its first
         first = np.ones(pixels.size, dtype=bool)
         first[1:] = pixels[1:] != pixels[:-1]
-        self.tracked = (first & (self.bad[pixels] == 0)).astype(np.uint8)
+        self.flags = spike_test_flags(pixels, first & (self.bad[pixels] == 0), self.bad, self.shape[1])
         self.spikes = np.zeros(pixels.size, dtype=np.int32)
         self.n_frames = 0
         self.hot: list[int] = []            # flat indices, in the order found
@@ -78,7 +95,7 @@ class HotPixelTracker:
     @property
     def n_tracked(self) -> int:
         """Pixels still tested."""
-        return int(np.count_nonzero(self.tracked))
+        return int(np.count_nonzero(self.flags & TRACK))
 
     def accumulate(self, frame: np.ndarray) -> np.ndarray:
         """``roi.accumulate(frame)`` counting spikes on the way; returns the flat indices of pixels
@@ -95,8 +112,8 @@ class HotPixelTracker:
         self.n_frames += 1
         lut = roi.lut
         sentinel = int(np.iinfo(frame.dtype).max)
-        _, n = accumulate_counting_spikes(flat, lut.pixel_index, lut.bin_index, sentinel, roi.bin_pixels, roi.sums,
-                                          roi.counts, self.shape[1], self.bad, self.tracked, self.spikes,
+        _, n = accumulate_counting_spikes(flat, roi.pixel_index_u, roi.bin_index_u, sentinel, roi.bin_pixels, roi.sums,
+                                          roi.counts, self.shape[1], self.bad, self.flags, self.spikes,
                                           self.n_frames, r.min_counts, r.ratio, r.n_sigma, r.min_frames,
                                           r.min_fraction, self._new)
         if n == 0:
@@ -107,8 +124,9 @@ class HotPixelTracker:
         np.subtract.at(roi.sums, lut.bin_index[gone], flat[lut.pixel_index[gone]].astype(np.float64))
         np.subtract.at(roi.counts, lut.bin_index[gone], 1.0)
         roi.drop_entries(~gone)
-        self.tracked = np.ascontiguousarray(self.tracked[~gone])
         self.spikes = np.ascontiguousarray(self.spikes[~gone])
         self.bad[found] = 1
+        # the found pixels' neighbours lose them as row neighbours too
+        self.flags = spike_test_flags(roi.lut.pixel_index, (self.flags[~gone] & TRACK) != 0, self.bad, self.shape[1])
         self.hot.extend(int(p) for p in found)
         return found

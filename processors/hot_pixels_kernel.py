@@ -12,22 +12,20 @@ from __future__ import annotations
 import math
 
 import numba as nb
+import numpy as np
+
+#: ``flags`` bits per LUT entry: test this entry's pixel (its first entry, not yet hot) …
+TRACK = 1
+#: … and its left and right neighbours are on its row and not masked, so the cheap row
+#: pre-test applies (known when the tables are made: no division or mask load per pixel).
+ROW_OK = 2
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True)
 def _is_spike(frame, p, v, ncols, nrows, bad, sentinel, ratio, n_sigma) -> bool:
     """Whether pixel ``p`` (value ``v`` ≥ min_counts) is far above its valid 8-neighbours."""
     r = p // ncols
     c = p - r * ncols
-    # pre-test on the row neighbours (same cache line): the second largest of the 8 is at
-    # least the smaller of left and right, so v must beat that bound to be a spike
-    if 0 < c < ncols - 1 and not bad[p - 1] and not bad[p + 1]:
-        left = frame[p - 1]
-        right = frame[p + 1]
-        if left != sentinel and right != sentinel:
-            lo = float(min(left, right))
-            if float(v) <= ratio * lo + n_sigma * math.sqrt(lo + 1.0):
-                return False
     m1 = -1.0
     m2 = -1.0
     n = 0
@@ -57,7 +55,7 @@ def _is_spike(frame, p, v, ncols, nrows, bad, sentinel, ratio, n_sigma) -> bool:
 
 @nb.njit(cache=True, nogil=True)
 def accumulate_counting_spikes(frame, pixel_index, bin_index, sentinel, bin_pixels, sums, counts,
-                               ncols, bad, tracked, spikes, n_frames, min_counts, ratio, n_sigma,
+                               ncols, bad, flags, spikes, n_frames, min_counts, ratio, n_sigma,
                                min_frames, min_fraction, new_hot):
     """``accumulate_polar_bins`` (sums and counts overwritten, same result) while counting spikes.
 
@@ -65,7 +63,8 @@ def accumulate_counting_spikes(frame, pixel_index, bin_index, sentinel, bin_pixe
         ``bin_index``, ``bin_pixels``, ``sums``, ``counts`` as in ``accumulate_polar_bins``.
     bad : uint8 flat, nonzero = masked (detector mask and hot pixels already found): such a
         pixel is nobody's neighbour.
-    tracked : uint8 per LUT entry, 1 = test this entry's pixel (its first entry, not yet hot).
+    flags : uint8 per LUT entry, bits ``TRACK`` and ``ROW_OK`` (see
+        :func:`processors.hot_pixels.spike_test_flags`).
     spikes : int32 per LUT entry, spikes counted so far (updated).
     n_frames : frames counted so far, this one included.
 
@@ -79,6 +78,12 @@ def accumulate_counting_spikes(frame, pixel_index, bin_index, sentinel, bin_pixe
     spikes reach ``min_fraction · n_frames``. Returns ``(skipped, found)``: LUT pixels at the
     sentinel, and how many LUT entries (their indices in ``new_hot``) became hot; at most
     ``new_hot.size`` per call (the rest on the next frames).
+
+    Speed: most pixels stop at ``v < min_counts``. The others (spots) first meet a pre-test
+    on their row neighbours (same cache line): m₂ ≥ min(left, right), so ``v`` must beat
+    ``ratio · lo + n_sigma · √(lo + 1)`` with lo = min(left, right); ``v ≤ ratio · lo``
+    settles it without the square root (the √ term is ≥ 0). Only the rare survivors pay the
+    division by ``ncols`` and the 8-neighbour scan.
     """
     sums[:] = 0.0
     counts[:] = bin_pixels
@@ -94,9 +99,21 @@ def accumulate_counting_spikes(frame, pixel_index, bin_index, sentinel, bin_pixe
             skipped += 1
             continue
         sums[bin_index[k]] += v
-        if v < min_counts or not tracked[k]:
+        if v < min_counts:
             continue
-        if _is_spike(frame, p, v, ncols, nrows, bad, sentinel, ratio, n_sigma):
+        f = flags[k]
+        if f == 0:
+            continue
+        ps = np.int64(p)  # the index may come unsigned (see processors.polar_roi): neighbours need signed
+        if f & ROW_OK:
+            left = frame[ps - 1]
+            right = frame[ps + 1]
+            if left != sentinel and right != sentinel:
+                lo = float(min(left, right))
+                x = float(v)
+                if x <= ratio * lo or x <= ratio * lo + n_sigma * math.sqrt(lo + 1.0):
+                    continue
+        if _is_spike(frame, ps, v, ncols, nrows, bad, sentinel, ratio, n_sigma):
             spikes[k] += 1
             if n_frames >= min_frames and spikes[k] >= need and found < new_hot.size:
                 new_hot[found] = k

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from processors.hot_pixels import HotPixelRule, HotPixelTracker
+from processors.hot_pixels import HotPixelRule, HotPixelTracker, spike_test_flags
 from processors.hot_pixels_kernel import accumulate_counting_spikes
 from processors.polar_lut import PolarLUT, PolarWindow
 from processors.polar_roi import PolarROI
@@ -123,7 +123,7 @@ def test_fused_kernel_sums_like_the_roi_kernel_and_counts_spikes_like_a_slow_ref
         bins = rng.integers(0, 64, pixels.size).astype(np.int32)
         first = np.ones(pixels.size, dtype=bool)
         first[1:] = pixels[1:] != pixels[:-1]
-        tracked = (first & ~bad.reshape(-1)[pixels]).astype(np.uint8)
+        flags = spike_test_flags(pixels, first & ~bad.reshape(-1)[pixels], bad.astype(np.uint8).reshape(-1), 50)
         bin_pixels = np.bincount(bins, minlength=64).astype(np.float64)
         sums, counts = np.empty(64), np.empty(64)
         ref_sums, ref_counts = np.empty(64), np.empty(64)
@@ -131,7 +131,7 @@ def test_fused_kernel_sums_like_the_roi_kernel_and_counts_spikes_like_a_slow_ref
         new = np.empty(8, dtype=np.int64)
         flat = frame.reshape(-1)
         skipped, n = accumulate_counting_spikes(flat, pixels, bins, 2**16 - 1, bin_pixels, sums, counts, 50,
-                                                bad.astype(np.uint8).reshape(-1), tracked, counted, 1,
+                                                bad.astype(np.uint8).reshape(-1), flags, counted, 1,
                                                 rule.min_counts, rule.ratio, rule.n_sigma, rule.min_frames,
                                                 rule.min_fraction, new)
         assert n == 0  # one frame is never enough
