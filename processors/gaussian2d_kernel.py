@@ -157,7 +157,7 @@ def _spike_fitted(p, saved, C, S, sums, counts, q, chi, r, s, integrated, min_sn
             for k in range(N_PARAMS):
                 p[k] = min(max(p[k], lo[k]), hi[k])
             if p[0] > 0.0:
-                background_sums(C, S, r, s, bgs)
+                background_sums(C, S, r, s, bgs, Y.reshape(Y.size))
                 levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
                                      max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L, g, gn, pn,
                                      x, dx, free, d)
@@ -361,7 +361,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
                 p[k] = min(max(p[k], lo[k]), hi[k])
             if not p[0] > 0.0:
                 return FIT_NO_PEAK
-        background_sums(C, S, r, s, bgs)
+        background_sums(C, S, r, s, bgs, Y.reshape(Y.size))
         converged = levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
                                          max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L, g,
                                          gn, pn, x, dx, free, d)
@@ -384,7 +384,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
                              need):
                 # The spike is out; carry on with the fit of what is around it.
                 n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
-                background_sums(C, S, r, s, bgs)
+                background_sums(C, S, r, s, bgs, Y.reshape(Y.size))
                 converged = levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
                                                  max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L,
                                                  g, gn, pn, x, dx, free, d)
@@ -393,7 +393,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
                 restart = p[2] < res_q or p[4] < res_chi
             else:
                 n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
-                background_sums(C, S, r, s, bgs)
+                background_sums(C, S, r, s, bgs, Y.reshape(Y.size))
                 converged = levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
                                                  max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L,
                                                  g, gn, pn, x, dx, free, d)
