@@ -175,9 +175,31 @@ def moments(p, C, S, q, chi, r, s, power: int, integrated: bool, fq, fp, Y, bgs,
     Σ c·G·J·Jᵀ of the Poisson covariance (G = gq·gφ the Gaussian's shape). ``bgs`` are
     the ``background_sums``; ``fq`` [3, nq], ``fp`` [3, nchi], ``Y`` [nchi, 16] scratch.
     """
-    amp = p[0]
     ilo, ihi = axis_functions(q, p[1], p[2], integrated, False, fq)
     jlo, jhi = axis_functions(chi, p[3], p[4], integrated, True, fp)
+    moments_from_axes(p, C, S, r, s, power, ilo, ihi, jlo, jhi, fq, fp, Y, bgs, H, gs)
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
+def axis_span(f) -> tuple:
+    """(first, last + 1) of the non-zero ``f[0]`` — the span ``axis_functions`` returned
+    when it filled ``f`` (inside it the Gaussian is above exp(−EXP_CUTOFF), never 0)."""
+    n = f.shape[1]
+    lo = n
+    hi = 0
+    for k in range(n):
+        if f[0, k] != 0.0:
+            lo = min(lo, k)
+            hi = k + 1
+    return lo, max(hi, lo)
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH, nogil=True)
+def moments_from_axes(p, C, S, r, s, power: int, ilo: int, ihi: int, jlo: int, jhi: int, fq, fp, Y,
+                      bgs, H, gs) -> None:
+    """``moments`` from axis functions ``fq``, ``fp`` already computed at ``p`` (spans
+    ilo:ihi, jlo:jhi): the same sums, without evaluating the functions again."""
+    amp = p[0]
     # Unsigned bounds: with a signed start numba must allow negative (wrap-around) indices
     # on every access, which stops the inner loop from vectorizing.
     ujlo = np.uint64(jlo)
