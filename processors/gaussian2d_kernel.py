@@ -44,8 +44,10 @@ from processors.gaussian2d_moments import (
     N_BG_SUMS,
     N_PHI_ROWS,
     axis_functions,
+    axis_span,
     background_sums,
     moments,
+    moments_from_axes,
 )
 from processors.gaussian2d_outliers import (
     bin_is_outlier,
@@ -157,7 +159,7 @@ def _spike_fitted(p, saved, C, S, sums, counts, q, chi, r, s, integrated, min_sn
             for k in range(N_PARAMS):
                 p[k] = min(max(p[k], lo[k]), hi[k])
             if p[0] > 0.0:
-                background_sums(C, S, r, s, bgs)
+                background_sums(C, S, r, s, bgs, Y.reshape(Y.size))
                 levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
                                      max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L, g, gn, pn,
                                      x, dx, free, d)
@@ -334,6 +336,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
     saved = vec[11]
     restart = True
     converged = False
+    axes_at_p = False
     checked_spike = False
     for rnd in range(_MAX_ROUNDS):
         if restart:
@@ -361,10 +364,13 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
                 p[k] = min(max(p[k], lo[k]), hi[k])
             if not p[0] > 0.0:
                 return FIT_NO_PEAK
-        background_sums(C, S, r, s, bgs)
+        background_sums(C, S, r, s, bgs, Y.reshape(Y.size))
         converged = levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
                                          max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L, g,
                                          gn, pn, x, dx, free, d)
+        # A converged solver returns right after evaluating the model at p, so fq, fp hold
+        # the axis functions at p (a rejected trial step never ends in convergence).
+        axes_at_p = converged
         if not robust or rnd == _MAX_ROUNDS - 1:
             break
         finite = True
@@ -372,8 +378,10 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
             finite = finite and math.isfinite(p[k])
         if not finite or not p[0] > 0.0:
             break
-        axis_functions(q, p[1], p[2], integrated, False, fq)
-        axis_functions(chi, p[3], p[4], integrated, True, fp)
+        if not axes_at_p:
+            axis_functions(q, p[1], p[2], integrated, False, fq)
+            axis_functions(chi, p[3], p[4], integrated, True, fp)
+            axes_at_p = True
         restart = p[2] < res_q or p[4] < res_chi
         if (not restart and not checked_spike and rnd < _MAX_ROUNDS - 2
                 and p[2] < _SPIKE_CHECK_PIXELS * pixel_q and p[4] < _SPIKE_CHECK_PIXELS * pixel_chi):
@@ -384,7 +392,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
                              need):
                 # The spike is out; carry on with the fit of what is around it.
                 n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
-                background_sums(C, S, r, s, bgs)
+                background_sums(C, S, r, s, bgs, Y.reshape(Y.size))
                 converged = levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
                                                  max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L,
                                                  g, gn, pn, x, dx, free, d)
@@ -393,7 +401,7 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
                 restart = p[2] < res_q or p[4] < res_chi
             else:
                 n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
-                background_sums(C, S, r, s, bgs)
+                background_sums(C, S, r, s, bgs, Y.reshape(Y.size))
                 converged = levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
                                                  max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L,
                                                  g, gn, pn, x, dx, free, d)
@@ -422,7 +430,12 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
     # Covariance H⁻¹ M H⁻¹ with M = Σ c·f·J·Jᵀ ≈ A·K + b·H, K = Σ c·G·J·Jᵀ, b the
     # background at the spot centre (Poisson: variance = expected counts; the slopes
     # change b by tens of per cent across a window, little across the spot itself).
-    moments(p, C, S, q, chi, r, s, 1, integrated, fq, fp, Y, bgs, K, tmp)
+    if axes_at_p:
+        ilo, ihi = axis_span(fq)
+        jlo, jhi = axis_span(fp)
+        moments_from_axes(p, C, S, r, s, 1, ilo, ihi, jlo, jhi, fq, fp, Y, bgs, K, tmp)
+    else:
+        moments(p, C, S, q, chi, r, s, 1, integrated, fq, fp, Y, bgs, K, tmp)
     bg_var = max(p[5] + p[6] * (p[1] - qc) + p[7] * (p[3] - cc), 0.0)
     # The same significance with the shape held fixed needs no inverse, and is larger:
     # below the threshold, a degenerate (singular) fit is "no peak", not a solver failure.

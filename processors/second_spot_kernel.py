@@ -203,7 +203,13 @@ def _scan_boxes(nq, nchi, q, chi, q0, dq, phi0, dphi, core_radius, prefix_r, pre
             s_ring = _box(prefix_s, o0, o1, p0, p1) - s_box
             f = c_box / c_ring
             var = s_box + f * f * s_ring
-            z = (n - f * n_ring) / math.sqrt(var if var > 1.0 else 1.0)
+            num = n - f * n_ring
+            v = var if var > 1.0 else 1.0
+            # Skip the square root and division where the box cannot win: z ≤ 0 < best, or
+            # z² below best² by a margin far beyond rounding (so the result is unchanged).
+            if best > 0.0 and (num <= 0.0 or num * num < best * best * v * (1.0 - 1e-9)):
+                continue
+            z = num / math.sqrt(v)
             if z > best:
                 best, best_i, best_j = z, i0 + box_q // 2, j0 + box_chi // 2
     return best, best_i, best_j
