@@ -75,14 +75,16 @@ def main(argv: list[str] | None = None) -> int:
             for j, w in enumerate(proc.lut.windows):
                 sums, counts = windows[i][j]
                 status = fit_gaussian2d_into(sums, counts, w.q_centers, w.chi_centers, p, e, proc._works[j],
-                                             fit.min_bins, fit.min_snr, fit.max_iterations)
+                                             fit.min_bins, fit.min_snr, fit.max_iterations,
+                                             w.pixel_q, w.pixel_chi, fit.outlier_sigma, True)
                 fitted[i][j] = (status, p.copy(), e.copy())
 
         def fits(i: int) -> None:
             for j, w in enumerate(proc.lut.windows):
                 sums, counts = windows[i % k][j]
                 fit_gaussian2d_into(sums, counts, w.q_centers, w.chi_centers, p, e, proc._works[j],
-                                    fit.min_bins, fit.min_snr, fit.max_iterations)
+                                    fit.min_bins, fit.min_snr, fit.max_iterations,
+                                    w.pixel_q, w.pixel_chi, fit.outlier_sigma, True)
 
         def searches(i: int) -> None:
             for j in range(proc.n_peaks):
