@@ -386,27 +386,20 @@ def _fit(sums, counts, q, chi, out_params, out_errors, work, min_bins, min_snr,
         if (not restart and not checked_spike and rnd < _MAX_ROUNDS - 2
                 and p[2] < _SPIKE_CHECK_PIXELS * pixel_q and p[4] < _SPIKE_CHECK_PIXELS * pixel_chi):
             checked_spike = True
-            if _spike_fitted(p, saved, C, S, sums, counts, q, chi, r, s, integrated, min_snr,
-                             max_iterations, outlier_sigma, lo, hi, fq, fp, Y, bgs, H, Hn, L, g,
-                             gn, pn, x, dx, free, d, F, bq, bp, BS, BC, PS, PC, sel, prof, tmp,
-                             need):
-                # The spike is out; carry on with the fit of what is around it.
-                n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
-                background_sums(C, S, r, s, bgs, Y.reshape(Y.size))
-                converged = levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
-                                                 max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L,
-                                                 g, gn, pn, x, dx, free, d)
-                axis_functions(q, p[1], p[2], integrated, False, fq)
-                axis_functions(chi, p[3], p[4], integrated, True, fp)
+            spike_out = _spike_fitted(p, saved, C, S, sums, counts, q, chi, r, s, integrated, min_snr,
+                                      max_iterations, outlier_sigma, lo, hi, fq, fp, Y, bgs, H, Hn, L, g,
+                                      gn, pn, x, dx, free, d, F, bq, bp, BS, BC, PS, PC, sel, prof, tmp,
+                                      need)
+            # Either way the window is fitted again: without the spike, or as it was.
+            n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
+            background_sums(C, S, r, s, bgs, Y.reshape(Y.size))
+            converged = levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
+                                             max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L,
+                                             g, gn, pn, x, dx, free, d)
+            axis_functions(q, p[1], p[2], integrated, False, fq)
+            axis_functions(chi, p[3], p[4], integrated, True, fp)
+            if spike_out:
                 restart = p[2] < res_q or p[4] < res_chi
-            else:
-                n_bins, n_pix, s_tot, sm2 = prepare(S, C, C, S, bq, bp, BS, BC, fp[0], fp[1], fp[2])
-                background_sums(C, S, r, s, bgs, Y.reshape(Y.size))
-                converged = levenberg_marquardt(p, C, S, q, chi, r, s, integrated, sm2, n_bins,
-                                                 max_iterations, lo, hi, fq, fp, Y, bgs, H, Hn, L,
-                                                 g, gn, pn, x, dx, free, d)
-                axis_functions(q, p[1], p[2], integrated, False, fq)
-                axis_functions(chi, p[3], p[4], integrated, True, fp)
         if restart:
             n_out = exclude_core(C, S, fq, fp)
         else:
