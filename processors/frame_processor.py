@@ -9,7 +9,6 @@ from dataclasses import replace
 import numpy as np
 
 from processors.angles import wrap_deg
-from processors.fit_gaussian2d import fit_gaussian2d_into, make_fit_work
 from processors.frame_record import (
     FIT_FRAME_FAILED,
     FIT_OK,
@@ -22,6 +21,7 @@ from processors.frame_record import (
     MAX_HOT_PER_RECORD,
     N_PARAMS,
     PARAM_NAMES,
+    SECOND_NONE,
     SECOND_NOT_TRIED,
 )
 from processors.geometry import GeometryError, combine_masks, pixel_geometry
@@ -30,10 +30,13 @@ from processors.polar_lut import PolarLUT, build_polar_lut
 from processors.polar_roi import PolarROI
 from processors.processing_setup import ProcessingSetup
 from processors.second_spot import SecondSpotFinder
+from processors.window_fits import WindowFits
 from stream.chunk_codec import ChunkDecoder, CorruptFrameError
 from stream.dectris_file import ChunkReader
 from stream.encoded_frame import DTYPES, EncodedFrame
 from stream.shared_arena import ArenaReader, ArenaSlice
+
+_PHI0 = PARAM_NAMES.index("phi0")
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,14 +69,12 @@ class FrameProcessor:
         self.reader = ChunkReader()
         self.arena = ArenaReader()
         self._buffer = np.empty(self.shape[0] * self.shape[1], dtype=np.uint32)
-        self._works = [make_fit_work(w.nq, w.nchi) for w in self.lut.windows]
+        self.window_fits = WindowFits(self.lut.windows, setup.fit)
         n = len(self.lut.windows)
-        self._params = np.empty(N_PARAMS, dtype=np.float64)
-        self._errors = np.empty(N_PARAMS, dtype=np.float64)
         self.n_peaks = n
         self._second = [SecondSpotFinder(w) for w in self.lut.windows]
-        self._second_params = np.empty(N_PARAMS, dtype=np.float64)
-        self._second_errors = np.empty(N_PARAMS, dtype=np.float64)
+        self._second_params = np.empty((n, N_PARAMS), dtype=np.float64)
+        self._second_errors = np.empty((n, N_PARAMS), dtype=np.float64)
         # hot pixels: found among the windows' pixels, masked here for the rest of this
         # processor's life, reported in the records (at most MAX_HOT_PER_RECORD each)
         self.hot_pixels = HotPixelTracker(self.roi, self.mask)
@@ -146,40 +147,37 @@ class FrameProcessor:
         rec["status"] = FRAME_OK
         rec["n_valid"] = n_valid
         rec["intensity"] = float(total)
+        self.fit_windows(image, rec)
+        return ""
+
+    def fit_windows(self, image: np.ndarray, rec) -> None:
+        """The windows' part of a frame (``make bench``'s "ROI + 3 fits"): polar ROI sums with the
+        hot-pixel search, every window's fit and second-spot test, into ``rec``'s fit fields.
+        ``image`` ``(rows, cols)`` is already checked for dtype and shape."""
         found = self.hot_pixels.accumulate(image)  # the ROI sums, counting spikes on the way
         if found.size:
             self.lut = self.roi.lut
             self._hot_to_report.extend(int(p) for p in found)
-        fit = self.setup.fit
-        params, errors = rec["params"], rec["errors"]
-        statuses = rec["fit_status"]
-        for k, window in enumerate(self.lut.windows):
-            sums, counts = self.roi.window_sums(k)
-            status = fit_gaussian2d_into(sums, counts, window.q_centers, window.chi_centers,
-                                         self._params, self._errors, self._works[k],
-                                         fit.min_bins, fit.min_snr, fit.max_iterations,
-                                         window.pixel_q, window.pixel_chi, fit.outlier_sigma, True)
-            statuses[k] = status
-            self._second_spot(k, status, sums, counts, rec)
-            params[k] = self._params
-            errors[k] = self._errors
-            params[k, 3] = wrap_deg(self._params[3])
-        return ""
-
-    def _second_spot(self, k: int, status: int, sums: np.ndarray, counts: np.ndarray, rec) -> None:
-        """Window ``k``'s second spot into ``rec`` (the first, in ``self._params``, may be refined or swapped)."""
+        fits = self.window_fits
+        fits.run(self.roi.sums, self.roi.counts)
+        second_status = rec["second_status"]
+        second_status[:] = np.where(fits.status == FIT_OK, SECOND_NONE, SECOND_NOT_TRIED)
         sp, se = self._second_params, self._second_errors
-        if status == FIT_OK:
-            rec["second_status"][k] = self._second[k].find(sums, counts, self._params, self._errors, sp, se,
-                                                           self._works[k], self.setup.fit).status
-            phi0 = PARAM_NAMES.index("phi0")
-            sp[phi0] = wrap_deg(sp[phi0])
-        else:
-            rec["second_status"][k] = SECOND_NOT_TRIED
-            sp[:] = np.nan
-            se[:] = np.nan
-        rec["second_params"][k] = sp
-        rec["second_errors"][k] = se
+        sp[:] = np.nan
+        se[:] = np.nan
+        # the two-spot fit, where the residual test found something (a few % of fits)
+        for k in np.flatnonzero(fits.residual_z >= self.setup.fit.min_snr):
+            sums, counts = self.roi.window_sums(k)
+            second_status[k] = self._second[k].find(sums, counts, fits.params[k], fits.errors[k], sp[k], se[k],
+                                                    fits.works[k], self.setup.fit, float(fits.residual_z[k])).status
+        rec["params"] = fits.params
+        rec["errors"] = fits.errors
+        rec["fit_status"] = fits.status
+        rec["second_params"] = sp
+        rec["second_errors"] = se
+        for name in ("params", "second_params"):
+            phi0 = rec[name][:, _PHI0]
+            phi0[:] = wrap_deg(phi0)
 
     def _report_hot_pixels(self, rec) -> None:
         """Put up to MAX_HOT_PER_RECORD hot pixels found and not yet reported into ``rec`` as

@@ -112,16 +112,19 @@ class SecondSpotFinder:
 
     def find(self, sums: np.ndarray, counts: np.ndarray, params: np.ndarray, errors: np.ndarray,
              second_params: np.ndarray, second_errors: np.ndarray, work: np.ndarray,
-             fit: FitConfig) -> SecondSpotResult:
+             fit: FitConfig, z: float | None = None) -> SecondSpotResult:
         """Look for a second spot next to the one fitted alone in ``params``/``errors`` (status ok).
 
         On :data:`SECOND_FOUND` ``params``/``errors`` hold the stronger spot of the two-spot
         fit and ``second_params``/``second_errors`` the other; otherwise ``params``/``errors``
-        are unchanged and the second's are NaN. ``work`` is the window's fit work buffer.
+        are unchanged and the second's are NaN. ``work`` is the window's fit work buffer. ``z``:
+        :meth:`residual_z` of these data and ``params`` when the caller has it already
+        (``processors.window_fits``), computed here when None.
         """
         second_params[:] = np.nan
         second_errors[:] = np.nan
-        z = self.residual_z(sums, counts, params)
+        if z is None:
+            z = self.residual_z(sums, counts, params)
         if not z >= fit.min_snr:
             return SecondSpotResult(SECOND_NONE, z)
         w = self.window
