@@ -1,0 +1,403 @@
+"""numba kernels of the selective bitshuffle-LZ4 decoder (see ``stream/bslz4_partial.py``).
+
+One pass over a ``bslz4`` blob (HDF5 filter framing, ``stream/blob_framing.py``): each
+bitshuffle block is LZ4-decompressed into a small scratch buffer that stays in L1/L2; its
+contribution to the whole-frame valid-pixel sum is taken from the bit planes as they are
+(no unshuffle); only the 8-pixel groups the caller needs are bit-unshuffled into the output.
+
+Block layout (checked against ``bitshuffle.compress_lz4``): a block of ``m`` elements
+(``m`` a multiple of 8) of ``8 * itemsize`` bits decompresses to ``8 * itemsize`` bit planes
+of ``m / 8`` bytes each; plane ``b`` holds bit ``b`` of every (little-endian) element, element
+``i`` of the block in bit ``i % 8`` of byte ``i // 8`` (least significant bit first). Seen as
+little-endian uint64 words, element ``i`` is bit ``i % 64`` of word ``i // 64``: the same
+layout as ``np.packbits(flags, bitorder="little")`` of per-pixel flags, which is how the
+valid-pixel bits and the needed-group list are precomputed.
+
+Indices are ``uint64`` throughout: numba adds a negative-index wrap-around test to every
+signed index (about a third of a hot gather loop in this project, docs/polar_roi.md). Every
+constant mixed with them is a ``uint64`` too: ``uint64 op int64`` is float64 in numba.
+
+Nothing here allocates; every kernel is ``nogil`` and cached.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+_U2 = np.uint64(2)
+_U3 = np.uint64(3)
+_U4 = np.uint64(4)
+_U6 = np.uint64(6)
+_U7 = np.uint64(7)
+_U8 = np.uint64(8)
+_U15 = np.uint64(15)
+_U255 = np.uint64(255)
+_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_BYTE_SPREAD = np.uint64(0x0101010101010101)
+# masks of the 8×8 bit transpose (Hacker's Delight, transpose8 on one 64-bit word)
+_T7 = np.uint64(0x00AA00AA00AA00AA)
+_T14 = np.uint64(0x0000CCCC0000CCCC)
+_T28 = np.uint64(0x00000000F0F0F0F0)
+_S7 = np.uint64(7)
+_S14 = np.uint64(14)
+_S28 = np.uint64(28)
+
+#: Bytes the LZ4 scratch buffer needs past the decoded block: literal and match copies go
+#: 8 bytes at a time and may write up to 7 bytes past the end they checked.
+SCRATCH_SLACK = 16
+
+# status codes of :func:`selective_pass` (the wrapper turns them into messages)
+OK = 0
+ERR_CUT_IN_LENGTH = 1      # the blob ends inside a block's 4-byte length
+ERR_BLOCK_PAST_END = 2     # a block's length runs past the end of the blob
+ERR_LZ4_CORRUPT = 3        # the LZ4 data are corrupt or truncated
+ERR_BLOCK_SIZE = 4         # a block decompresses to the wrong number of bytes
+ERR_TAIL_CUT = 5           # the uncompressed last n % 8 elements are missing
+ERR_TRAILING = 6           # bytes after the last element
+
+# errors of :func:`lz4_decompress_block` (negative, so a byte count is never mistaken for one)
+LZ4_TRUNCATED = -1
+LZ4_BAD_OFFSET = -2
+LZ4_OVERFLOW = -3
+
+
+# --------------------------------------------------------------------------- intrinsics
+@intrinsic
+def popcount64(typingctx, x):
+    """Number of set bits of a uint64 (LLVM ``ctpop``: one ``popcnt`` instruction on x86-64)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return types.uint64(types.uint64), codegen
+
+
+@intrinsic
+def load_u64(typingctx, arr, byte_index):
+    """8 bytes of a uint8 array from ``byte_index`` as one native (little-endian) uint64.
+
+    Unaligned and unchecked: the caller has checked ``byte_index + 8 <= arr.size``.
+    """
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8 and byte_index == types.uint64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        return builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+
+    return types.uint64(arr, byte_index), codegen
+
+
+@intrinsic
+def store_u64(typingctx, arr, byte_index, value):
+    """Write ``value`` as 8 native-order bytes of a uint8 array at ``byte_index``.
+
+    Unaligned and unchecked: the caller has checked ``byte_index + 8 <= arr.size``.
+    """
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8 and byte_index == types.uint64
+            and value == types.uint64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        builder.store(args[2], builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.void(arr, byte_index, value), codegen
+
+
+# --------------------------------------------------------------------------- LZ4
+@numba.njit(cache=True, nogil=True)
+def lz4_decompress_block(src, start, end, dst, capacity):
+    """Decompress the raw LZ4 block ``src[start:end]`` into ``dst[:capacity]``.
+
+    ``src`` and ``dst`` are uint8 arrays; ``start``, ``end``, ``capacity`` uint64 byte
+    offsets/counts. ``dst`` must hold ``capacity + SCRATCH_SLACK`` bytes (copies go 8 bytes
+    at a time). Returns the decoded bytes (int64), or a negative ``LZ4_*`` code for a block
+    that is truncated, refers before its start, or would decode past ``capacity``; it never
+    reads ``src`` outside ``[start, end)`` nor writes ``dst`` past ``capacity + 7``.
+    """
+    ip = start
+    op = _U0
+    while True:
+        if ip >= end:
+            return LZ4_TRUNCATED
+        token = np.uint64(src[ip])
+        ip += _U1
+        # literals: length in the high nibble, 15 means "more length bytes follow"
+        lit = token >> _U4
+        if lit == _U15:
+            while True:
+                if ip >= end:
+                    return LZ4_TRUNCATED
+                b = np.uint64(src[ip])
+                ip += _U1
+                lit += b
+                if b != _U255:
+                    break
+        if lit > end - ip:
+            return LZ4_TRUNCATED
+        if lit > capacity - op:
+            return LZ4_OVERFLOW
+        if lit != _U0:
+            if end - ip >= lit + _U8:
+                # 8 bytes at a time; may read up to 7 bytes past the literals (still < end) and
+                # write up to 7 past them (the scratch's slack, overwritten next)
+                k = _U0
+                while k < lit:
+                    store_u64(dst, op + k, load_u64(src, ip + k))
+                    k += _U8
+            else:
+                for k in range(lit):
+                    dst[op + k] = src[ip + k]
+            ip += lit
+            op += lit
+        if ip == end:
+            return np.int64(op)  # the last sequence holds literals only
+        # match: 2-byte little-endian offset back into the output, length in the low nibble + 4
+        if end - ip < _U2:
+            return LZ4_TRUNCATED
+        offset = np.uint64(src[ip]) | (np.uint64(src[ip + _U1]) << _U8)
+        ip += _U2
+        if offset == _U0 or offset > op:
+            return LZ4_BAD_OFFSET
+        ml = token & _U15
+        if ml == _U15:
+            while True:
+                if ip >= end:
+                    return LZ4_TRUNCATED
+                b = np.uint64(src[ip])
+                ip += _U1
+                ml += b
+                if b != _U255:
+                    break
+        ml += _U4
+        if ml > capacity - op:
+            return LZ4_OVERFLOW
+        m = op - offset
+        if offset >= _U8:
+            # each 8-byte read ends at or before the write position: already written
+            k = _U0
+            while k < ml:
+                store_u64(dst, op + k, load_u64(dst, m + k))
+                k += _U8
+        elif offset == _U1:
+            # a run of one byte value: what a zero (high) bit plane compresses to
+            v = np.uint64(dst[m]) * _BYTE_SPREAD
+            k = _U0
+            while k < ml:
+                store_u64(dst, op + k, v)
+                k += _U8
+        else:
+            # period 2..7: copy bytewise until the pattern is 8+ bytes long, then 8 at a time
+            # from one period-multiple back (the output is periodic with any multiple of offset)
+            period = offset
+            while period < _U8:
+                period += offset
+            head = period if period < ml else ml
+            for k in range(head):
+                dst[op + k] = dst[m + k]
+            k = head
+            while k < ml:
+                store_u64(dst, op + k, load_u64(dst, op + k - period))
+                k += _U8
+        op += ml
+
+
+# --------------------------------------------------------------------------- valid-pixel sum
+@numba.njit(cache=True, nogil=True)
+def block_valid_sum(planes8, plane_bytes, n_planes, valid8, valid_start):
+    """Sum and count of the valid elements of one decompressed block, from its bit planes.
+
+    ``planes8``: uint8, ``n_planes`` planes of ``plane_bytes`` bytes; ``valid8``: uint8 packed
+    flags (1 = not masked), the block's first element at byte ``valid_start``. Sentinel
+    elements (dtype max, every bit set) are the bits set in the AND of all planes. Returns
+    ``(sum, n)`` as uint64 with sum = Σ_b 2^b·popcount(plane_b & valid) − max·n_sentinel,
+    n = popcount(valid) − n_sentinel. Words of 64 elements when ``plane_bytes`` and
+    ``valid_start`` are multiples of 8 (every block of an 8192-byte-block blob but a short last
+    one), bytes otherwise.
+    """
+    total = _U0
+    count = _U0
+    sentinel = (_U1 << n_planes) - _U1 if n_planes < np.uint64(64) else _ALL_ONES
+    if (plane_bytes & _U7) == _U0 and (valid_start & _U7) == _U0:
+        for w in range(plane_bytes >> _U3):
+            off = w << _U3
+            m = load_u64(valid8, valid_start + off)
+            if m == _U0:
+                continue  # a fully masked word (a gap row): nothing to add
+            acc_and = _ALL_ONES
+            s = _U0
+            for b in range(n_planes):
+                x = load_u64(planes8, b * plane_bytes + off)
+                acc_and &= x
+                s += popcount64(x & m) << b
+            n_sent = popcount64(acc_and & m)
+            total += s - n_sent * sentinel
+            count += popcount64(m) - n_sent
+    else:
+        for w in range(plane_bytes):
+            m = np.uint64(valid8[valid_start + w])
+            if m == _U0:
+                continue
+            acc_and = _U255
+            s = _U0
+            for b in range(n_planes):
+                x = np.uint64(planes8[b * plane_bytes + w])
+                acc_and &= x
+                s += popcount64(x & m) << b
+            n_sent = popcount64(acc_and & m)
+            total += s - n_sent * sentinel
+            count += popcount64(m) - n_sent
+    return total, count
+
+
+# --------------------------------------------------------------------------- unshuffle
+@numba.njit(cache=True, nogil=True, inline="always")
+def _transpose8(x):
+    """8×8 bit transpose of a uint64 seen as 8 rows (bytes) of 8 bits: bit (r, c) ↔ bit (c, r)."""
+    t = (x ^ (x >> _S7)) & _T7
+    x = x ^ t ^ (t << _S7)
+    t = (x ^ (x >> _S14)) & _T14
+    x = x ^ t ^ (t << _S14)
+    t = (x ^ (x >> _S28)) & _T28
+    return x ^ t ^ (t << _S28)
+
+
+@numba.njit(cache=True, nogil=True)
+def unshuffle_group(planes8, plane_bytes, n_planes, group_in_block, out, first):
+    """Bit-unshuffle the 8 elements of byte ``group_in_block`` of every plane into
+    ``out[first:first + 8]`` (flat, the frame dtype; ``first`` uint64).
+
+    For each byte ``j`` of the element, the bytes of planes ``8j .. 8j+7`` form an 8×8 bit
+    matrix (row = plane, column = element); its transpose has element ``e``'s byte ``j`` in
+    row ``e``.
+    """
+    n_bytes = n_planes >> _U3
+    v0 = _U0
+    v1 = _U0
+    v2 = _U0
+    v3 = _U0
+    v4 = _U0
+    v5 = _U0
+    v6 = _U0
+    v7 = _U0
+    for j in range(n_bytes):
+        base = (j << _U3) * plane_bytes + group_in_block
+        x = _U0
+        for k in range(_U8):
+            x |= np.uint64(planes8[base + k * plane_bytes]) << (k << _U3)
+        y = _transpose8(x)
+        sh = j << _U3
+        v0 |= (y & _U255) << sh
+        v1 |= ((y >> _U8) & _U255) << sh
+        v2 |= ((y >> np.uint64(16)) & _U255) << sh
+        v3 |= ((y >> np.uint64(24)) & _U255) << sh
+        v4 |= ((y >> np.uint64(32)) & _U255) << sh
+        v5 |= ((y >> np.uint64(40)) & _U255) << sh
+        v6 |= ((y >> np.uint64(48)) & _U255) << sh
+        v7 |= (y >> np.uint64(56)) << sh
+    out[first] = v0
+    out[first + _U1] = v1
+    out[first + _U2] = v2
+    out[first + _U3] = v3
+    out[first + _U4] = v4
+    out[first + np.uint64(5)] = v5
+    out[first + _U6] = v6
+    out[first + _U7] = v7
+
+
+# --------------------------------------------------------------------------- driver
+@numba.njit(cache=True, nogil=True)
+def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scratch8, out):
+    """One pass over a ``bslz4`` blob: the whole frame's valid sum, the needed groups decoded.
+
+    blob: uint8, the whole blob (12-byte header included, already checked by the caller:
+        declared size = ``n_elems * itemsize``, block size ``block_elems * itemsize`` bytes).
+    n_elems, itemsize, block_elems: uint64; ``block_elems`` a multiple of 8.
+    valid8: uint8 packed flags, one bit per element (little bit order), 1 = not masked;
+        at least ``ceil(n_elems / 8)`` bytes rounded up to a multiple of 8.
+    needed_groups: sorted uint64 indices ``g`` of the 8-element groups ``8g .. 8g+7`` to decode
+        into ``out`` (the trailing partial group ``n_elems // 8`` included if listed).
+    scratch8: uint8, at least ``block_elems * itemsize + SCRATCH_SLACK`` bytes.
+    out: flat array of the frame dtype, ``n_elems`` elements; only the needed groups are written.
+
+    Returns ``(status, block, total, count)``: ``status`` is ``OK`` or an ``ERR_*`` code,
+    ``block`` the index of the block at fault, ``total``/``count`` (uint64) the sum and number
+    of valid pixels (neither masked nor at the sentinel, the dtype max).
+    """
+    n_planes = itemsize << _U3
+    block_bytes = block_elems * itemsize
+    n_full = n_elems // block_elems
+    partial = n_elems - n_full * block_elems
+    partial -= partial & _U7
+    n_blocks = n_full + (_U1 if partial != _U0 else _U0)
+    end = np.uint64(blob.size)
+    pos = np.uint64(12)
+    total = _U0
+    count = _U0
+    ng = np.uint64(needed_groups.size)
+    gi = _U0  # next needed group
+    for blk in range(n_blocks):
+        elems = block_elems if blk < n_full else partial
+        nbytes = elems * itemsize
+        if end - pos < _U4:
+            return ERR_CUT_IN_LENGTH, blk, total, count
+        clen = ((np.uint64(blob[pos]) << np.uint64(24)) | (np.uint64(blob[pos + _U1]) << np.uint64(16))
+                | (np.uint64(blob[pos + _U2]) << _U8) | np.uint64(blob[pos + _U3]))
+        pos += _U4
+        if clen > end - pos:
+            return ERR_BLOCK_PAST_END, blk, total, count
+        got = lz4_decompress_block(blob, pos, pos + clen, scratch8, nbytes)
+        if got < 0:
+            return ERR_LZ4_CORRUPT, blk, total, count
+        if np.uint64(got) != nbytes:
+            return ERR_BLOCK_SIZE, blk, total, count
+        pos += clen
+        plane_bytes = elems >> _U3
+        first_group = blk * (block_elems >> _U3)
+        s, c = block_valid_sum(scratch8, plane_bytes, n_planes, valid8, first_group)
+        total += s
+        count += c
+        # the needed groups of this block, while its planes are in cache
+        stop = first_group + plane_bytes
+        while gi < ng and needed_groups[gi] < stop:
+            g = needed_groups[gi]
+            if g >= first_group:
+                unshuffle_group(scratch8, plane_bytes, n_planes, g - first_group, out, g << _U3)
+            gi += _U1
+    # the last n % 8 elements follow uncompressed, little-endian
+    first_tail = n_blocks * block_elems if partial == _U0 else n_full * block_elems + partial
+    n_tail = n_elems - first_tail
+    if end - pos < n_tail * itemsize:
+        return ERR_TAIL_CUT, n_blocks, total, count
+    if end - pos > n_tail * itemsize:
+        return ERR_TRAILING, n_blocks, total, count
+    tail_group = first_tail >> _U3
+    write_tail = False
+    while gi < ng:
+        if needed_groups[gi] == tail_group:
+            write_tail = True
+        gi += _U1
+    sentinel = (_U1 << n_planes) - _U1 if n_planes < np.uint64(64) else _ALL_ONES
+    for t in range(n_tail):
+        v = _U0
+        for k in range(itemsize):
+            v |= np.uint64(blob[pos + t * itemsize + k]) << (k << _U3)
+        i = first_tail + t
+        if (np.uint64(valid8[i >> _U3]) >> (i & _U7)) & _U1 and v != sentinel:
+            total += v
+            count += _U1
+        if write_tail:
+            out[i] = v
+    return OK, n_blocks, total, count
