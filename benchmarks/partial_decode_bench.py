@@ -73,7 +73,7 @@ def stages_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scr
             stop = first_group + plane_bytes
             while gi < ng and needed_groups[gi] < stop:
                 g = needed_groups[gi]
-                k.unshuffle_group(scratch8, plane_bytes, n_planes, g - first_group, out, g << _U3)
+                k.unshuffle_group(scratch8, plane_bytes, itemsize, g - first_group, out, (g << _U3) * itemsize)
                 gi += _U1
     return total
 
@@ -142,7 +142,7 @@ def main() -> None:
     scratch = sel._scratch
 
     def stage(do_sum, do_unshuffle):
-        return lambda b: stages_pass(b, *args_common, groups, scratch, sel._and_buf, out, do_sum, do_unshuffle)
+        return lambda b: stages_pass(b, *args_common, groups, scratch, sel._and_buf, out.view(np.uint8), do_sum, do_unshuffle)
 
     for flags in ((False, False), (True, False), (False, True)):
         stage(*flags)(blobs[0])

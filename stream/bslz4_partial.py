@@ -138,7 +138,7 @@ class SelectiveDecoder:
         nbytes = self.n_pixels * self.itemsize
         if not out.flags.c_contiguous or out.nbytes < nbytes:
             raise ValueError(f"output buffer too small or not contiguous: {out.nbytes} < {nbytes} bytes")
-        flat = out.reshape(-1).view(np.uint8)[:nbytes].view(np.dtype(self.dtype))
+        out8 = out.reshape(-1).view(np.uint8)[:nbytes]
         blob = np.frombuffer(frame.blob, dtype=np.uint8)
         if blob.size < HEADER.size:
             raise CorruptFrameError(f"bslz4 blob of {blob.size} bytes is shorter than its 12-byte header")
@@ -152,7 +152,7 @@ class SelectiveDecoder:
         self._prepare(block_bytes)
         status, block, total, count = _k.selective_pass(
             blob, np.uint64(self.n_pixels), np.uint64(self.itemsize), np.uint64(self._block_elems),
-            self._valid8, self._needed_groups, self._scratch, self._and_buf, flat)
+            self._valid8, self._needed_groups, self._scratch, self._and_buf, out8)
         if status != _k.OK:
             n_blocks = -(-(self.n_pixels - self.n_pixels % BSHUF_MULT) // self._block_elems)
             raise CorruptFrameError("bslz4 " + _MESSAGES[status].format(block=block, n_blocks=n_blocks))

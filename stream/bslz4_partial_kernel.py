@@ -41,6 +41,11 @@ _U32 = np.uint64(32)
 _U255 = np.uint64(255)
 _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 _BYTE_SPREAD = np.uint64(0x0101010101010101)
+_SPREAD16 = np.uint64(0x0001000100010001)
+_SPREAD32 = np.uint64(0x0000000100000001)
+_LO32 = np.uint64(0xFFFFFFFF)
+_M16 = np.uint64(0x0000FFFF0000FFFF)
+_M8 = np.uint64(0x00FF00FF00FF00FF)
 # masks of the 8×8 bit transpose (Hacker's Delight, transpose8 on one 64-bit word)
 _T7 = np.uint64(0x00AA00AA00AA00AA)
 _T14 = np.uint64(0x0000CCCC0000CCCC)
@@ -157,6 +162,57 @@ def splat32(typingctx, dst, to, value):
     return types.void(dst, to, value), codegen
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _copy_match(dst, op, offset, ml):
+    """Copy the ``ml`` bytes from ``offset`` bytes back to ``dst[op:]`` (the ranges may overlap:
+    LZ4 repeats the pattern). Writes up to 31 bytes past ``op + ml``; the caller checked
+    ``0 < offset <= op`` and room for that in ``dst``."""
+    m = op - offset
+    if offset >= _U32:
+        # most bytes of a frame: a zero plane copied from an earlier zero plane (offset =
+        # the plane size); each 32-byte read ends at or before the write position
+        k = _U0
+        while k < ml:
+            copy32(dst, op + k, dst, m + k)
+            k += _U32
+    elif offset >= _U8:
+        k = _U0
+        while k < ml:
+            store_u64(dst, op + k, load_u64(dst, m + k))
+            k += _U8
+    elif offset == _U1:
+        # a run of one byte value (a zero plane on its own)
+        v = np.uint64(dst[m]) * _BYTE_SPREAD
+        k = _U0
+        while k < ml:
+            splat32(dst, op + k, v)
+            k += _U32
+    elif offset == _U2 or offset == _U4:
+        # periods that divide 8: one 64-bit pattern repeated
+        if offset == _U2:
+            v = (np.uint64(dst[m]) | (np.uint64(dst[m + _U1]) << _U8)) * _SPREAD16
+        else:
+            v = (np.uint64(dst[m]) | (np.uint64(dst[m + _U1]) << _U8) | (np.uint64(dst[m + _U2]) << np.uint64(16))
+                 | (np.uint64(dst[m + _U3]) << np.uint64(24))) * _SPREAD32
+        k = _U0
+        while k < ml:
+            splat32(dst, op + k, v)
+            k += _U32
+    else:
+        # periods 3, 5, 6, 7 (short in practice): bytewise until the pattern is 8+ bytes long,
+        # then 8 at a time from one period-multiple back (the output repeats with any multiple)
+        period = offset
+        while period < _U8:
+            period += offset
+        head = period if period < ml else ml
+        for k in range(head):
+            dst[op + k] = dst[m + k]
+        k = head
+        while k < ml:
+            store_u64(dst, op + k, load_u64(dst, op + k - period))
+            k += _U8
+
+
 # --------------------------------------------------------------------------- LZ4
 @numba.njit(cache=True, nogil=True)
 def lz4_decompress_block(src, start, end, dst, capacity):
@@ -179,8 +235,7 @@ def lz4_decompress_block(src, start, end, dst, capacity):
         lit = token >> _U4
         if lit < _U15 and end - ip >= _U32 and capacity - op >= _U32:
             # the common short sequence (as in the reference decoder's fast loop): up to 14
-            # literals and a match of up to 18 bytes from 8+ bytes back, copied with fixed-size
-            # moves and few branches. 32 input bytes are left, so the sequence is not the last
+            # literals copied with one fixed-size move, a match of up to 18 bytes. 32 input bytes are left, so the sequence is not the last
             # (literals only) one and its offset lies inside the block; 32 output bytes are
             # left, so the fixed-size writes stay inside the scratch and its slack.
             copy32(dst, op, src, ip)
@@ -188,13 +243,11 @@ def lz4_decompress_block(src, start, end, dst, capacity):
             op += lit
             offset = np.uint64(src[ip]) | (np.uint64(src[ip + _U1]) << _U8)
             ml = token & _U15
-            if ml != _U15 and offset >= _U8 and offset <= op and ml + _U4 <= capacity - op:
+            if ml != _U15 and offset != _U0 and offset <= op and ml + _U4 <= capacity - op:
                 ip += _U2
-                m = op - offset
-                store_u64(dst, op, load_u64(dst, m))
-                store_u64(dst, op + _U8, load_u64(dst, m + _U8))
-                store_u64(dst, op + np.uint64(16), load_u64(dst, m + np.uint64(16)))
-                op += ml + _U4
+                ml += _U4
+                _copy_match(dst, op, offset, ml)
+                op += ml
                 continue
             # anything else: the general match code below (the literals are done)
             lit = _U0
@@ -251,40 +304,7 @@ def lz4_decompress_block(src, start, end, dst, capacity):
         ml += _U4
         if ml > capacity - op:
             return LZ4_OVERFLOW
-        m = op - offset
-        if offset >= _U32:
-            # most bytes of a frame: a zero plane copied from an earlier zero plane (offset =
-            # the plane size); each 32-byte read ends at or before the write position
-            k = _U0
-            while k < ml:
-                copy32(dst, op + k, dst, m + k)
-                k += _U32
-        elif offset >= _U8:
-            # each 8-byte read ends at or before the write position: already written
-            k = _U0
-            while k < ml:
-                store_u64(dst, op + k, load_u64(dst, m + k))
-                k += _U8
-        elif offset == _U1:
-            # a run of one byte value: what a zero (high) bit plane compresses to
-            v = np.uint64(dst[m]) * _BYTE_SPREAD
-            k = _U0
-            while k < ml:
-                splat32(dst, op + k, v)
-                k += _U32
-        else:
-            # period 2..7: copy bytewise until the pattern is 8+ bytes long, then 8 at a time
-            # from one period-multiple back (the output is periodic with any multiple of offset)
-            period = offset
-            while period < _U8:
-                period += offset
-            head = period if period < ml else ml
-            for k in range(head):
-                dst[op + k] = dst[m + k]
-            k = head
-            while k < ml:
-                store_u64(dst, op + k, load_u64(dst, op + k - period))
-                k += _U8
+        _copy_match(dst, op, offset, ml)
         op += ml
 
 
@@ -355,52 +375,74 @@ def _transpose8(x):
     return x ^ t ^ (t << _S28)
 
 
-@numba.njit(cache=True, nogil=True)
-def unshuffle_group(planes8, plane_bytes, n_planes, group_in_block, out, first):
-    """Bit-unshuffle the 8 elements of byte ``group_in_block`` of every plane into
-    ``out[first:first + 8]`` (flat, the frame dtype; ``first`` uint64).
+@numba.njit(cache=True, nogil=True, inline="always")
+def _gather_transpose(planes8, plane_bytes, byte, group_in_block):
+    """Row ``e`` (byte ``e``) of the result: byte ``byte`` of element ``e`` of the group, from the
+    group's byte in planes ``8·byte .. 8·byte+7`` (an 8×8 bit matrix, row = plane, column =
+    element, transposed)."""
+    base = (byte << _U3) * plane_bytes + group_in_block
+    x = _U0
+    for k in range(_U8):
+        x |= np.uint64(planes8[base + k * plane_bytes]) << (k << _U3)
+    return _transpose8(x)
 
-    For each byte ``j`` of the element, the bytes of planes ``8j .. 8j+7`` form an 8×8 bit
-    matrix (row = plane, column = element); its transpose has element ``e``'s byte ``j`` in
-    row ``e``.
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _zip8(a, b):
+    """Bytes 0..3 of ``a`` and ``b`` interleaved: a0 b0 a1 b1 a2 b2 a3 b3 (as 16-bit lanes a_i | b_i << 8)."""
+    a &= _LO32
+    b &= _LO32
+    a = (a | (a << np.uint64(16))) & _M16
+    a = (a | (a << _U8)) & _M8
+    b = (b | (b << np.uint64(16))) & _M16
+    b = (b | (b << _U8)) & _M8
+    return a | (b << _U8)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _zip16(a, b):
+    """16-bit lanes 0..1 of ``a`` and ``b`` interleaved: as 32-bit lanes a_i | b_i << 16."""
+    a &= _LO32
+    b &= _LO32
+    a = (a | (a << np.uint64(16))) & _M16
+    b = (b | (b << np.uint64(16))) & _M16
+    return a | (b << np.uint64(16))
+
+
+@numba.njit(cache=True, nogil=True)
+def unshuffle_group(planes8, plane_bytes, itemsize, group_in_block, out8, out_byte):
+    """Bit-unshuffle the 8 elements of byte ``group_in_block`` of every plane into
+    ``out8[out_byte:out_byte + 8 * itemsize]`` (uint8 view of the output, little-endian).
+
+    One 8×8 bit transpose per byte of the element gives each element's bytes (one row each);
+    the rows are then interleaved into whole elements with shifts and masks and written as
+    64-bit words (2 uint32 / 4 uint16 / 8 uint8 elements per store).
     """
-    n_bytes = n_planes >> _U3
-    v0 = _U0
-    v1 = _U0
-    v2 = _U0
-    v3 = _U0
-    v4 = _U0
-    v5 = _U0
-    v6 = _U0
-    v7 = _U0
-    for j in range(n_bytes):
-        base = (j << _U3) * plane_bytes + group_in_block
-        x = _U0
-        for k in range(_U8):
-            x |= np.uint64(planes8[base + k * plane_bytes]) << (k << _U3)
-        y = _transpose8(x)
-        sh = j << _U3
-        v0 |= (y & _U255) << sh
-        v1 |= ((y >> _U8) & _U255) << sh
-        v2 |= ((y >> np.uint64(16)) & _U255) << sh
-        v3 |= ((y >> np.uint64(24)) & _U255) << sh
-        v4 |= ((y >> np.uint64(32)) & _U255) << sh
-        v5 |= ((y >> np.uint64(40)) & _U255) << sh
-        v6 |= ((y >> np.uint64(48)) & _U255) << sh
-        v7 |= (y >> np.uint64(56)) << sh
-    out[first] = v0
-    out[first + _U1] = v1
-    out[first + _U2] = v2
-    out[first + _U3] = v3
-    out[first + _U4] = v4
-    out[first + np.uint64(5)] = v5
-    out[first + _U6] = v6
-    out[first + _U7] = v7
+    y0 = _gather_transpose(planes8, plane_bytes, _U0, group_in_block)
+    if itemsize == _U1:
+        store_u64(out8, out_byte, y0)
+        return
+    y1 = _gather_transpose(planes8, plane_bytes, _U1, group_in_block)
+    h = np.uint64(32)
+    if itemsize == _U2:
+        store_u64(out8, out_byte, _zip8(y0, y1))
+        store_u64(out8, out_byte + _U8, _zip8(y0 >> h, y1 >> h))
+        return
+    y2 = _gather_transpose(planes8, plane_bytes, _U2, group_in_block)
+    y3 = _gather_transpose(planes8, plane_bytes, _U3, group_in_block)
+    ab_lo = _zip8(y0, y1)
+    ab_hi = _zip8(y0 >> h, y1 >> h)
+    cd_lo = _zip8(y2, y3)
+    cd_hi = _zip8(y2 >> h, y3 >> h)
+    store_u64(out8, out_byte, _zip16(ab_lo, cd_lo))
+    store_u64(out8, out_byte + _U8, _zip16(ab_lo >> h, cd_lo >> h))
+    store_u64(out8, out_byte + np.uint64(16), _zip16(ab_hi, cd_hi))
+    store_u64(out8, out_byte + np.uint64(24), _zip16(ab_hi >> h, cd_hi >> h))
 
 
 # --------------------------------------------------------------------------- driver
 @numba.njit(cache=True, nogil=True)
-def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scratch8, and_buf, out):
+def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scratch8, and_buf, out8):
     """One pass over a ``bslz4`` blob: the whole frame's valid sum, the needed groups decoded.
 
     blob: uint8, the whole blob (12-byte header included, already checked by the caller:
@@ -412,7 +454,8 @@ def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, 
         into ``out`` (the trailing partial group ``n_elems // 8`` included if listed).
     scratch8: uint8, at least ``block_elems * itemsize + SCRATCH_SLACK`` bytes.
     and_buf: uint64, at least ``block_elems / 64`` words (scratch of the sentinel test).
-    out: flat array of the frame dtype, ``n_elems`` elements; only the needed groups are written.
+    out8: uint8, the output frame's ``n_elems * itemsize`` bytes (little-endian elements); only
+        the needed groups are written.
 
     Returns ``(status, block, total, count)``: ``status`` is ``OK`` or an ``ERR_*`` code,
     ``block`` the index of the block at fault, ``total``/``count`` (uint64) the sum and number
@@ -455,7 +498,7 @@ def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, 
         while gi < ng and needed_groups[gi] < stop:
             g = needed_groups[gi]
             if g >= first_group:
-                unshuffle_group(scratch8, plane_bytes, n_planes, g - first_group, out, g << _U3)
+                unshuffle_group(scratch8, plane_bytes, itemsize, g - first_group, out8, (g << _U3) * itemsize)
             gi += _U1
     # the last n % 8 elements follow uncompressed, little-endian
     first_tail = n_blocks * block_elems if partial == _U0 else n_full * block_elems + partial
@@ -480,5 +523,6 @@ def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, 
             total += v
             count += _U1
         if write_tail:
-            out[i] = v
+            for k in range(itemsize):
+                out8[i * itemsize + k] = np.uint8((v >> (k << _U3)) & _U255)
     return OK, n_blocks, total, count
