@@ -48,8 +48,7 @@ _U4 = np.uint64(4)
 
 
 @numba.njit(cache=True, nogil=True)
-def stages_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scratch8, and_buf, out, do_sum,
-                do_unshuffle):
+def stages_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scratch8, out, do_sum, do_unshuffle):
     """``selective_pass`` with the popcount sum and the unshuffle switchable (no checks but LZ4's)."""
     n_planes = itemsize << _U3
     n_blocks = n_elems // block_elems  # full blocks only: enough for timing
@@ -67,7 +66,7 @@ def stages_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scr
         plane_bytes = block_elems >> _U3
         first_group = blk * plane_bytes
         if do_sum:
-            s, c = k.block_valid_sum(scratch8, plane_bytes, n_planes, valid8, first_group, and_buf)
+            s, c = k.block_valid_sum(scratch8, plane_bytes, n_planes, valid8, first_group)
             total += s
         if do_unshuffle:
             stop = first_group + plane_bytes
@@ -142,7 +141,7 @@ def main() -> None:
     scratch = sel._scratch
 
     def stage(do_sum, do_unshuffle):
-        return lambda b: stages_pass(b, *args_common, groups, scratch, sel._and_buf, out.view(np.uint8), do_sum, do_unshuffle)
+        return lambda b: stages_pass(b, *args_common, groups, scratch, out.view(np.uint8), do_sum, do_unshuffle)
 
     for flags in ((False, False), (True, False), (False, True)):
         stage(*flags)(blobs[0])

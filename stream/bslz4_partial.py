@@ -108,7 +108,6 @@ class SelectiveDecoder:
         if block_elems == self._block_elems:
             return
         self._scratch = np.zeros(block_bytes + _k.SCRATCH_SLACK, dtype=np.uint8)
-        self._and_buf = np.zeros(block_elems // 64 + 1, dtype=np.uint64)
         groups = self._groups_of_pixels
         if self.whole_blocks and groups.size:
             # every group of every block holding a needed group (the tail group stays as is)
@@ -152,7 +151,7 @@ class SelectiveDecoder:
         self._prepare(block_bytes)
         status, block, total, count = _k.selective_pass(
             blob, np.uint64(self.n_pixels), np.uint64(self.itemsize), np.uint64(self._block_elems),
-            self._valid8, self._needed_groups, self._scratch, self._and_buf, out8)
+            self._valid8, self._needed_groups, self._scratch, out8)
         if status != _k.OK:
             n_blocks = -(-(self.n_pixels - self.n_pixels % BSHUF_MULT) // self._block_elems)
             raise CorruptFrameError("bslz4 " + _MESSAGES[status].format(block=block, n_blocks=n_blocks))

@@ -310,12 +310,11 @@ def lz4_decompress_block(src, start, end, dst, capacity):
 
 # --------------------------------------------------------------------------- valid-pixel sum
 @numba.njit(cache=True, nogil=True)
-def block_valid_sum(planes8, plane_bytes, n_planes, valid8, valid_start, and_buf):
+def block_valid_sum(planes8, plane_bytes, n_planes, valid8, valid_start):
     """Sum and count of the valid elements of one decompressed block, from its bit planes.
 
     ``planes8``: uint8, ``n_planes`` planes of ``plane_bytes`` bytes; ``valid8``: uint8 packed
-    flags (1 = not masked), the block's first element at byte ``valid_start``; ``and_buf``:
-    uint64 scratch of at least ``plane_bytes / 8`` words. Sentinel elements (dtype max, every
+    flags (1 = not masked), the block's first element at byte ``valid_start``. Sentinel elements (dtype max, every
     bit set) are the bits set in the AND of all planes. Returns ``(sum, n)`` as uint64 with
     sum = Σ_b 2^b·popcount(plane_b & valid) − max·n_sentinel, n = popcount(valid) − n_sentinel.
     Words of 64 elements when ``plane_bytes`` and ``valid_start`` are multiples of 8 (every
@@ -327,25 +326,29 @@ def block_valid_sum(planes8, plane_bytes, n_planes, valid8, valid_start, and_buf
     if (plane_bytes & _U7) == _U0 and (valid_start & _U7) == _U0:
         n_words = plane_bytes >> _U3
         # plane by plane, word by word: the inner loop is a plain reduction that LLVM
-        # vectorizes (vector popcount); a word-by-word outer loop measured ~2x slower
-        for w in range(n_words):
-            and_buf[w] = _ALL_ONES
+        # vectorizes (vector popcount)
         for b in range(n_planes):
             base = b * plane_bytes
             s = _U0
             for w in range(n_words):
                 off = w << _U3
-                x = load_u64(planes8, base + off)
-                and_buf[w] &= x
-                s += popcount64(x & load_u64(valid8, valid_start + off))
+                s += popcount64(load_u64(planes8, base + off) & load_u64(valid8, valid_start + off))
             total += s << b
-        n_sent = _U0
+        # sentinel elements have the top bit set: only words where a valid element has it need
+        # the AND of all planes (rare: gaps and known bad pixels are masked), so the common
+        # block costs one more pass over one plane
+        top = (n_planes - _U1) * plane_bytes
         for w in range(n_words):
-            m = load_u64(valid8, valid_start + (w << _U3))
-            n_sent += popcount64(and_buf[w] & m)
+            off = w << _U3
+            m = load_u64(valid8, valid_start + off)
             count += popcount64(m)
-        total -= n_sent * sentinel
-        count -= n_sent
+            acc_and = load_u64(planes8, top + off) & m
+            if acc_and != _U0:
+                for b in range(n_planes - _U1):
+                    acc_and &= load_u64(planes8, b * plane_bytes + off)
+                n_sent = popcount64(acc_and)
+                total -= n_sent * sentinel
+                count -= n_sent
     else:
         for w in range(plane_bytes):
             m = np.uint64(valid8[valid_start + w])
@@ -442,7 +445,7 @@ def unshuffle_group(planes8, plane_bytes, itemsize, group_in_block, out8, out_by
 
 # --------------------------------------------------------------------------- driver
 @numba.njit(cache=True, nogil=True)
-def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scratch8, and_buf, out8):
+def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scratch8, out8):
     """One pass over a ``bslz4`` blob: the whole frame's valid sum, the needed groups decoded.
 
     blob: uint8, the whole blob (12-byte header included, already checked by the caller:
@@ -453,7 +456,6 @@ def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, 
     needed_groups: sorted uint64 indices ``g`` of the 8-element groups ``8g .. 8g+7`` to decode
         into ``out`` (the trailing partial group ``n_elems // 8`` included if listed).
     scratch8: uint8, at least ``block_elems * itemsize + SCRATCH_SLACK`` bytes.
-    and_buf: uint64, at least ``block_elems / 64`` words (scratch of the sentinel test).
     out8: uint8, the output frame's ``n_elems * itemsize`` bytes (little-endian elements); only
         the needed groups are written.
 
@@ -490,7 +492,7 @@ def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, 
         pos += clen
         plane_bytes = elems >> _U3
         first_group = blk * (block_elems >> _U3)
-        s, c = block_valid_sum(scratch8, plane_bytes, n_planes, valid8, first_group, and_buf)
+        s, c = block_valid_sum(scratch8, plane_bytes, n_planes, valid8, first_group)
         total += s
         count += c
         # the needed groups of this block, while its planes are in cache
