@@ -33,7 +33,6 @@ _U1 = np.uint64(1)
 _U2 = np.uint64(2)
 _U3 = np.uint64(3)
 _U4 = np.uint64(4)
-_U6 = np.uint64(6)
 _U7 = np.uint64(7)
 _U8 = np.uint64(8)
 _U15 = np.uint64(15)
@@ -503,7 +502,7 @@ def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, 
                 unshuffle_group(scratch8, plane_bytes, itemsize, g - first_group, out8, (g << _U3) * itemsize)
             gi += _U1
     # the last n % 8 elements follow uncompressed, little-endian
-    first_tail = n_blocks * block_elems if partial == _U0 else n_full * block_elems + partial
+    first_tail = n_full * block_elems + partial
     n_tail = n_elems - first_tail
     if end - pos < n_tail * itemsize:
         return ERR_TAIL_CUT, n_blocks, total, count

@@ -14,12 +14,14 @@ import json
 import mmap
 import struct
 
+import bitshuffle
 import lz4.block
 import numpy as np
 import pytest
 
 from processors.polar_roi_kernel import sum_valid_pixels
 from stream import bslz4_partial_kernel as kernel
+from stream.blob_framing import HEADER
 from stream.bslz4_partial import SelectiveDecoder
 from stream.chunk_codec import ChunkDecoder, CorruptFrameError, encode_frame
 from stream.encoded_frame import EncodedFrame
@@ -342,3 +344,14 @@ def test_lz4_kernel_matches_reference_and_stays_in_bounds(rng):
                                                 np.uint64(len(bad)), dst, np.uint64(cap))
                 assert n <= cap
                 assert (dst[cap + kernel.SCRATCH_SLACK:] == 0xEE).all()
+
+
+@pytest.mark.parametrize("dtype, block_elems", [("uint8", 8), ("uint16", 24), ("uint32", 64), ("uint32", 1000),
+                                                ("uint16", 8200)])
+def test_other_block_sizes(rng, full_decoder, dtype, block_elems):
+    """The header's block size is followed (planes of 1, 3, 8, 125, 1025 bytes), not assumed."""
+    image, masked = eiger_like(rng, dtype, (23, 457))
+    blob = HEADER.pack(image.nbytes, block_elems * image.itemsize) + \
+        bitshuffle.compress_lz4(image.reshape(-1), block_elems).tobytes()
+    needed = np.unique(np.r_[rng.integers(0, image.size, 300), 0, image.size - 1])
+    check(full_decoder, image, masked, needed, blob=blob)
