@@ -7,6 +7,8 @@ the needed pixels are the ``FrameProcessor``'s LUT pixels and their 8 neighbours
 
 - full: ``ChunkDecoder.decode_into`` (vendor C, SIMD bitshuffle) + ``sum_valid_pixels``;
 - selective: ``SelectiveDecoder.decode_into`` (one numba pass);
+- both followed by the ROI pass counting hot-pixel spikes (``HotPixelTracker.accumulate``), which
+  reads the needed pixels: out of cache after a full decode, just written after a selective one;
 - stages of the selective pass, measured with drivers of the same kernels that stop early:
   LZ4 only, LZ4 + popcount sum, LZ4 + unshuffle of the needed groups; the sum and unshuffle
   costs are the differences.
@@ -127,13 +129,26 @@ def main() -> None:
         img = full.decode_into(fr, buf)
         return sum_valid_pixels(img.reshape(-1), masked_index, sentinel)
 
-    # equality first (and compilation)
+    # equality first (and compilation): the valid sum, the needed pixels, and the ROI pass's bins
     for fr in frames:
         ref = full_pass(fr)
         got = sel.decode_into(fr, out)
         assert got == tuple(int(v) for v in ref), (got, ref)
         assert np.array_equal(out[needed], buf[needed])
+        proc.roi.accumulate(buf.reshape(shape))
+        sums, counts = proc.roi.sums.copy(), proc.roi.counts.copy()
+        proc.roi.accumulate(out.reshape(shape))
+        assert np.array_equal(sums, proc.roi.sums) and np.array_equal(counts, proc.roi.counts)
         assert sel_blocks.decode_into(fr, out) == got
+    hot = proc.hot_pixels
+
+    def full_roi(fr):
+        full_pass(fr)
+        hot.accumulate(buf.reshape(shape))
+
+    def sel_roi(fr):
+        sel.decode_into(fr, out)
+        hot.accumulate(out.reshape(shape))
     sel._prepare(8192)
     blobs = [np.frombuffer(fr.blob, dtype=np.uint8) for fr in frames]
     args_common = (np.uint64(n), np.uint64(4), np.uint64(2048), sel._valid8)
@@ -152,6 +167,8 @@ def main() -> None:
     t_full = timed(full_pass, frames, r)
     t_sel = timed(lambda fr: sel.decode_into(fr, out), frames, r)
     t_sel_blocks = timed(lambda fr: sel_blocks.decode_into(fr, out), frames, r)
+    t_full_roi = timed(full_roi, frames, r)
+    t_sel_roi = timed(sel_roi, frames, r)
     t_lz4 = timed(stage(False, False), blobs, r)
     t_lz4_sum = timed(stage(True, False), blobs, r)
     t_lz4_unsh = timed(stage(False, True), blobs, r)
@@ -173,12 +190,15 @@ def main() -> None:
     show("full decode + sum_valid_pixels", t_full)
     show("selective pass (SelectiveDecoder.decode_into)", t_sel)
     show("selective pass, whole needed blocks", t_sel_blocks)
+    show("full decode + sum + ROI pass (counting spikes)", t_full_roi)
+    show("selective pass + ROI pass (counting spikes)", t_sel_roi)
     show("  stage: LZ4 only", t_lz4)
     show("  stage: LZ4 + popcount sum", t_lz4_sum)
     show("  stage: LZ4 + unshuffle of needed groups", t_lz4_unsh)
     print(f"  => popcount sum ~{np.min(t_lz4_sum) - np.min(t_lz4):.3f} ms, "
           f"unshuffle ~{np.min(t_lz4_unsh) - np.min(t_lz4):.3f} ms (differences of minima); "
-          f"speed-up full / selective {np.min(t_full) / np.min(t_sel):.2f}x (minima)")
+          f"speed-up full / selective {np.min(t_full) / np.min(t_sel):.2f}x, with the ROI pass "
+          f"{np.min(t_full_roi) / np.min(t_sel_roi):.2f}x (minima)")
 
 
 if __name__ == "__main__":
