@@ -1,0 +1,205 @@
+"""Selective bslz4 decoding against the full decode + valid-pixel sum, per EIGER 4M uint32 frame.
+
+Frames and windows are ``run_bench.py``'s (``make_file``, EIGER 4M PONI, three peak windows);
+the needed pixels are the ``FrameProcessor``'s LUT pixels and their 8 neighbours, the mask its
+``mask``. Prints, in ms per frame, min / median over repeats of the mean over the frames
+(cycled, so mostly out of cache):
+
+- full: ``ChunkDecoder.decode_into`` (vendor C, SIMD bitshuffle) + ``sum_valid_pixels``;
+- selective: ``SelectiveDecoder.decode_into`` (one numba pass);
+- both followed by the ROI pass counting hot-pixel spikes (``HotPixelTracker.accumulate``), which
+  reads the needed pixels: out of cache after a full decode, just written after a selective one;
+- stages of the selective pass, measured with drivers of the same kernels that stop early:
+  LZ4 only, LZ4 + popcount sum, LZ4 + unshuffle of the needed groups; the sum and unshuffle
+  costs are the differences.
+
+The machine is shared and noisy (2 cores, other sessions): look at the minima, and expect a few
+tens of % between runs. Informative only; ``python benchmarks/partial_decode_bench.py [--repeats N]``.
+See docs/partial_decode.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from run_bench import DETECTORS, make_file  # noqa: E402
+
+from processors.frame_processor import FrameProcessor  # noqa: E402
+from processors.polar_roi_kernel import sum_valid_pixels  # noqa: E402
+from processors.processing_setup import ProcessingSetup  # noqa: E402
+from stream import bslz4_partial_kernel as k  # noqa: E402
+from stream.bslz4_partial import SelectiveDecoder  # noqa: E402
+from stream.chunk_codec import ChunkDecoder  # noqa: E402
+from stream.dectris_file import DectrisFile  # noqa: E402
+
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+_U3 = np.uint64(3)
+_U4 = np.uint64(4)
+
+
+@numba.njit(cache=True, nogil=True)
+def stages_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scratch8, out, do_sum, do_unshuffle):
+    """``selective_pass`` with the popcount sum and the unshuffle switchable (no checks but LZ4's)."""
+    n_planes = itemsize << _U3
+    n_blocks = n_elems // block_elems  # full blocks only: enough for timing
+    pos = np.uint64(12)
+    total = _U0
+    gi = _U0
+    ng = np.uint64(needed_groups.size)
+    for blk in range(n_blocks):
+        clen = ((np.uint64(blob[pos]) << np.uint64(24)) | (np.uint64(blob[pos + _U1]) << np.uint64(16))
+                | (np.uint64(blob[pos + np.uint64(2)]) << np.uint64(8)) | np.uint64(blob[pos + _U3]))
+        pos += _U4
+        got = k.lz4_decompress_block(blob, pos, pos + clen, scratch8, block_elems * itemsize)
+        total += np.uint64(got)
+        pos += clen
+        plane_bytes = block_elems >> _U3
+        first_group = blk * plane_bytes
+        if do_sum:
+            s, c = k.block_valid_sum(scratch8, plane_bytes, n_planes, valid8, first_group)
+            total += s
+        if do_unshuffle:
+            stop = first_group + plane_bytes
+            while gi < ng and needed_groups[gi] < stop:
+                g = needed_groups[gi]
+                k.unshuffle_group(scratch8, plane_bytes, itemsize, g - first_group, out, (g << _U3) * itemsize)
+                gi += _U1
+    return total
+
+
+def neighbours_of(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Flat indices of ``pixels`` and their 8 neighbours inside the frame, unique and sorted."""
+    rows, cols = shape
+    r, c = np.divmod(pixels.astype(np.int64), cols)
+    parts = []
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            rr, cc = r + dr, c + dc
+            ok = (rr >= 0) & (rr < rows) & (cc >= 0) & (cc < cols)
+            parts.append(rr[ok] * cols + cc[ok])
+    return np.unique(np.concatenate(parts))
+
+
+def timed(fn, frames, repeats: int) -> np.ndarray:
+    """ms per frame: the mean over ``frames`` of each repeat."""
+    res = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for fr in frames:
+            fn(fr)
+        res.append((time.perf_counter() - t) / len(frames) * 1e3)
+    return np.array(res)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--frames", type=int, default=4)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        config, master, _ = make_file(Path(d), "4M_uint32", DETECTORS["EIGER 4M"], args.frames, "uint32")
+        with DectrisFile(master) as f:
+            frames = list(f.iter_frames())
+            md = f.metadata
+        proc = FrameProcessor(ProcessingSetup.from_config(config, pixel_mask=md.pixel_mask, shape=md.shape))
+    shape = proc.shape
+    n = shape[0] * shape[1]
+    needed = neighbours_of(proc.lut.pixel_index, shape)
+    sel = SelectiveDecoder(shape, "uint32", needed, proc.mask)
+    sel_blocks = SelectiveDecoder(shape, "uint32", needed, proc.mask, whole_blocks=True)
+    full = ChunkDecoder()
+    masked_index = proc.roi.masked_index
+    buf = np.empty(n, dtype=np.uint32)
+    out = np.empty(n, dtype=np.uint32)
+    sentinel = 0xFFFFFFFF
+
+    def full_pass(fr):
+        img = full.decode_into(fr, buf)
+        return sum_valid_pixels(img.reshape(-1), masked_index, sentinel)
+
+    # equality first (and compilation): the valid sum, the needed pixels, and the ROI pass's bins
+    for fr in frames:
+        ref = full_pass(fr)
+        got = sel.decode_into(fr, out)
+        assert got == tuple(int(v) for v in ref), (got, ref)
+        assert np.array_equal(out[needed], buf[needed])
+        proc.roi.accumulate(buf.reshape(shape))
+        sums, counts = proc.roi.sums.copy(), proc.roi.counts.copy()
+        proc.roi.accumulate(out.reshape(shape))
+        assert np.array_equal(sums, proc.roi.sums) and np.array_equal(counts, proc.roi.counts)
+        assert sel_blocks.decode_into(fr, out) == got
+    hot = proc.hot_pixels
+
+    def full_roi(fr):
+        full_pass(fr)
+        hot.accumulate(buf.reshape(shape))
+
+    def sel_roi(fr):
+        sel.decode_into(fr, out)
+        hot.accumulate(out.reshape(shape))
+    sel._prepare(8192)
+    blobs = [np.frombuffer(fr.blob, dtype=np.uint8) for fr in frames]
+    args_common = (np.uint64(n), np.uint64(4), np.uint64(2048), sel._valid8)
+    groups = sel.needed_groups
+    scratch = sel._scratch
+
+    def stage(do_sum, do_unshuffle):
+        return lambda b: stages_pass(b, *args_common, groups, scratch, out.view(np.uint8), do_sum, do_unshuffle)
+
+    for flags in ((False, False), (True, False), (False, True)):
+        stage(*flags)(blobs[0])
+    r = args.repeats
+    t_decode = timed(lambda fr: full.decode_into(fr, buf), frames, r)
+    images = [full.decode_into(fr, np.empty(n, np.uint32)).reshape(-1) for fr in frames]
+    t_sum = timed(lambda img: sum_valid_pixels(img, masked_index, sentinel), images, r)
+    t_full = timed(full_pass, frames, r)
+    t_sel = timed(lambda fr: sel.decode_into(fr, out), frames, r)
+    t_sel_blocks = timed(lambda fr: sel_blocks.decode_into(fr, out), frames, r)
+    t_full_roi = timed(full_roi, frames, r)
+    t_sel_roi = timed(sel_roi, frames, r)
+    t_lz4 = timed(stage(False, False), blobs, r)
+    t_lz4_sum = timed(stage(True, False), blobs, r)
+    t_lz4_unsh = timed(stage(False, True), blobs, r)
+
+    n_blocks = -(-n // 2048)
+    blocks_needed = np.unique(groups // 256).size
+    mean_blob = np.mean([len(fr.blob) for fr in frames]) / 1e6
+    print(f"EIGER 4M uint32 {shape}, {len(frames)} frames of {mean_blob:.2f} MB compressed (17.3 MB decoded); "
+          f"{proc.lut.pixel_index.size} LUT pixels, {needed.size} needed with neighbours "
+          f"({100 * needed.size / n:.1f} %), {groups.size} 8-pixel groups ({100 * groups.size * 8 / n:.1f} %), "
+          f"in {blocks_needed} of {n_blocks} blocks ({100 * blocks_needed / n_blocks:.1f} %)")
+    print(f"ms per frame, min / median of {r} (noisy shared machine: trust the minima):")
+
+    def show(name, a):
+        print(f"  {name:<46s} {a.min():7.3f} / {np.median(a):7.3f}")
+
+    show("full decode (ChunkDecoder)", t_decode)
+    show("sum_valid_pixels on the decoded frame", t_sum)
+    show("full decode + sum_valid_pixels", t_full)
+    show("selective pass (SelectiveDecoder.decode_into)", t_sel)
+    show("selective pass, whole needed blocks", t_sel_blocks)
+    show("full decode + sum + ROI pass (counting spikes)", t_full_roi)
+    show("selective pass + ROI pass (counting spikes)", t_sel_roi)
+    show("  stage: LZ4 only", t_lz4)
+    show("  stage: LZ4 + popcount sum", t_lz4_sum)
+    show("  stage: LZ4 + unshuffle of needed groups", t_lz4_unsh)
+    print(f"  => popcount sum ~{np.min(t_lz4_sum) - np.min(t_lz4):.3f} ms, "
+          f"unshuffle ~{np.min(t_lz4_unsh) - np.min(t_lz4):.3f} ms (differences of minima); "
+          f"speed-up full / selective {np.min(t_full) / np.min(t_sel):.2f}x, with the ROI pass "
+          f"{np.min(t_full_roi) / np.min(t_sel_roi):.2f}x (minima)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,357 @@
+"""Selective bslz4 decoding (stream/bslz4_partial.py) against the full decoder and ``sum_valid_pixels``.
+
+The contract: ``(valid_sum, n_valid)`` equals ``sum_valid_pixels`` on the full decode exactly,
+the needed pixels of ``out`` equal the full decode, nothing outside the needed 8-pixel groups
+(or needed blocks) is written, and a broken blob raises CorruptFrameError (or, where the
+vendor decoder also accepts it, decodes to the same values), never reads or writes out of
+bounds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import mmap
+import struct
+
+import bitshuffle
+import lz4.block
+import numpy as np
+import pytest
+
+from processors.polar_roi_kernel import sum_valid_pixels
+from stream import bslz4_partial_kernel as kernel
+from stream.blob_framing import HEADER
+from stream.bslz4_partial import SelectiveDecoder
+from stream.chunk_codec import ChunkDecoder, CorruptFrameError, encode_frame
+from stream.encoded_frame import EncodedFrame
+from stream.stream2_codec import parse_stream2
+
+from conftest import real_capture
+
+BLOCK_ELEMS = {"uint8": 8192, "uint16": 4096, "uint32": 2048}
+MARKER = 0x5A
+
+
+@pytest.fixture(scope="module")
+def full_decoder():
+    return ChunkDecoder()
+
+
+def frame_of(image: np.ndarray, blob: bytes | None = None) -> EncodedFrame:
+    blob = encode_frame(image, "bslz4") if blob is None else blob
+    return EncodedFrame(0, 0, "bslz4", image.dtype.name, image.shape, blob)
+
+
+def reference(full_decoder, frame: EncodedFrame, masked: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """Full decode and its valid sum, as FrameProcessor computes them today."""
+    image = full_decoder.decode_into(frame, np.empty(frame.nbytes_decoded // 4 + 1, np.uint32)).reshape(-1)
+    total, n = sum_valid_pixels(image, np.flatnonzero(masked).astype(np.int64), int(np.iinfo(image.dtype).max))
+    return image, (int(total), int(n))
+
+
+def written_pixels(groups: np.ndarray, n: int) -> np.ndarray:
+    """Bool per pixel: inside one of the 8-pixel ``groups``."""
+    w = np.zeros(n, dtype=bool)
+    idx = (groups.astype(np.int64)[:, None] * 8 + np.arange(8)).reshape(-1)
+    w[idx[idx < n]] = True
+    return w
+
+
+def check(full_decoder, image: np.ndarray, masked: np.ndarray, needed: np.ndarray,
+          whole_blocks: bool = False, blob: bytes | None = None) -> tuple[int, int]:
+    """Selective decode of ``image`` equals the full one on the needed pixels and the valid sum;
+    the pixels outside the needed groups keep the marker."""
+    frame = frame_of(image, blob)
+    sel = SelectiveDecoder(image.shape, image.dtype.name, needed, masked, whole_blocks=whole_blocks)
+    assert sel.supports(frame)
+    out = np.full(image.size, MARKER, dtype=image.dtype)
+    got = sel.decode_into(frame, out)
+    full, ref = reference(full_decoder, frame, masked)
+    assert got == ref
+    assert isinstance(got[0], int) and isinstance(got[1], int)
+    np.testing.assert_array_equal(out[needed], full[needed])
+    written = written_pixels(sel.needed_groups, image.size)
+    assert written[needed].all()
+    np.testing.assert_array_equal(out[written], full[written])
+    assert (out[~written] == MARKER).all(), "a pixel outside the needed groups was written"
+    block = BLOCK_ELEMS[image.dtype.name]
+    needed_blocks = np.unique(np.asarray(needed, dtype=np.int64) // block)
+    untouched_blocks = np.setdiff1d(np.arange(-(-image.size // block)), needed_blocks)
+    for b in untouched_blocks:
+        assert (out[b * block:(b + 1) * block] == MARKER).all()
+    # the same decoder again, into a buffer of another dtype and shape (seen as the frame dtype)
+    out2 = np.zeros(image.size * image.itemsize // 4 + 1, dtype=np.uint32)
+    assert sel.decode_into(frame, out2) == ref
+    view = out2.view(np.uint8)[:image.nbytes].view(image.dtype)
+    np.testing.assert_array_equal(view[needed], full[needed])
+    return got
+
+
+def eiger_like(rng, dtype: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A frame like an EIGER's: low counts, gap rows and columns at the sentinel (masked), a few
+    bright pixels up to the top bits, sentinel pixels outside the mask, a pixel mask."""
+    top = np.iinfo(dtype).max
+    image = rng.poisson(0.5, shape).astype(dtype)
+    masked = rng.random(shape) < 0.02
+    gap_rows = np.arange(7, shape[0], 41)
+    gap_cols = np.arange(11, shape[1], 67)
+    image[gap_rows, :] = top
+    image[:, gap_cols] = top
+    masked[gap_rows, :] = True
+    masked[:, gap_cols] = True
+    flat = image.reshape(-1)
+    flat[rng.integers(0, flat.size, 20)] = top  # bad pixels the mask does not know
+    flat[rng.integers(0, flat.size, 20)] = top - 1
+    flat[rng.integers(0, flat.size, 20)] = 1 << (8 * image.itemsize - 1)
+    flat[rng.integers(0, flat.size, 200)] = rng.integers(0, top, 200, dtype=dtype)
+    return image, masked
+
+
+# sizes: fewer than 8 pixels; exactly 8; one block; leftovers of every kind; a short last block
+# whose planes are not whole 64-bit words (40 elements: 5-byte planes) or are (64·k elements)
+SHAPES = [(1, 1), (1, 7), (2, 4), (3, 11), (64, 64), (37, 111), (97, 203), (1, 2048 * 4 + 40 + 5),
+          (1, 8192 + 64 * 3 + 7)]
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_equal_to_full_decode_for_every_needed_set(rng, full_decoder, dtype, shape):
+    image, masked = eiger_like(rng, dtype, shape)
+    n = image.size
+    needed_sets = {
+        "empty": np.zeros(0, dtype=np.int64),
+        "all": np.arange(n),
+        "scattered": rng.integers(0, n, max(1, n // 50)),
+        "first and last": np.array([0, n - 1]),
+        "ends": np.unique(np.r_[np.arange(min(n, 9)), np.arange(max(0, n - 9), n)]),
+    }
+    for name, needed in needed_sets.items():
+        check(full_decoder, image, masked, needed)
+    check(full_decoder, image, masked, needed_sets["scattered"], whole_blocks=True)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32"])
+def test_extreme_values_and_masks(rng, full_decoder, dtype):
+    top = np.iinfo(dtype).max
+    shape = (29, 301)
+    needed = rng.integers(0, 29 * 301, 300)
+    for image in (np.full(shape, top, dtype), np.full(shape, top - 1, dtype), np.zeros(shape, dtype),
+                  rng.integers(0, top, shape, dtype=dtype, endpoint=True)):
+        for masked in (np.zeros(shape, bool), np.ones(shape, bool), rng.random(shape) < 0.5):
+            check(full_decoder, image, masked, needed)
+    # all sentinel → nothing valid; all max-1 → every pixel counts, the largest sums
+    none = np.zeros(shape, bool)
+    assert SelectiveDecoder(shape, dtype, needed, none).decode_into(
+        frame_of(np.full(shape, top, dtype)), np.empty(29 * 301, dtype)) == (0, 0)
+    assert SelectiveDecoder(shape, dtype, needed, none).decode_into(
+        frame_of(np.full(shape, top - 1, dtype)), np.empty(29 * 301, dtype)) == ((top - 1) * 29 * 301, 29 * 301)
+
+
+def test_eiger_4m_sized_frame(rng, full_decoder):
+    """One frame of an EIGER 4M's size, with windows of needed pixels like the ROI pass's."""
+    shape = (2167, 2070)
+    image, masked = eiger_like(rng, "uint32", shape)
+    rows, cols = np.ogrid[:shape[0], :shape[1]]
+    radius = np.hypot(rows - 1083.0, cols - 1035.0)
+    angle = np.degrees(np.arctan2(rows - 1083.0, cols - 1035.0))
+    window = (radius > 400) & (radius < 420) & (angle > -5) & (angle < 45)
+    window[1:, :] |= window[:-1, :].copy()  # and the neighbours (a rough dilation is enough here)
+    window[:-1, :] |= window[1:, :].copy()
+    window[:, 1:] |= window[:, :-1].copy()
+    window[:, :-1] |= window[:, 1:].copy()
+    needed = np.flatnonzero(window)
+    check(full_decoder, image, masked, needed)
+
+
+def test_real_captures(full_decoder, rng):
+    """Real detector frames: the README's facts, and the full decode's values with a mask."""
+    # stream v1, EIGER1 1M uint32: 38 310 pixels at 0xFFFFFFFF, the rest sums to 9 counts
+    parts = real_capture("eiger1m_stream1_all")[1]
+    d = json.loads(parts[1])
+    shape = (d["shape"][1], d["shape"][0])
+    frame = EncodedFrame(0, 0, "bslz4", d["type"], shape, parts[2])
+    n = shape[0] * shape[1]
+    sel = SelectiveDecoder(shape, "uint32", np.arange(0, n, 97), np.zeros(shape, bool))
+    assert sel.decode_into(frame, np.empty(n, np.uint32)) == (9, n - 38310)
+    # stream2, EIGER1 1M uint32 (first image: 38 130 at the sentinel, sum 51 117) and EIGER2 16M uint16
+    frames = [parse_stream2(memoryview(m[0])).frame for m in real_capture("eiger1m_stream2")[1:4]]
+    frames.append(parse_stream2(memoryview(real_capture("eiger2_16m_stream2")[1][0])).frame)
+    first = SelectiveDecoder(frames[0].shape, "uint32", [], np.zeros(frames[0].shape, bool))
+    assert first.decode_into(frames[0], np.empty(n, np.uint32)) == (51117, n - 38130)
+    for frame in frames:
+        shape = frame.shape
+        n = shape[0] * shape[1]
+        masked = rng.random(shape) < 0.01
+        needed = np.unique(np.r_[rng.integers(0, n, 5000), np.arange(n // 2, n // 2 + 3000)])
+        sel = SelectiveDecoder(shape, frame.dtype, needed, masked)
+        out = np.full(n, MARKER, dtype=frame.dtype)
+        got = sel.decode_into(frame, out)
+        full, ref = reference(full_decoder, frame, masked)
+        assert got == ref
+        np.testing.assert_array_equal(out[needed], full[needed])
+    n16 = frames[-1].shape[0] * frames[-1].shape[1]
+    sel = SelectiveDecoder(frames[-1].shape, "uint16", [], np.zeros(frames[-1].shape, bool))
+    assert sel.decode_into(frames[-1], np.empty(n16, np.uint16)) == (13712, n16 - 1253075)
+
+
+# --------------------------------------------------------------------------- bad input
+def guarded(blob: bytes):
+    """``blob`` as a uint8 array that ends exactly at a page the process may not read: a kernel that
+    read past the end of the blob would crash the test run instead of passing silently."""
+    page = mmap.PAGESIZE
+    size = -(-len(blob) // page) * page + page
+    buf = mmap.mmap(-1, size)
+    start = size - page - len(blob)
+    buf[start:start + len(blob)] = blob
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mprotect(ctypes.c_void_p(addr + size - page), ctypes.c_size_t(page), 0) == 0
+    return buf, memoryview(buf)[start:start + len(blob)]
+
+
+def decode_or_error(sel: SelectiveDecoder, full_decoder, image, blob, masked) -> str:
+    """Decode a possibly broken blob both ways; the selective decoder must raise CorruptFrameError
+    or agree with the vendor decoder. Returns "error" or "ok"."""
+    frame = frame_of(image, blob)
+    out = np.full(image.size, MARKER, dtype=image.dtype)
+    try:
+        got = sel.decode_into(frame, out)
+    except CorruptFrameError:
+        return "error"
+    full, ref = reference(full_decoder, frame, masked)  # raises if the vendor refuses it
+    assert got == ref
+    needed = written_pixels(sel.needed_groups, image.size)
+    np.testing.assert_array_equal(out[needed], full[needed])
+    return "ok"
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint32"])
+def test_truncated_and_corrupt_blobs(rng, full_decoder, dtype):
+    shape = (17, 1001)  # 2 blocks (uint32: 8 blocks), a short last block and leftover elements
+    image, masked = eiger_like(rng, dtype, shape)
+    needed = rng.integers(0, image.size, 400)
+    sel = SelectiveDecoder(shape, dtype, needed, masked)
+    blob = encode_frame(image, "bslz4")
+    # cut at many points, each in a guarded buffer
+    for cut in sorted(set(np.linspace(12, len(blob) - 1, 120).astype(int)) | {12, 13, 15, 16, 17, len(blob) - 1}):
+        buf, view = guarded(blob[:cut])
+        with pytest.raises(CorruptFrameError):
+            sel.decode_into(EncodedFrame(0, 0, "bslz4", dtype, shape, view), np.empty(image.size, dtype))
+        view.release()
+        buf.close()
+    # bytes after the end
+    with pytest.raises(CorruptFrameError, match="after its last element"):
+        sel.decode_into(frame_of(image, blob + b"\0"), np.empty(image.size, dtype))
+    # flipped bytes in the block lengths and anywhere in the LZ4 data
+    starts, pos = [], 12
+    while pos + 4 <= len(blob) and len(starts) < -(-image.size // BLOCK_ELEMS[dtype]):
+        starts.append(pos)
+        pos += 4 + struct.unpack_from(">I", blob, pos)[0]
+    outcomes = []
+    positions = [s + k for s in starts for k in range(4)] + list(rng.integers(12, len(blob), 300))
+    for p in positions:
+        bad = bytearray(blob)
+        bad[p] ^= 1 << int(rng.integers(0, 8))
+        buf, view = guarded(bytes(bad))
+        outcomes.append(decode_or_error(sel, full_decoder, image, view, masked))
+        view.release()
+        buf.close()
+    assert outcomes.count("error") > len(positions) // 3  # most flips are caught
+
+
+def test_wrong_frames_are_refused_with_a_reason(rng):
+    image = rng.poisson(2.0, (40, 50)).astype(np.uint16)
+    sel = SelectiveDecoder(image.shape, "uint16", [0, 5], np.zeros(image.shape, bool))
+    out = np.empty(image.size, np.uint16)
+    for encoding in ("lz4", "raw"):
+        frame = EncodedFrame(0, 0, encoding, "uint16", image.shape, encode_frame(image, encoding))
+        assert not sel.supports(frame)
+        with pytest.raises(ValueError, match="does not apply"):
+            sel.decode_into(frame, out)
+    assert not sel.supports(EncodedFrame(0, 0, "bslz4", "uint32", image.shape, b""))
+    assert not sel.supports(EncodedFrame(0, 0, "bslz4", "uint16", (50, 40), b""))
+    blob = encode_frame(image, "bslz4")
+    cases = [
+        (blob[:11], "shorter than its 12-byte header"),
+        ((10**6).to_bytes(8, "big") + blob[8:], "declares 1000000 decoded bytes"),
+        (blob[:8] + (100).to_bytes(4, "big") + blob[12:], "block size 100"),
+        (blob[:8] + (0).to_bytes(4, "big") + blob[12:], "block size 0"),
+        (blob[:12] + (10**6).to_bytes(4, "big") + blob[16:], "runs past the end of the blob"),
+        (blob[:12] + bytes(len(blob) - 12), "LZ4 data are truncated or corrupt"),
+        (blob[:14], "ends inside the length of block 0"),
+    ]
+    for bad, reason in cases:
+        with pytest.raises(CorruptFrameError, match=reason):
+            sel.decode_into(EncodedFrame(0, 0, "bslz4", "uint16", image.shape, bad), out)
+    with pytest.raises(ValueError, match="too small"):
+        sel.decode_into(frame_of(image), np.empty(10, np.uint16))
+    with pytest.raises(ValueError, match="must lie in"):
+        SelectiveDecoder(image.shape, "uint16", [image.size], np.zeros(image.shape, bool))
+    with pytest.raises(ValueError, match="masked must be bool"):
+        SelectiveDecoder(image.shape, "uint16", [], np.zeros((3, 3), bool))
+
+
+# --------------------------------------------------------------------------- LZ4 kernel alone
+def lz4_inputs(rng) -> list[bytes]:
+    """Data that exercise every kind of LZ4 sequence: runs (offset 1), short periods (2..7),
+    medium and long offsets, long literals, and the tiny blocks."""
+    out = [b"", b"a", b"abcd" * 3, bytes(9000), bytes(rng.integers(0, 256, 5000, dtype=np.uint8))]
+    for period in range(1, 40):
+        pattern = bytes(rng.integers(0, 256, period, dtype=np.uint8))
+        out.append(bytes(rng.integers(0, 256, 13, dtype=np.uint8)) + pattern * (3000 // period))
+    mixed = bytearray()
+    while len(mixed) < 8192:
+        kind = rng.integers(0, 4)
+        if kind == 0:
+            mixed += bytes(rng.integers(0, 256, int(rng.integers(1, 300)), dtype=np.uint8))
+        elif kind == 1:
+            mixed += bytes([int(rng.integers(0, 256))]) * int(rng.integers(1, 600))
+        else:
+            back = int(rng.integers(1, min(len(mixed), 4000) + 1)) if mixed else 0
+            length = int(rng.integers(4, 300))
+            for _ in range(length):
+                mixed.append(mixed[-back] if back else 0)
+    out.append(bytes(mixed[:8192]))
+    return out
+
+
+def test_lz4_kernel_matches_reference_and_stays_in_bounds(rng):
+    for raw in lz4_inputs(rng):
+        for compressed in (lz4.block.compress(raw, store_size=False),
+                           lz4.block.compress(raw, store_size=False, mode="high_compression")):
+            src = np.frombuffer(compressed, np.uint8)
+            cap = len(raw)
+            dst = np.full(cap + kernel.SCRATCH_SLACK + 64, 0xEE, np.uint8)
+            n = kernel.lz4_decompress_block(src, np.uint64(0), np.uint64(src.size), dst, np.uint64(cap))
+            if not raw:
+                assert n in (0, kernel.LZ4_TRUNCATED)
+                continue
+            assert n == cap
+            assert dst[:cap].tobytes() == raw
+            assert (dst[cap + kernel.SCRATCH_SLACK:] == 0xEE).all()
+            # a capacity one byte short is an overflow, never a write past capacity + slack
+            dst[:] = 0xEE
+            n = kernel.lz4_decompress_block(src, np.uint64(0), np.uint64(src.size), dst, np.uint64(cap - 1))
+            assert n == kernel.LZ4_OVERFLOW
+            assert (dst[cap - 1 + kernel.SCRATCH_SLACK:] == 0xEE).all()
+            # random corruption: an error code or some output, always inside dst
+            for _ in range(20):
+                bad = bytearray(compressed)
+                bad[int(rng.integers(0, len(bad)))] = int(rng.integers(0, 256))
+                dst[:] = 0xEE
+                n = kernel.lz4_decompress_block(np.frombuffer(bytes(bad), np.uint8), np.uint64(0),
+                                                np.uint64(len(bad)), dst, np.uint64(cap))
+                assert n <= cap
+                assert (dst[cap + kernel.SCRATCH_SLACK:] == 0xEE).all()
+
+
+@pytest.mark.parametrize("dtype, block_elems", [("uint8", 8), ("uint16", 24), ("uint32", 64), ("uint32", 1000),
+                                                ("uint16", 8200)])
+def test_other_block_sizes(rng, full_decoder, dtype, block_elems):
+    """The header's block size is followed (planes of 1, 3, 8, 125, 1025 bytes), not assumed."""
+    image, masked = eiger_like(rng, dtype, (23, 457))
+    blob = HEADER.pack(image.nbytes, block_elems * image.itemsize) + \
+        bitshuffle.compress_lz4(image.reshape(-1), block_elems).tobytes()
+    needed = np.unique(np.r_[rng.integers(0, image.size, 300), 0, image.size - 1])
+    check(full_decoder, image, masked, needed, blob=blob)
