@@ -25,15 +25,16 @@ from processors.frame_record import (
     SECOND_NOT_TRIED,
 )
 from processors.geometry import GeometryError, combine_masks, pixel_geometry
-from processors.hot_pixels import HotPixelTracker
+from processors.hot_pixels import HotPixelTracker, pixels_read
 from processors.polar_lut import PolarLUT, build_polar_lut
 from processors.polar_roi import PolarROI
 from processors.processing_setup import ProcessingSetup
 from processors.second_spot import SecondSpotFinder
 from processors.window_fits import WindowFits
+from stream.bslz4_partial import SelectiveDecoder
 from stream.chunk_codec import ChunkDecoder, CorruptFrameError
 from stream.dectris_file import ChunkReader
-from stream.encoded_frame import DTYPES, EncodedFrame
+from stream.encoded_frame import DTYPES, ITEMSIZE, EncodedFrame
 from stream.shared_arena import ArenaReader, ArenaSlice
 
 _PHI0 = PARAM_NAMES.index("phi0")
@@ -54,7 +55,10 @@ class FrameProcessor:
     and returns a message describing the problem ("" when the frame was fine).
     """
 
-    def __init__(self, setup: ProcessingSetup) -> None:
+    def __init__(self, setup: ProcessingSetup, *, selective: bool = True) -> None:
+        """``selective``: decode ``bslz4`` frames selectively (the windows' pixels and their
+        neighbours, the valid-pixel sum from the compressed bit planes: ``stream.bslz4_partial``);
+        False decodes every frame in full (the reference path; the records are the same)."""
         self.setup = setup
         geometry = cached_pixel_geometry(setup.poni_text, setup.poni_source)
         if setup.shape is not None and tuple(setup.shape) != geometry.shape:
@@ -78,12 +82,39 @@ class FrameProcessor:
         # hot pixels: found among the windows' pixels, masked here for the rest of this
         # processor's life, reported in the records (at most MAX_HOT_PER_RECORD each)
         self.hot_pixels = HotPixelTracker(self.roi, self.mask)
+        self.selective = selective
+        self._selective: dict[str, SelectiveDecoder] = {}  # per pixel type, made at its first frame
         self._hot_to_report: list[int] = []
         self._series: int | None = None
 
     def decode(self, frame: EncodedFrame) -> np.ndarray:
         """The decoded frame as a view of the internal buffer (valid until the next call)."""
         return self.decoder.decode_into(frame, self._buffer)
+
+    def _selective_decoder(self, frame: EncodedFrame) -> SelectiveDecoder | None:
+        """The selective decoder for ``frame`` (shape already checked), or None: decode in full."""
+        if not self.selective or frame.encoding != "bslz4":
+            return None
+        decoder = self._selective.get(frame.dtype)
+        if decoder is None:
+            # the pixels the ROI pass reads, from the LUT as built: hot pixels found later only
+            # shrink it, and the whole-frame sum never depended on it
+            needed = pixels_read(self.lut.pixel_index, self.shape)
+            decoder = self._selective[frame.dtype] = SelectiveDecoder(self.shape, frame.dtype, needed, self.mask)
+        return decoder if decoder.supports(frame) else None
+
+    def _decode_frame(self, frame: EncodedFrame) -> tuple[np.ndarray, tuple[int, int] | None]:
+        """``(image, valid)``: the frame as a view of the internal buffer, and ``(valid sum,
+        valid pixels)`` when the selective decoder gave them (None: take them from the image).
+        After a selective decode only the windows' pixels and their neighbours hold this frame."""
+        decoder = self._selective_decoder(frame)
+        if decoder is None:
+            return self.decode(frame), None
+        valid = decoder.decode_into(frame, self._buffer)
+        rows, cols = self.shape
+        itemsize = ITEMSIZE[frame.dtype]
+        image = self._buffer.view(np.uint8)[:rows * cols * itemsize].view(frame.dtype).reshape(rows, cols)
+        return image, valid
 
     def _fail(self, rec, status: int) -> None:
         rec["status"] = status
@@ -126,21 +157,21 @@ class FrameProcessor:
             message = f"frame {frame.frame}: shape {tuple(frame.shape)} is not the detector's {self.shape}"
         else:
             try:
-                image = self.decode(frame)
+                image, valid = self._decode_frame(frame)
             except CorruptFrameError as exc:
                 self._fail(rec, FRAME_CORRUPT)
                 message = f"frame {frame.frame}: corrupt ({exc})"
             else:
                 t1 = time.perf_counter()
                 rec["decode_s"] = t1 - t0
-                message = self._analyse(image, rec)
+                message = self._analyse(image, rec, valid)
         self._report_hot_pixels(rec)
         rec["done_time"] = time.time()
         rec["process_s"] = time.perf_counter() - t0
         return message
 
-    def _analyse(self, image: np.ndarray, rec) -> str:
-        total, n_valid = self.roi.valid_sum(image)
+    def _analyse(self, image: np.ndarray, rec, valid: tuple[int, int] | None = None) -> str:
+        total, n_valid = self.roi.valid_sum(image) if valid is None else valid
         if n_valid == 0:
             self._fail(rec, FRAME_ALL_MASKED)
             return f"frame {rec['frame']}: every pixel is masked"
