@@ -50,14 +50,14 @@ _U4 = np.uint64(4)
 
 
 @numba.njit(cache=True, nogil=True)
-def stages_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scratch8, out, do_sum, do_unshuffle):
+def stages_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scratch8, rows, out, do_sum,
+                do_unshuffle):
     """``selective_pass`` with the popcount sum and the unshuffle switchable (no checks but LZ4's)."""
     n_planes = itemsize << _U3
     n_blocks = n_elems // block_elems  # full blocks only: enough for timing
     pos = np.uint64(12)
     total = _U0
     gi = _U0
-    ng = np.uint64(needed_groups.size)
     for blk in range(n_blocks):
         clen = ((np.uint64(blob[pos]) << np.uint64(24)) | (np.uint64(blob[pos + _U1]) << np.uint64(16))
                 | (np.uint64(blob[pos + np.uint64(2)]) << np.uint64(8)) | np.uint64(blob[pos + _U3]))
@@ -71,11 +71,7 @@ def stages_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scr
             s, c = k.block_valid_sum(scratch8, plane_bytes, n_planes, valid8, first_group)
             total += s
         if do_unshuffle:
-            stop = first_group + plane_bytes
-            while gi < ng and needed_groups[gi] < stop:
-                g = needed_groups[gi]
-                k.unshuffle_group(scratch8, plane_bytes, itemsize, g - first_group, out, (g << _U3) * itemsize)
-                gi += _U1
+            gi = k.unshuffle_needed(scratch8, plane_bytes, n_planes, first_group, needed_groups, gi, rows, out)
     return total
 
 
@@ -156,7 +152,7 @@ def main() -> None:
     scratch = sel._scratch
 
     def stage(do_sum, do_unshuffle):
-        return lambda b: stages_pass(b, *args_common, groups, scratch, out.view(np.uint8), do_sum, do_unshuffle)
+        return lambda b: stages_pass(b, *args_common, groups, scratch, sel._rows, out.view(np.uint8), do_sum, do_unshuffle)
 
     for flags in ((False, False), (True, False), (False, True)):
         stage(*flags)(blobs[0])

@@ -89,6 +89,7 @@ class SelectiveDecoder:
         self._block_elems = -1
         self._needed_groups = groups.astype(np.uint64)
         self._scratch = np.zeros(0, dtype=np.uint8)
+        self._rows = np.zeros(64, dtype=np.uint64)
 
     @property
     def needed_groups(self) -> np.ndarray:
@@ -151,7 +152,7 @@ class SelectiveDecoder:
         self._prepare(block_bytes)
         status, block, total, count = _k.selective_pass(
             blob, np.uint64(self.n_pixels), np.uint64(self.itemsize), np.uint64(self._block_elems),
-            self._valid8, self._needed_groups, self._scratch, out8)
+            self._valid8, self._needed_groups, self._scratch, self._rows, out8)
         if status != _k.OK:
             n_blocks = -(-(self.n_pixels - self.n_pixels % BSHUF_MULT) // self._block_elems)
             raise CorruptFrameError("bslz4 " + _MESSAGES[status].format(block=block, n_blocks=n_blocks))
