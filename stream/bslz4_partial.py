@@ -140,6 +140,8 @@ class SelectiveDecoder:
             raise ValueError(f"output buffer too small or not contiguous: {out.nbytes} < {nbytes} bytes")
         out8 = out.reshape(-1).view(np.uint8)[:nbytes]
         blob = np.frombuffer(frame.blob, dtype=np.uint8)
+        # one compiled signature for bytes and writable buffers alike (the kernel only reads it)
+        blob.flags.writeable = False
         if blob.size < HEADER.size:
             raise CorruptFrameError(f"bslz4 blob of {blob.size} bytes is shorter than its 12-byte header")
         declared, block_bytes = HEADER.unpack_from(frame.blob)

@@ -328,30 +328,43 @@ def block_valid_sum(planes8, plane_bytes, n_planes, valid8, valid_start):
     sentinel = (_U1 << n_planes) - _U1 if n_planes < np.uint64(64) else _ALL_ONES
     if (plane_bytes & _U7) == _U0 and (valid_start & _U7) == _U0:
         n_words = plane_bytes >> _U3
+        # the planes above the highest one with a bit set for a valid element add nothing: find
+        # it with an AND-OR pass (cheaper than the popcount; the high planes of a frame are zero
+        # but for the gaps and bad pixels at the sentinel, which the mask leaves out)
+        top = n_planes
+        while top != _U0:
+            base = (top - _U1) * plane_bytes
+            acc = _U0
+            for w in range(n_words):
+                off = w << _U3
+                acc |= load_u64(planes8, base + off) & load_u64(valid8, valid_start + off)
+            if acc != _U0:
+                break
+            top -= _U1
         # plane by plane, word by word: the inner loop is a plain reduction that LLVM
         # vectorizes (vector popcount)
-        for b in range(n_planes):
+        for b in range(top):
             base = b * plane_bytes
             s = _U0
             for w in range(n_words):
                 off = w << _U3
                 s += popcount64(load_u64(planes8, base + off) & load_u64(valid8, valid_start + off))
             total += s << b
-        # sentinel elements have the top bit set: only words where a valid element has it need
-        # the AND of all planes (rare: gaps and known bad pixels are masked), so the common
-        # block costs one more pass over one plane
-        top = (n_planes - _U1) * plane_bytes
         for w in range(n_words):
-            off = w << _U3
-            m = load_u64(valid8, valid_start + off)
-            count += popcount64(m)
-            acc_and = load_u64(planes8, top + off) & m
-            if acc_and != _U0:
-                for b in range(n_planes - _U1):
-                    acc_and &= load_u64(planes8, b * plane_bytes + off)
-                n_sent = popcount64(acc_and)
-                total -= n_sent * sentinel
-                count -= n_sent
+            count += popcount64(load_u64(valid8, valid_start + (w << _U3)))
+        if top == n_planes:
+            # sentinel elements have the top bit set: only words where a valid element has it
+            # need the AND of all planes (rare: gaps and known bad pixels are masked)
+            last = (n_planes - _U1) * plane_bytes
+            for w in range(n_words):
+                off = w << _U3
+                acc_and = load_u64(planes8, last + off) & load_u64(valid8, valid_start + off)
+                if acc_and != _U0:
+                    for b in range(n_planes - _U1):
+                        acc_and &= load_u64(planes8, b * plane_bytes + off)
+                    n_sent = popcount64(acc_and)
+                    total -= n_sent * sentinel
+                    count -= n_sent
     else:
         for w in range(plane_bytes):
             m = np.uint64(valid8[valid_start + w])
