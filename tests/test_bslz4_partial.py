@@ -195,6 +195,40 @@ def test_real_captures(full_decoder, rng):
     assert sel.decode_into(frames[-1], np.empty(n16, np.uint16)) == (13712, n16 - 1253075)
 
 
+def test_roi_pass_on_selective_output_equals_full_decode(rng, full_decoder):
+    """What FrameProcessor will do: LUT pixels + 8 neighbours needed, its mask; the valid sum and
+    the ROI pass (counting spikes) give the same numbers from the selective output."""
+    from processors.config import load_config
+    from processors.frame_processor import FrameProcessor
+    from processors.processing_setup import ProcessingSetup
+
+    from conftest import DEMO_DATA
+
+    setup = ProcessingSetup.from_config(load_config(DEMO_DATA / "demo.toml"))
+    proc, twin = FrameProcessor(setup), FrameProcessor(setup)  # same state: one for each decode
+    shape = proc.shape
+    rows, cols = np.divmod(proc.lut.pixel_index.astype(np.int64), shape[1])
+    needed = np.unique(np.concatenate([
+        ((rows + dr) * shape[1] + cols + dc)[(rows + dr >= 0) & (rows + dr < shape[0]) & (cols + dc >= 0)
+                                             & (cols + dc < shape[1])]
+        for dr in (-1, 0, 1) for dc in (-1, 0, 1)]))
+    sel = SelectiveDecoder(shape, "uint32", needed, proc.mask)
+    for _ in range(3):
+        image = rng.poisson(2.0, shape).astype(np.uint32)
+        image[proc.mask] = 0xFFFFFFFF
+        image.reshape(-1)[rng.choice(proc.lut.pixel_index, 300)] = 40000  # bright pixels: spike candidates
+        frame = frame_of(image)
+        full = proc.decode(frame)
+        out = np.full(image.size, 7, np.uint32)
+        assert sel.decode_into(frame, out) == proc.roi.valid_sum(full)
+        found_full = proc.hot_pixels.accumulate(full)
+        found_sel = twin.hot_pixels.accumulate(out.reshape(shape))
+        np.testing.assert_array_equal(found_sel, found_full)
+        np.testing.assert_array_equal(twin.roi.sums, proc.roi.sums)
+        np.testing.assert_array_equal(twin.roi.counts, proc.roi.counts)
+        np.testing.assert_array_equal(twin.hot_pixels.spikes, proc.hot_pixels.spikes)
+
+
 # --------------------------------------------------------------------------- bad input
 def guarded(blob: bytes):
     """``blob`` as a uint8 array that ends exactly at a page the process may not read: a kernel that
