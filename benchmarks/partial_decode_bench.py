@@ -40,7 +40,7 @@ from processors.frame_processor import FrameProcessor  # noqa: E402
 from processors.polar_roi_kernel import sum_valid_pixels  # noqa: E402
 from processors.processing_setup import ProcessingSetup  # noqa: E402
 from stream import bslz4_partial_kernel as k  # noqa: E402
-from stream.bslz4_partial import SelectiveDecoder  # noqa: E402
+from stream.bslz4_partial import SelectiveDecoder, with_neighbours  # noqa: E402
 from stream.chunk_codec import ChunkDecoder  # noqa: E402
 from stream.dectris_file import DectrisFile  # noqa: E402
 
@@ -76,19 +76,6 @@ def stages_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scr
     return total
 
 
-def neighbours_of(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Flat indices of ``pixels`` and their 8 neighbours inside the frame, unique and sorted."""
-    rows, cols = shape
-    r, c = np.divmod(pixels.astype(np.int64), cols)
-    parts = []
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            rr, cc = r + dr, c + dc
-            ok = (rr >= 0) & (rr < rows) & (cc >= 0) & (cc < cols)
-            parts.append(rr[ok] * cols + cc[ok])
-    return np.unique(np.concatenate(parts))
-
-
 def timed(fn, frames, repeats: int) -> np.ndarray:
     """CPU ms per frame of this thread (``time.thread_time``): the mean over ``frames`` of each
     repeat. CPU time, not wall time: on a shared machine the time this thread waits for a core
@@ -115,7 +102,7 @@ def main() -> None:
         proc = FrameProcessor(ProcessingSetup.from_config(config, pixel_mask=md.pixel_mask, shape=md.shape))
     shape = proc.shape
     n = shape[0] * shape[1]
-    needed = neighbours_of(proc.lut.pixel_index, shape)
+    needed = with_neighbours(proc.lut.pixel_index, shape)
     sel = SelectiveDecoder(shape, "uint32", needed, proc.mask)
     sel_blocks = SelectiveDecoder(shape, "uint32", needed, proc.mask, whole_blocks=True)
     full = ChunkDecoder()

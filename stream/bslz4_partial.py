@@ -38,6 +38,21 @@ _MESSAGES = {
 }
 
 
+def with_neighbours(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Flat indices of ``pixels`` (flat, into a ``(rows, cols)`` frame) and of their 8 neighbours
+    inside the frame (not wrapping across rows), unique and sorted (int64): the pixels the ROI
+    pass reads, counting spikes, for the LUT's ``pixel_index``."""
+    rows, cols = shape
+    r, c = np.divmod(np.asarray(pixels, dtype=np.int64).reshape(-1), cols)
+    parts = []
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            rr, cc = r + dr, c + dc
+            inside = (rr >= 0) & (rr < rows) & (cc >= 0) & (cc < cols)
+            parts.append(rr[inside] * cols + cc[inside])
+    return np.unique(np.concatenate(parts))
+
+
 class SelectiveDecoder:
     """Decodes the needed pixels of ``bslz4`` frames and sums the valid pixels of the whole frame.
 
