@@ -1,4 +1,4 @@
-"""Selective bslz4 decoding against the full decode + valid-pixel sum, per EIGER 4M uint32 frame.
+"""Selective bslz4 decoding against the full decode + valid-pixel sum, per EIGER 4M frame (uint32 or uint16).
 
 Frames and windows are ``run_bench.py``'s (``make_file``, EIGER 4M PONI, three peak windows);
 the needed pixels are the ``FrameProcessor``'s LUT pixels and their 8 neighbours, the mask its
@@ -93,9 +93,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--dtype", choices=("uint32", "uint16"), default="uint32")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        config, master, _ = make_file(Path(d), "4M_uint32", DETECTORS["EIGER 4M"], args.frames, "uint32")
+        config, master, _ = make_file(Path(d), f"4M_{args.dtype}", DETECTORS["EIGER 4M"], args.frames, args.dtype)
         with DectrisFile(master) as f:
             frames = list(f.iter_frames())
             md = f.metadata
@@ -103,13 +104,16 @@ def main() -> None:
     shape = proc.shape
     n = shape[0] * shape[1]
     needed = with_neighbours(proc.lut.pixel_index, shape)
-    sel = SelectiveDecoder(shape, "uint32", needed, proc.mask)
-    sel_blocks = SelectiveDecoder(shape, "uint32", needed, proc.mask, whole_blocks=True)
+    dtype = np.dtype(args.dtype)
+    itemsize = dtype.itemsize
+    block_elems = 8192 // itemsize
+    sel = SelectiveDecoder(shape, args.dtype, needed, proc.mask)
+    sel_blocks = SelectiveDecoder(shape, args.dtype, needed, proc.mask, whole_blocks=True)
     full = ChunkDecoder()
     masked_index = proc.roi.masked_index
-    buf = np.empty(n, dtype=np.uint32)
-    out = np.empty(n, dtype=np.uint32)
-    sentinel = 0xFFFFFFFF
+    buf = np.empty(n, dtype=dtype)
+    out = np.empty(n, dtype=dtype)
+    sentinel = int(np.iinfo(dtype).max)
 
     def full_pass(fr):
         img = full.decode_into(fr, buf)
@@ -135,9 +139,9 @@ def main() -> None:
     def sel_roi(fr):
         sel.decode_into(fr, out)
         hot.accumulate(out.reshape(shape))
-    sel._prepare(8192)
+    sel._prepare(8192)  # the bench's blobs use 8192-byte blocks
     blobs = [np.frombuffer(fr.blob, dtype=np.uint8) for fr in frames]
-    args_common = (np.uint64(n), np.uint64(4), np.uint64(2048), sel._valid8)
+    args_common = (np.uint64(n), np.uint64(itemsize), np.uint64(block_elems), sel._valid8)
     groups = sel.needed_groups
     scratch = sel._scratch
 
@@ -148,7 +152,7 @@ def main() -> None:
         stage(*flags)(blobs[0])
     r = args.repeats
     t_decode = timed(lambda fr: full.decode_into(fr, buf), frames, r)
-    images = [full.decode_into(fr, np.empty(n, np.uint32)).reshape(-1) for fr in frames]
+    images = [full.decode_into(fr, np.empty(n, dtype)).reshape(-1) for fr in frames]
     t_sum = timed(lambda img: sum_valid_pixels(img, masked_index, sentinel), images, r)
     t_full = timed(full_pass, frames, r)
     t_sel = timed(lambda fr: sel.decode_into(fr, out), frames, r)
@@ -159,10 +163,11 @@ def main() -> None:
     t_lz4_sum = timed(stage(True, False), blobs, r)
     t_lz4_unsh = timed(stage(False, True), blobs, r)
 
-    n_blocks = -(-n // 2048)
-    blocks_needed = np.unique(groups // 256).size
+    n_blocks = -(-n // block_elems)
+    blocks_needed = np.unique(groups // (block_elems // 8)).size
     mean_blob = np.mean([len(fr.blob) for fr in frames]) / 1e6
-    print(f"EIGER 4M uint32 {shape}, {len(frames)} frames of {mean_blob:.2f} MB compressed (17.3 MB decoded); "
+    print(f"EIGER 4M {args.dtype} {shape}, {len(frames)} frames of {mean_blob:.2f} MB compressed "
+          f"({n * itemsize / 1e6:.1f} MB decoded); "
           f"{proc.lut.pixel_index.size} LUT pixels, {needed.size} needed with neighbours "
           f"({100 * needed.size / n:.1f} %), {groups.size} 8-pixel groups ({100 * groups.size * 8 / n:.1f} %), "
           f"in {blocks_needed} of {n_blocks} blocks ({100 * blocks_needed / n_blocks:.1f} %)")
