@@ -202,11 +202,18 @@ def _copy_match(dst, op, offset, ml):
             splat32(dst, op + k, v)
             k += _U32
     else:
-        # periods 3, 5, 6, 7 (short in practice): bytewise until the pattern is 8+ bytes long,
-        # then 8 at a time from one period-multiple back (the output repeats with any multiple)
-        period = offset
-        while period < _U8:
-            period += offset
+        # periods 3, 5, 6, 7: bytewise until the pattern is 8+ bytes long, then 8 at a time from
+        # one period-multiple back (the output repeats with any multiple). A long match (zero
+        # planes after a pattern of 6 bytes: 7 MB of a frame without gaps) goes back a multiple
+        # that is also one of 8 (24, 40, 56): each load then reads what one earlier 8-byte store
+        # wrote, where a load straddling two recent stores stalls (store-to-load forwarding
+        # fails), which made such a frame's LZ4 4× slower.
+        if ml > np.uint64(64):
+            period = np.uint64(24) if offset == _U3 or offset == np.uint64(6) else offset << _U3
+        else:
+            period = offset
+            while period < _U8:
+                period += offset
         head = period if period < ml else ml
         for k in range(head):
             dst[op + k] = dst[m + k]
