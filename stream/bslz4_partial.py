@@ -138,6 +138,10 @@ class SelectiveDecoder:
     def decode_into(self, frame: EncodedFrame, out: np.ndarray) -> tuple[int, int]:
         """Sum the valid pixels of ``frame`` and decode its needed pixels into ``out``.
 
+        ``frame.blob`` holds the bytes (bytes, or any contiguous buffer such as a memoryview
+        into shared memory): a frame whose bytes are still elsewhere (``frame.source``) is
+        read first, as ``FrameProcessor.process_into`` does before decoding.
+
         ``out``: a C-contiguous array of at least ``rows * cols * itemsize`` bytes (any dtype;
         seen as the frame's dtype, flat, like ``ChunkDecoder.decode_into``); only the needed
         groups are written, the rest keeps what it held. Returns ``(valid_sum, n_valid)``:

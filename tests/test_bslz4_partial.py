@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import json
 import mmap
+import pickle
 import struct
 
 import bitshuffle
@@ -316,6 +317,9 @@ def test_wrong_frames_are_refused_with_a_reason(rng):
     for bad, reason in cases:
         with pytest.raises(CorruptFrameError, match=reason):
             sel.decode_into(EncodedFrame(0, 0, "bslz4", "uint16", image.shape, bad), out)
+    # a decoder travels to worker processes: it pickles, and the copy decodes the same
+    again = pickle.loads(pickle.dumps(sel))
+    assert again.decode_into(frame_of(image), out) == sel.decode_into(frame_of(image), np.empty_like(out))
     with pytest.raises(ValueError, match="too small"):
         sel.decode_into(frame_of(image), np.empty(10, np.uint16))
     with pytest.raises(ValueError, match="must lie in"):
