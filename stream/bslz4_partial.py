@@ -108,7 +108,9 @@ class SelectiveDecoder:
 
     @property
     def needed_groups(self) -> np.ndarray:
-        """Indices ``g`` (uint64) of the 8-pixel groups ``8g .. 8g+7`` that are written to ``out``."""
+        """Indices ``g`` (uint64, sorted) of the 8-pixel groups ``8g .. 8g+7`` written to ``out``
+        (with ``whole_blocks``, expanded to whole blocks at the first :meth:`decode_into`, which
+        learns the block size from the blob)."""
         return self._needed_groups
 
     def supports(self, frame: EncodedFrame) -> bool:
