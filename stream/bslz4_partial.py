@@ -38,6 +38,21 @@ _MESSAGES = {
 }
 
 
+def with_neighbours(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Flat indices of ``pixels`` (flat, into a ``(rows, cols)`` frame) and of their 8 neighbours
+    inside the frame (not wrapping across rows), unique and sorted (int64): the pixels the ROI
+    pass reads, counting spikes, for the LUT's ``pixel_index``."""
+    rows, cols = shape
+    r, c = np.divmod(np.asarray(pixels, dtype=np.int64).reshape(-1), cols)
+    parts = []
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            rr, cc = r + dr, c + dc
+            inside = (rr >= 0) & (rr < rows) & (cc >= 0) & (cc < cols)
+            parts.append(rr[inside] * cols + cc[inside])
+    return np.unique(np.concatenate(parts))
+
+
 class SelectiveDecoder:
     """Decodes the needed pixels of ``bslz4`` frames and sums the valid pixels of the whole frame.
 
@@ -89,10 +104,13 @@ class SelectiveDecoder:
         self._block_elems = -1
         self._needed_groups = groups.astype(np.uint64)
         self._scratch = np.zeros(0, dtype=np.uint8)
+        self._rows = np.zeros(64, dtype=np.uint64)
 
     @property
     def needed_groups(self) -> np.ndarray:
-        """Indices ``g`` (uint64) of the 8-pixel groups ``8g .. 8g+7`` that are written to ``out``."""
+        """Indices ``g`` (uint64, sorted) of the 8-pixel groups ``8g .. 8g+7`` written to ``out``
+        (with ``whole_blocks``, expanded to whole blocks at the first :meth:`decode_into`, which
+        learns the block size from the blob)."""
         return self._needed_groups
 
     def supports(self, frame: EncodedFrame) -> bool:
@@ -122,6 +140,10 @@ class SelectiveDecoder:
     def decode_into(self, frame: EncodedFrame, out: np.ndarray) -> tuple[int, int]:
         """Sum the valid pixels of ``frame`` and decode its needed pixels into ``out``.
 
+        ``frame.blob`` holds the bytes (bytes, or any contiguous buffer such as a memoryview
+        into shared memory): a frame whose bytes are still elsewhere (``frame.source``) is
+        read first, as ``FrameProcessor.process_into`` does before decoding.
+
         ``out``: a C-contiguous array of at least ``rows * cols * itemsize`` bytes (any dtype;
         seen as the frame's dtype, flat, like ``ChunkDecoder.decode_into``); only the needed
         groups are written, the rest keeps what it held. Returns ``(valid_sum, n_valid)``:
@@ -139,6 +161,8 @@ class SelectiveDecoder:
             raise ValueError(f"output buffer too small or not contiguous: {out.nbytes} < {nbytes} bytes")
         out8 = out.reshape(-1).view(np.uint8)[:nbytes]
         blob = np.frombuffer(frame.blob, dtype=np.uint8)
+        # one compiled signature for bytes and writable buffers alike (the kernel only reads it)
+        blob.flags.writeable = False
         if blob.size < HEADER.size:
             raise CorruptFrameError(f"bslz4 blob of {blob.size} bytes is shorter than its 12-byte header")
         declared, block_bytes = HEADER.unpack_from(frame.blob)
@@ -151,7 +175,7 @@ class SelectiveDecoder:
         self._prepare(block_bytes)
         status, block, total, count = _k.selective_pass(
             blob, np.uint64(self.n_pixels), np.uint64(self.itemsize), np.uint64(self._block_elems),
-            self._valid8, self._needed_groups, self._scratch, out8)
+            self._valid8, self._needed_groups, self._scratch, self._rows, out8)
         if status != _k.OK:
             n_blocks = -(-(self.n_pixels - self.n_pixels % BSHUF_MULT) // self._block_elems)
             raise CorruptFrameError("bslz4 " + _MESSAGES[status].format(block=block, n_blocks=n_blocks))

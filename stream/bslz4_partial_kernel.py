@@ -57,6 +57,10 @@ _S28 = np.uint64(28)
 #: up to 32 bytes at a time and may write up to 31 bytes past the end they checked.
 SCRATCH_SLACK = 32
 
+#: A 64-element word with at least this many needed 8-element groups is unshuffled whole
+#: (:func:`unshuffle_word`), one with fewer group by group (:func:`unshuffle_group`).
+WORD_MIN_GROUPS = np.uint64(3)
+
 # status codes of :func:`selective_pass` (the wrapper turns them into messages)
 OK = 0
 ERR_CUT_IN_LENGTH = 1      # the blob ends inside a block's 4-byte length
@@ -198,11 +202,18 @@ def _copy_match(dst, op, offset, ml):
             splat32(dst, op + k, v)
             k += _U32
     else:
-        # periods 3, 5, 6, 7 (short in practice): bytewise until the pattern is 8+ bytes long,
-        # then 8 at a time from one period-multiple back (the output repeats with any multiple)
-        period = offset
-        while period < _U8:
-            period += offset
+        # periods 3, 5, 6, 7: bytewise until the pattern is 8+ bytes long, then 8 at a time from
+        # one period-multiple back (the output repeats with any multiple). A long match (zero
+        # planes after a pattern of 6 bytes: 7 MB of a frame without gaps) goes back a multiple
+        # that is also one of 8 (24, 40, 56): each load then reads what one earlier 8-byte store
+        # wrote, where a load straddling two recent stores stalls (store-to-load forwarding
+        # fails), which made such a frame's LZ4 4× slower.
+        if ml > np.uint64(64):
+            period = np.uint64(24) if offset == _U3 or offset == np.uint64(6) else offset << _U3
+        else:
+            period = offset
+            while period < _U8:
+                period += offset
         head = period if period < ml else ml
         for k in range(head):
             dst[op + k] = dst[m + k]
@@ -324,30 +335,43 @@ def block_valid_sum(planes8, plane_bytes, n_planes, valid8, valid_start):
     sentinel = (_U1 << n_planes) - _U1 if n_planes < np.uint64(64) else _ALL_ONES
     if (plane_bytes & _U7) == _U0 and (valid_start & _U7) == _U0:
         n_words = plane_bytes >> _U3
+        # the planes above the highest one with a bit set for a valid element add nothing: find
+        # it with an AND-OR pass (cheaper than the popcount; the high planes of a frame are zero
+        # but for the gaps and bad pixels at the sentinel, which the mask leaves out)
+        top = n_planes
+        while top != _U0:
+            base = (top - _U1) * plane_bytes
+            acc = _U0
+            for w in range(n_words):
+                off = w << _U3
+                acc |= load_u64(planes8, base + off) & load_u64(valid8, valid_start + off)
+            if acc != _U0:
+                break
+            top -= _U1
         # plane by plane, word by word: the inner loop is a plain reduction that LLVM
         # vectorizes (vector popcount)
-        for b in range(n_planes):
+        for b in range(top):
             base = b * plane_bytes
             s = _U0
             for w in range(n_words):
                 off = w << _U3
                 s += popcount64(load_u64(planes8, base + off) & load_u64(valid8, valid_start + off))
             total += s << b
-        # sentinel elements have the top bit set: only words where a valid element has it need
-        # the AND of all planes (rare: gaps and known bad pixels are masked), so the common
-        # block costs one more pass over one plane
-        top = (n_planes - _U1) * plane_bytes
         for w in range(n_words):
-            off = w << _U3
-            m = load_u64(valid8, valid_start + off)
-            count += popcount64(m)
-            acc_and = load_u64(planes8, top + off) & m
-            if acc_and != _U0:
-                for b in range(n_planes - _U1):
-                    acc_and &= load_u64(planes8, b * plane_bytes + off)
-                n_sent = popcount64(acc_and)
-                total -= n_sent * sentinel
-                count -= n_sent
+            count += popcount64(load_u64(valid8, valid_start + (w << _U3)))
+        if top == n_planes:
+            # sentinel elements have the top bit set: only words where a valid element has it
+            # need the AND of all planes (rare: gaps and known bad pixels are masked)
+            last = (n_planes - _U1) * plane_bytes
+            for w in range(n_words):
+                off = w << _U3
+                acc_and = load_u64(planes8, last + off) & load_u64(valid8, valid_start + off)
+                if acc_and != _U0:
+                    for b in range(n_planes - _U1):
+                        acc_and &= load_u64(planes8, b * plane_bytes + off)
+                    n_sent = popcount64(acc_and)
+                    total -= n_sent * sentinel
+                    count -= n_sent
     else:
         for w in range(plane_bytes):
             m = np.uint64(valid8[valid_start + w])
@@ -442,9 +466,111 @@ def unshuffle_group(planes8, plane_bytes, itemsize, group_in_block, out8, out_by
     store_u64(out8, out_byte + np.uint64(24), _zip16(ab_hi >> h, cd_hi >> h))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _low_half_mask(s):
+    """Bits ``c`` with ``c & s == 0`` (s a power of two ≤ 16): 0x5555…, 0x3333…, 0x0F0F…, …"""
+    if s == np.uint64(16):
+        return _M16
+    if s == _U8:
+        return _M8
+    if s == _U4:
+        return np.uint64(0x0F0F0F0F0F0F0F0F)
+    if s == _U2:
+        return np.uint64(0x3333333333333333)
+    return np.uint64(0x5555555555555555)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _unshuffle_word_n(planes8, plane_bytes, n_planes, word_in_block, group_mask, rows, out8, out_byte):
+    off = word_in_block << _U3
+    for r in range(n_planes):
+        rows[r] = load_u64(planes8, r * plane_bytes + off)
+    s = n_planes >> _U1
+    while s != _U0:
+        mask = _low_half_mask(s)
+        base = _U0
+        while base < n_planes:
+            for r in range(base, base + s):
+                a = rows[r]
+                b = rows[r + s]
+                t = ((a >> s) ^ b) & mask
+                rows[r + s] = b ^ t
+                rows[r] = a ^ (t << s)
+            base += s << _U1
+        s >>= _U1
+    # row c, lane l (bits l·N .. l·N+N-1) now holds element l·N + c
+    itemsize = n_planes >> _U3
+    per_store = _U8 // itemsize
+    emask = (_U1 << n_planes) - _U1
+    lane_mask = n_planes - _U1
+    for q in range(_U8):
+        if (group_mask >> q) & _U1:
+            e0 = q << _U3
+            sh = e0 & ~lane_mask  # l·N
+            c0 = e0 & lane_mask
+            for wi in range(itemsize):
+                v = _U0
+                for i in range(per_store):
+                    c = c0 + wi * per_store + i
+                    v |= ((rows[c] >> sh) & emask) << (i * n_planes)
+                store_u64(out8, out_byte + (e0 + wi * per_store) * itemsize, v)
+
+
+@numba.njit(cache=True, nogil=True)
+def unshuffle_word(planes8, plane_bytes, n_planes, word_in_block, group_mask, rows, out8, out_byte):
+    """Bit-unshuffle the 64 elements of 64-bit word ``word_in_block`` of every plane and write the
+    8-element groups ``q`` whose bit is set in ``group_mask`` (bit q = elements 8q .. 8q+7) to
+    ``out8`` from byte ``out_byte`` (the word's first element; uint8 view, little-endian).
+
+    The ``N = n_planes`` plane words form ``64 / N`` side-by-side N×N bit matrices (row = plane,
+    column = element, one matrix per N-bit lane); log2(N) rounds of block swaps (Hacker's
+    Delight's recursive transpose, every lane at once) turn row ``c`` into element ``c`` of each
+    lane. About 8 operations per element for uint32 where :func:`unshuffle_group` needs ~25, so
+    it pays when several groups of the word are needed. ``rows``: uint64 scratch of N words.
+    Needs ``plane_bytes >= 8 * (word_in_block + 1)``.
+    """
+    # one inlined copy per plane count: with N a constant LLVM unrolls the rounds and the stores
+    if n_planes == _U32:
+        _unshuffle_word_n(planes8, plane_bytes, _U32, word_in_block, group_mask, rows, out8, out_byte)
+    elif n_planes == np.uint64(16):
+        _unshuffle_word_n(planes8, plane_bytes, np.uint64(16), word_in_block, group_mask, rows, out8, out_byte)
+    else:
+        _unshuffle_word_n(planes8, plane_bytes, _U8, word_in_block, group_mask, rows, out8, out_byte)
+
+
+@numba.njit(cache=True, nogil=True)
+def unshuffle_needed(planes8, plane_bytes, n_planes, first_group, needed_groups, gi, rows, out8):
+    """Unshuffle the needed groups of one decompressed block into ``out8``; returns the index of
+    the first needed group past the block.
+
+    ``first_group``: index of the block's first 8-element group in the frame; ``needed_groups``:
+    sorted group indices, those of this block from ``gi`` on. One 64-element word (8 groups) at
+    a time: the whole-word transpose when ``WORD_MIN_GROUPS`` or more of its groups are needed
+    (and the word is complete), else group by group.
+    """
+    itemsize = n_planes >> _U3
+    ng = np.uint64(needed_groups.size)
+    stop = first_group + plane_bytes
+    while gi < ng and needed_groups[gi] < stop:
+        word = (needed_groups[gi] - first_group) >> _U3
+        group_mask = _U0
+        while gi < ng and needed_groups[gi] < stop and (needed_groups[gi] - first_group) >> _U3 == word:
+            group_mask |= _U1 << ((needed_groups[gi] - first_group) & _U7)
+            gi += _U1
+        first_elem = (first_group + (word << _U3)) << _U3
+        if popcount64(group_mask) >= WORD_MIN_GROUPS and (word << _U3) + _U8 <= plane_bytes:
+            unshuffle_word(planes8, plane_bytes, n_planes, word, group_mask, rows, out8, first_elem * itemsize)
+        else:
+            for q in range(_U8):
+                if (group_mask >> q) & _U1:
+                    unshuffle_group(planes8, plane_bytes, itemsize, (word << _U3) + q, out8,
+                                    (first_elem + (q << _U3)) * itemsize)
+    return gi
+
+
 # --------------------------------------------------------------------------- driver
 @numba.njit(cache=True, nogil=True)
-def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scratch8, out8):
+def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scratch8, rows, out8):
     """One pass over a ``bslz4`` blob: the whole frame's valid sum, the needed groups decoded.
 
     blob: uint8, the whole blob (12-byte header included, already checked by the caller:
@@ -455,6 +581,7 @@ def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, 
     needed_groups: sorted uint64 indices ``g`` of the 8-element groups ``8g .. 8g+7`` to decode
         into ``out`` (the trailing partial group ``n_elems // 8`` included if listed).
     scratch8: uint8, at least ``block_elems * itemsize + SCRATCH_SLACK`` bytes.
+    rows: uint64 scratch of at least ``8 * itemsize`` words (the word transpose).
     out8: uint8, the output frame's ``n_elems * itemsize`` bytes (little-endian elements); only
         the needed groups are written.
 
@@ -495,12 +622,7 @@ def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, 
         total += s
         count += c
         # the needed groups of this block, while its planes are in cache
-        stop = first_group + plane_bytes
-        while gi < ng and needed_groups[gi] < stop:
-            g = needed_groups[gi]
-            if g >= first_group:
-                unshuffle_group(scratch8, plane_bytes, itemsize, g - first_group, out8, (g << _U3) * itemsize)
-            gi += _U1
+        gi = unshuffle_needed(scratch8, plane_bytes, n_planes, first_group, needed_groups, gi, rows, out8)
     # the last n % 8 elements follow uncompressed, little-endian
     first_tail = n_full * block_elems + partial
     n_tail = n_elems - first_tail

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import json
 import mmap
+import pickle
 import struct
 
 import bitshuffle
@@ -22,7 +23,7 @@ import pytest
 from processors.polar_roi_kernel import sum_valid_pixels
 from stream import bslz4_partial_kernel as kernel
 from stream.blob_framing import HEADER
-from stream.bslz4_partial import SelectiveDecoder
+from stream.bslz4_partial import SelectiveDecoder, with_neighbours
 from stream.chunk_codec import ChunkDecoder, CorruptFrameError, encode_frame
 from stream.encoded_frame import EncodedFrame
 from stream.stream2_codec import parse_stream2
@@ -195,6 +196,38 @@ def test_real_captures(full_decoder, rng):
     assert sel.decode_into(frames[-1], np.empty(n16, np.uint16)) == (13712, n16 - 1253075)
 
 
+def test_roi_pass_on_selective_output_equals_full_decode(rng, full_decoder):
+    """What FrameProcessor will do: LUT pixels + 8 neighbours needed, its mask; the valid sum and
+    the ROI pass (counting spikes) give the same numbers from the selective output."""
+    from processors.config import load_config
+    from processors.frame_processor import FrameProcessor
+    from processors.processing_setup import ProcessingSetup
+
+    from conftest import DEMO_DATA
+
+    setup = ProcessingSetup.from_config(load_config(DEMO_DATA / "demo.toml"))
+    proc, twin = FrameProcessor(setup), FrameProcessor(setup)  # same state: one for each decode
+    shape = proc.shape
+    needed = with_neighbours(proc.lut.pixel_index, shape)
+    # the neighbours stay inside the frame and on their side of it (no wrap to the next row)
+    assert np.array_equal(with_neighbours(np.array([0, 9]), (2, 10)), [0, 1, 8, 9, 10, 11, 18, 19])
+    sel = SelectiveDecoder(shape, "uint32", needed, proc.mask)
+    for _ in range(3):
+        image = rng.poisson(2.0, shape).astype(np.uint32)
+        image[proc.mask] = 0xFFFFFFFF
+        image.reshape(-1)[rng.choice(proc.lut.pixel_index, 300)] = 40000  # bright pixels: spike candidates
+        frame = frame_of(image)
+        full = proc.decode(frame)
+        out = np.full(image.size, 7, np.uint32)
+        assert sel.decode_into(frame, out) == proc.roi.valid_sum(full)
+        found_full = proc.hot_pixels.accumulate(full)
+        found_sel = twin.hot_pixels.accumulate(out.reshape(shape))
+        np.testing.assert_array_equal(found_sel, found_full)
+        np.testing.assert_array_equal(twin.roi.sums, proc.roi.sums)
+        np.testing.assert_array_equal(twin.roi.counts, proc.roi.counts)
+        np.testing.assert_array_equal(twin.hot_pixels.spikes, proc.hot_pixels.spikes)
+
+
 # --------------------------------------------------------------------------- bad input
 def guarded(blob: bytes):
     """``blob`` as a uint8 array that ends exactly at a page the process may not read: a kernel that
@@ -284,6 +317,9 @@ def test_wrong_frames_are_refused_with_a_reason(rng):
     for bad, reason in cases:
         with pytest.raises(CorruptFrameError, match=reason):
             sel.decode_into(EncodedFrame(0, 0, "bslz4", "uint16", image.shape, bad), out)
+    # a decoder travels to worker processes: it pickles, and the copy decodes the same
+    again = pickle.loads(pickle.dumps(sel))
+    assert again.decode_into(frame_of(image), out) == sel.decode_into(frame_of(image), np.empty_like(out))
     with pytest.raises(ValueError, match="too small"):
         sel.decode_into(frame_of(image), np.empty(10, np.uint16))
     with pytest.raises(ValueError, match="must lie in"):
