@@ -25,13 +25,13 @@ from processors.frame_record import (
     SECOND_NOT_TRIED,
 )
 from processors.geometry import GeometryError, combine_masks, pixel_geometry
-from processors.hot_pixels import HotPixelTracker, pixels_read
+from processors.hot_pixels import HotPixelTracker
 from processors.polar_lut import PolarLUT, build_polar_lut
 from processors.polar_roi import PolarROI
 from processors.processing_setup import ProcessingSetup
 from processors.second_spot import SecondSpotFinder
 from processors.window_fits import WindowFits
-from stream.bslz4_partial import SelectiveDecoder
+from stream.bslz4_partial import SelectiveDecoder, with_neighbours
 from stream.chunk_codec import ChunkDecoder, CorruptFrameError
 from stream.dectris_file import ChunkReader
 from stream.encoded_frame import DTYPES, ITEMSIZE, EncodedFrame
@@ -99,7 +99,7 @@ class FrameProcessor:
         if decoder is None:
             # the pixels the ROI pass reads, from the LUT as built: hot pixels found later only
             # shrink it, and the whole-frame sum never depended on it
-            needed = pixels_read(self.lut.pixel_index, self.shape)
+            needed = with_neighbours(self.lut.pixel_index, self.shape)
             decoder = self._selective[frame.dtype] = SelectiveDecoder(self.shape, frame.dtype, needed, self.mask)
         return decoder if decoder.supports(frame) else None
 

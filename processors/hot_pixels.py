@@ -64,22 +64,6 @@ def spike_test_flags(pixels: np.ndarray, tracked: np.ndarray, bad: np.ndarray, n
     return (tracked * TRACK + (tracked & row_ok) * ROW_OK).astype(np.uint8)
 
 
-def pixels_read(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Flat indices (int64, sorted, unique) of every pixel the ROI pass with the spike test may
-    read: the LUT's ``pixels`` and their 8 neighbours inside the ``(rows, cols)`` frame. A
-    selective decoder (``stream.bslz4_partial``) must decode these and may skip the rest."""
-    rows, cols = shape
-    p = np.unique(np.asarray(pixels, dtype=np.int64))
-    r, c = np.divmod(p, cols)
-    parts = []
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            rr, cc = r + dr, c + dc
-            inside = (rr >= 0) & (rr < rows) & (cc >= 0) & (cc < cols)
-            parts.append(rr[inside] * cols + cc[inside])
-    return np.unique(np.concatenate(parts))
-
-
 #: Hot pixels one frame can report at most (more: the next frames).
 MAX_NEW_PER_FRAME = 64
 
