@@ -90,27 +90,17 @@ def timed(fn, frames, repeats: int) -> np.ndarray:
     return np.array(res)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--frames", type=int, default=4)
-    parser.add_argument("--dtype", choices=("uint32", "uint16"), default="uint32")
-    parser.add_argument("--poisson", action="store_true", help="also Poisson frames of 4 count levels")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        config, master, _ = make_file(Path(d), f"4M_{args.dtype}", DETECTORS["EIGER 4M"], args.frames, args.dtype)
-        with DectrisFile(master) as f:
-            frames = list(f.iter_frames())
-            md = f.metadata
-        proc = FrameProcessor(ProcessingSetup.from_config(config, pixel_mask=md.pixel_mask, shape=md.shape))
+def stage_times(frames: list, proc: FrameProcessor, dtype_name: str, repeats: int) -> dict:
+    """CPU ms per frame (arrays over ``repeats``) of the full and selective paths and of the
+    selective pass's stages, on ``frames`` (bslz4, ``proc``'s detector); checks equality first."""
     shape = proc.shape
     n = shape[0] * shape[1]
     needed = with_neighbours(proc.lut.pixel_index, shape)
-    dtype = np.dtype(args.dtype)
+    dtype = np.dtype(dtype_name)
     itemsize = dtype.itemsize
     block_elems = 8192 // itemsize
-    sel = SelectiveDecoder(shape, args.dtype, needed, proc.mask)
-    sel_blocks = SelectiveDecoder(shape, args.dtype, needed, proc.mask, whole_blocks=True)
+    sel = SelectiveDecoder(shape, dtype_name, needed, proc.mask)
+    sel_blocks = SelectiveDecoder(shape, dtype_name, needed, proc.mask, whole_blocks=True)
     full = ChunkDecoder()
     masked_index = proc.roi.masked_index
     buf = np.empty(n, dtype=dtype)
@@ -152,7 +142,7 @@ def main() -> None:
 
     for flags in ((False, False), (True, False), (False, True)):
         stage(*flags)(blobs[0])
-    r = args.repeats
+    r = repeats
     t_decode = timed(lambda fr: full.decode_into(fr, buf), frames, r)
     images = [full.decode_into(fr, np.empty(n, dtype)).reshape(-1) for fr in frames]
     t_sum = timed(lambda img: sum_valid_pixels(img, masked_index, sentinel), images, r)
@@ -165,6 +155,36 @@ def main() -> None:
     t_lz4_sum = timed(stage(True, False), blobs, r)
     t_lz4_unsh = timed(stage(False, True), blobs, r)
 
+    return dict(decode=t_decode, valid_sum=t_sum, full=t_full, selective=t_sel, selective_blocks=t_sel_blocks,
+                full_roi=t_full_roi, selective_roi=t_sel_roi, lz4=t_lz4, lz4_sum=t_lz4_sum, lz4_unshuffle=t_lz4_unsh,
+                needed=needed, groups=groups, block_elems=block_elems, sel=sel, full_pass=full_pass, out=out,
+                sentinel=sentinel)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--dtype", choices=("uint32", "uint16"), default="uint32")
+    parser.add_argument("--poisson", action="store_true", help="also Poisson frames of 4 count levels")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        config, master, _ = make_file(Path(d), f"4M_{args.dtype}", DETECTORS["EIGER 4M"], args.frames, args.dtype)
+        with DectrisFile(master) as f:
+            frames = list(f.iter_frames())
+            md = f.metadata
+        proc = FrameProcessor(ProcessingSetup.from_config(config, pixel_mask=md.pixel_mask, shape=md.shape))
+    st = stage_times(frames, proc, args.dtype, args.repeats)
+    (t_decode, t_sum, t_full, t_sel, t_sel_blocks, t_full_roi, t_sel_roi, t_lz4, t_lz4_sum, t_lz4_unsh) = (
+        st[k] for k in ("decode", "valid_sum", "full", "selective", "selective_blocks", "full_roi", "selective_roi",
+                        "lz4", "lz4_sum", "lz4_unshuffle"))
+    needed, groups, block_elems, sel, full_pass, out, sentinel = (
+        st[k] for k in ("needed", "groups", "block_elems", "sel", "full_pass", "out", "sentinel"))
+    shape = proc.shape
+    n = shape[0] * shape[1]
+    dtype = np.dtype(args.dtype)
+    itemsize = dtype.itemsize
+    r = args.repeats
     n_blocks = -(-n // block_elems)
     blocks_needed = np.unique(groups // (block_elems // 8)).size
     mean_blob = np.mean([len(fr.blob) for fr in frames]) / 1e6
