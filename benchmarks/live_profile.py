@@ -100,8 +100,7 @@ def sampler():
         now = time.monotonic()
         if now >= next_memory:  # smaps_rollup walks every mapped page: costly, so once a second
             m = mem_kib(ME)
-            MEMORY.append((now - t0, m.get("Pss", 0), m.get("Rss", 0), m.get("Pss_Shmem", 0),
-                           {{pid: mem_kib(pid).get("Pss", 0) for pid in children(ME)}}))
+            MEMORY.append((now - t0, m, {{pid: mem_kib(pid) for pid in children(ME)}}))
             next_memory = now + 1.0
         time.sleep(0.25)
 
@@ -143,7 +142,7 @@ def announce():
     MARK["workers"] = dict(WORKERS)
     MARK["self"] = resource.getrusage(resource.RUSAGE_SELF)
     MARK["t"] = time.monotonic()
-    MEMORY.append(("ready", 0, 0, 0, {{}}))
+    MEMORY.append(("ready", {{}}, {{}}))
     print("READY", flush=True)
 
 threading.Thread(target=announce, name="bench-announce", daemon=True).start()
@@ -217,14 +216,21 @@ def report(st: dict, label: str) -> None:
     mem = st["memory"]
     ready = next((k for k, m in enumerate(mem) if m[0] == "ready"), None)
     if ready is not None:  # from the replay's start on
-        mem = mem[ready + 1:]
+        mem = mem[max(0, ready - 1):ready] + mem[ready + 1:]  # the last sample before it, then the run
     if mem:
         marks = [mem[min(len(mem) - 1, int(f * (len(mem) - 1)))] for f in (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)]
-        print("  memory (t: main PSS [shmem part] / RSS, workers' PSS, all PSS) MiB:")
-        for t, pss, rss, shm, workers in marks:
-            w = sum(workers.values())
-            print(f"    {t:5.1f} s: main {pss / 1024:6.0f} [{shm / 1024:4.0f}] / {rss / 1024:6.0f}, workers "
-                  f"{w / 1024:6.0f}, all {(pss + w) / 1024:6.0f}")
+        print("  memory, MiB (PSS: shared pages split between the processes mapping them; anon = private heap,\n"
+              "  shmem = the frame arena's share, file = libraries; time from the replay's start):")
+        print("        t   main: PSS  anon shmem  file   RSS | workers: PSS  anon shmem  file | all PSS")
+        t_ready = None
+        for t, m, workers in marks:
+            w = {k: sum(v.get(k, 0) for v in workers.values()) / 1024 for k in ("Pss", "Pss_Anon", "Pss_Shmem",
+                                                                               "Pss_File")}
+            mm = {k: m.get(k, 0) / 1024 for k in ("Pss", "Pss_Anon", "Pss_Shmem", "Pss_File", "Rss")}
+            t_ready = t if t_ready is None else t_ready
+            print(f"    {t - t_ready:5.1f} s  {mm['Pss']:9.0f} {mm['Pss_Anon']:5.0f} {mm['Pss_Shmem']:5.0f} "
+                  f"{mm['Pss_File']:5.0f} {mm['Rss']:5.0f} | {w['Pss']:12.0f} {w['Pss_Anon']:5.0f} "
+                  f"{w['Pss_Shmem']:5.0f} {w['Pss_File']:5.0f} | {mm['Pss'] + w['Pss']:7.0f}")
     for label, (text, _) in st.get("profiles", {}).items():
         print(f"\n--- cProfile, {label} (by own time) ---")
         print("\n".join(text.splitlines()[:50]))
