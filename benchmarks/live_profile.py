@@ -106,6 +106,17 @@ def sampler():
 
 threading.Thread(target=sampler, name="bench-sampler", daemon=True).start()
 
+GIL_LATE = []  # s: how much later than asked a 1 ms sleep resumed (the wait for the GIL, mostly)
+
+def gil_probe():
+    while True:
+        t = time.perf_counter()
+        time.sleep(0.001)
+        GIL_LATE.append(time.perf_counter() - t - 0.001)
+
+if {gil_probe!r}:
+    threading.Thread(target=gil_probe, name="bench-gil-probe", daemon=True).start()
+
 from processors.config import load_config
 from monitor.session.live_processor import LiveOptions, LiveProcessor
 import monitor.session.receiver_thread as rt
@@ -131,6 +142,8 @@ if PROFILE:
     import multiprocessing.queues as mq
     mq.Queue._feed = staticmethod(profiled(mq.Queue._feed, "executor feeder thread"))
 
+if {recent!r} is not None:  # an experiment: how much memory the frame inspector's recent frames hold
+    rt.RecentFrames.__init__.__defaults__ = ({recent!r},)
 cfg = load_config({config!r})
 opts = LiveOptions(endpoint={endpoint!r}, out=Path({out!r}), workers={workers}, status=False)
 lp = LiveProcessor(cfg, opts)
@@ -166,17 +179,19 @@ print(json.dumps(dict(
     main_cpu_s=(ru.ru_utime + ru.ru_stime) - (before.ru_utime + before.ru_stime),
     threads={{k: v - MARK["threads"].get(k, 0.0) for k, v in THREADS.items()}},
     workers={{str(k): v - MARK["workers"].get(k, 0.0) for k, v in WORKERS.items()}},
-    memory=MEMORY, profiles=text)))
+    memory=MEMORY, profiles=text,
+    gil_late_ms=[1e3 * float(q) for q in (__import__("numpy").percentile(GIL_LATE, [50, 95, 99]) if GIL_LATE else [])],
+    gil_probe_count=len(GIL_LATE))))
 '''
 
 
 def run(master: Path, config: Path, out: Path, rate: float | str, repeat: int, workers: int, profile: bool,
-        protocol: str) -> dict:
+        protocol: str, gil_probe: bool = False, recent: int | None = None) -> dict:
     from stream.dectris_replay import replay_file
     from stream.stream_sender import StreamSender
 
     sender = StreamSender("tcp://127.0.0.1:*")
-    code = CHILD.format(repo=str(REPO), profile=profile, cache=str(out.parent), config=str(config), endpoint=sender.endpoint,
+    code = CHILD.format(repo=str(REPO), profile=profile, cache=str(out.parent), gil_probe=gil_probe, recent=recent, config=str(config), endpoint=sender.endpoint,
                         out=str(out), workers=workers)
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -212,6 +227,10 @@ def report(st: dict, label: str) -> None:
             print(f"    {name:32s} {1e3 * cpu / n:7.3f} ms/frame")
     for pid, cpu in st["workers"].items():
         print(f"  worker {pid}: {1e3 * cpu / n:.3f} ms per received frame")
+    if st.get("gil_late_ms"):
+        p50, p95, p99 = st["gil_late_ms"]
+        print(f"  GIL probe: a 1 ms sleep resumed late by {p50:.2f} ms median, {p95:.2f} ms p95, {p99:.2f} ms p99 "
+              f"({st['gil_probe_count']} samples over the whole session)")
     print(f"  sender (this process, replay thread + sampler): {1e3 * st['sender_cpu_s'] / n:.3f} ms per frame")
     mem = st["memory"]
     ready = next((k for k, m in enumerate(mem) if m[0] == "ready"), None)
@@ -248,6 +267,9 @@ def main(argv=None) -> int:
     p.add_argument("--profile", action="store_true", help="cProfile the main process's threads")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "nanomaps-live-profile",
                    help="where the rendered test file is kept between runs")
+    p.add_argument("--gil-probe", action="store_true",
+                   help="a thread that sleeps 1 ms at a time and records how late it resumes (GIL contention)")
+    p.add_argument("--recent-frames", type=int, help="frames the frame inspector keeps (default: the code's)")
     p.add_argument("--json", type=Path, help="save the numbers here")
     args = p.parse_args(argv)
     rate = "max" if args.rate == "max" else float(args.rate)
@@ -258,7 +280,8 @@ def main(argv=None) -> int:
         make_file(args.cache, name, DETECTORS[f"EIGER {args.detector}"], args.frames, args.dtype, seed=7)
     out = args.cache / f"{name}_results.h5"
     out.unlink(missing_ok=True)
-    st = run(master, args.cache / f"{name}.toml", out, rate, args.repeat, args.workers, args.profile, args.protocol)
+    st = run(master, args.cache / f"{name}.toml", out, rate, args.repeat, args.workers, args.profile, args.protocol,
+             args.gil_probe, args.recent_frames)
     report(st, f"EIGER {args.detector} {args.dtype}, {args.frames * args.repeat} frames at {args.rate} Hz, "
                f"{args.workers} workers{' (cProfile on)' if args.profile else ''}")
     if args.json:
