@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -186,14 +187,14 @@ print(json.dumps(dict(
 
 
 def run(master: Path, config: Path, out: Path, rate: float | str, repeat: int, workers: int, profile: bool,
-        protocol: str, gil_probe: bool = False, recent: int | None = None) -> dict:
+        protocol: str, gil_probe: bool = False, recent: int | None = None, code: Path = REPO) -> dict:
     from stream.dectris_replay import replay_file
     from stream.stream_sender import StreamSender
 
     sender = StreamSender("tcp://127.0.0.1:*")
-    code = CHILD.format(repo=str(REPO), profile=profile, cache=str(out.parent), gil_probe=gil_probe, recent=recent, config=str(config), endpoint=sender.endpoint,
+    child = CHILD.format(repo=str(code), profile=profile, cache=str(out.parent), gil_probe=gil_probe, recent=recent, config=str(config), endpoint=sender.endpoint,
                         out=str(out), workers=workers)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", child], cwd=code, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if "READY" not in line:
@@ -270,6 +271,8 @@ def main(argv=None) -> int:
     p.add_argument("--gil-probe", action="store_true",
                    help="a thread that sleeps 1 ms at a time and records how late it resumes (GIL contention)")
     p.add_argument("--recent-frames", type=int, help="frames the frame inspector keeps (default: the code's)")
+    p.add_argument("--code", type=Path, default=REPO,
+                   help="run the live process from this checkout (e.g. `git archive` of a commit: before/after)")
     p.add_argument("--json", type=Path, help="save the numbers here")
     args = p.parse_args(argv)
     rate = "max" if args.rate == "max" else float(args.rate)
@@ -278,10 +281,16 @@ def main(argv=None) -> int:
     master = args.cache / f"{name}_master.h5"
     if not master.exists():
         make_file(args.cache, name, DETECTORS[f"EIGER {args.detector}"], args.frames, args.dtype, seed=7)
+    # the map has a point per frame sent: frames past the scan would be counted outside_scan and
+    # parked for events that never come, which is not the live path being measured
+    total = args.frames * args.repeat
+    config = args.cache / f"{name}_x{args.repeat}.toml"
+    text = (args.cache / f"{name}.toml").read_text()
+    config.write_text(re.sub(r"shape = \[\d+, \d+\]", f"shape = [{max(1, total // 8)}, 8]", text, count=1))
     out = args.cache / f"{name}_results.h5"
     out.unlink(missing_ok=True)
-    st = run(master, args.cache / f"{name}.toml", out, rate, args.repeat, args.workers, args.profile, args.protocol,
-             args.gil_probe, args.recent_frames)
+    st = run(master, config, out, rate, args.repeat, args.workers, args.profile, args.protocol,
+             args.gil_probe, args.recent_frames, args.code.resolve())
     report(st, f"EIGER {args.detector} {args.dtype}, {args.frames * args.repeat} frames at {args.rate} Hz, "
                f"{args.workers} workers{' (cProfile on)' if args.profile else ''}")
     if args.json:

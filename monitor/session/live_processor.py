@@ -384,8 +384,8 @@ class LiveProcessor:
             while True:
                 # 1. take what the receiver has (a bounded number per turn keeps the rest lively)
                 # the first waits (up to LOOP_WAIT_S: timers, stop requests), the rest are taken as they are
-                wait_s = LOOP_WAIT_S
-                for _ in range(500):
+                wait_s, taken = LOOP_WAIT_S, 0
+                while taken < 500:
                     try:
                         msg = self._queue.get(timeout=wait_s) if wait_s else self._queue.get_nowait()
                     except queue.Empty:
@@ -396,7 +396,13 @@ class LiveProcessor:
                     if msg is RECEIVER_DONE:
                         receiving = False
                         break
-                    self._handle(msg)
+                    if isinstance(msg, list):  # the receiver's messages, a burst at a time
+                        for m in msg:
+                            self._handle(m)
+                        taken += len(msg)
+                    else:
+                        self._handle(msg)
+                        taken += 1
                 # nothing more comes once the receiver is done: no series waits any longer
                 self._apply(self._router.expire(time.monotonic(), force=not receiving))
                 if warming and all(f.done() for f in warming):
