@@ -136,10 +136,17 @@ class ReceiverThread:
         try:
             while not self.stop.is_set():
                 # what is already waiting goes to the main thread as one list: one queue hand-over
-                # (lock, wake-up) per burst, not per frame
-                routed = [m for m in map(self._route, self.receiver.receive(100, RECEIVE_BURST)) if m is not None]
-                if routed:
-                    self.out.put(routed)
+                # (lock, wake-up) per burst, not per frame; what was routed goes even if a later
+                # message of the burst fails
+                routed = []
+                try:
+                    for msg in self.receiver.receive(100, RECEIVE_BURST):
+                        item = self._route(msg)
+                        if item is not None:
+                            routed.append(item)
+                finally:
+                    if routed:
+                        self.out.put(routed)
                 if self.recording and time.monotonic() - last_flush >= 1.0:
                     self._record(self.recorder.flush)
                     last_flush = time.monotonic()
