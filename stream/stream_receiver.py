@@ -20,6 +20,7 @@ from stream.stream_messages import BadMessage, ImageMessage, Message, SeriesEnd,
 from stream.zmq_address import check_connect_address
 
 SOCKET_TYPES = {"pull": zmq.PULL, "sub": zmq.SUB}
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 @dataclass
@@ -113,11 +114,23 @@ class StreamReceiver:
                                           f"Fix: --protocol {other} (or auto)")
         return msg
 
-    def receive(self, timeout_ms: int = 100) -> list[Message]:
-        """Wait up to ``timeout_ms`` for one wire message and return what it validates to."""
+    def receive(self, timeout_ms: int = 100, max_messages: int = 1) -> list[Message]:
+        """Wait up to ``timeout_ms`` for a wire message and return what it validates to; with
+        ``max_messages`` > 1, also those of up to ``max_messages`` - 1 more wire messages that are
+        already waiting (no further wait): a caller that fell behind catches up in bulk."""
         if not self._poller.poll(timeout_ms):
             return []
-        frames = self._socket.recv_multipart(copy=False)
+        out = self._take(self._socket.recv_multipart(copy=False))
+        # ZMQ_EVENTS says whether a message is waiting without a raised zmq.Again per burst
+        # (plain ints: pyzmq's flag enums cost more than the check itself)
+        for _ in range(max_messages - 1):
+            if not self._socket.getsockopt(_EVENTS) & _POLLIN:
+                break
+            out += self._take(self._socket.recv_multipart(copy=False))
+        return out
+
+    def _take(self, frames: list[zmq.Frame]) -> list[Message]:
+        """Count, parse and validate one wire message."""
         now = time.time()
         c = self.counters
         c.messages += 1

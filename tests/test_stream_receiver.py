@@ -193,6 +193,27 @@ def test_new_series_mid_stream_and_detector_restart(link):
     assert receiver.counters.implicit_ends == 2
 
 
+def test_a_burst_gives_the_same_messages_in_order(link):
+    """receive(max_messages=N) takes what is already waiting: the same validated messages, in
+    order, as one wire message at a time, and never more wire messages than asked."""
+    push, connect = link
+    receiver = connect()
+    head, images = good_series(n=6)
+    stream = [head, *images, encode_stream1_end(5)]
+    send_all(push, stream)
+    deadline = time.monotonic() + 20
+    while receiver._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the rest arrives on loopback meanwhile
+    got = receiver.receive(100, max_messages=3)
+    assert receiver.counters.messages == 3
+    while receiver.counters.messages < len(stream) and time.monotonic() < deadline:
+        got += receiver.receive(100, max_messages=32)
+    assert [type(m).__name__ for m in got] == ["SeriesStart"] + ["ImageMessage"] * 6 + ["SeriesEnd"]
+    assert [m.frame.frame for m in got[1:-1]] == list(range(6))
+    assert receiver.receive(10, max_messages=32) == []
+
+
 def test_sub_socket_also_works():
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)

@@ -42,9 +42,13 @@ class BatchRunner:
 
     def __init__(self, workers: int | None, scheduler: str | None,
                  on_result: Callable[[Batch, BatchResult], None], counters: RunCounters,
-                 limiter: RateLimitedLog, stop: threading.Event | None = None) -> None:
+                 limiter: RateLimitedLog, stop: threading.Event | None = None,
+                 on_done: Callable[[Future], None] | None = None) -> None:
         self.workers, self.scheduler = workers, scheduler
         self.on_result = on_result
+        # called (in the executor's thread) as each batch finishes: lets a caller block on its
+        # own queue instead of polling the futures
+        self.on_done = on_done
         self.counters = counters
         self.limiter = limiter
         self.handle: ExecutorHandle = open_executor(workers, scheduler)
@@ -71,7 +75,10 @@ class BatchRunner:
 
     def _submit(self, job: Job) -> bool:
         try:
-            self._in_flight[self.handle.executor.submit(process_batch, *job)] = job
+            future = self.handle.executor.submit(process_batch, *job)
+            self._in_flight[future] = job
+            if self.on_done is not None:
+                future.add_done_callback(self.on_done)
             return True
         except BrokenProcessPool:
             if self._stop_requested():  # the signal stopped the workers too: nothing will run it now
@@ -124,7 +131,11 @@ class BatchRunner:
                 return 0
         if not self._in_flight:
             return 0
-        done, _ = wait(list(self._in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+        if timeout is not None and timeout <= 0:
+            # a look without waiting: wait() would set up a waiter on every future, each turn
+            done = [f for f in self._in_flight if f.done()]
+        else:
+            done, _ = wait(list(self._in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
         broken = False
         for future in done:
             job = self._in_flight.pop(future)

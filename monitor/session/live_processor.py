@@ -69,6 +69,11 @@ __all__ = ["LiveOptions", "LiveProcessor", "LiveSummary", "RateMeter", "RecentFr
 
 log = logging.getLogger("nanomaps.process")
 
+BATCH_DONE = object()  # put on the main queue by the executor's thread as each batch finishes
+#: Longest wait of the main loop for a message (s): batch ages, file writes, stop requests and
+#: idle timeouts are checked at least this often; messages and finished batches wake it at once.
+LOOP_WAIT_S = 0.02
+
 
 class LiveProcessor:
     """Runs one live session; :meth:`run` returns when done, stopped or idle."""
@@ -363,7 +368,10 @@ class LiveProcessor:
         t0 = time.monotonic()
         status = StatusLine(enabled=opt.status)
         batches = self._batcher
-        runner = BatchRunner(opt.workers, opt.scheduler, self._on_result, self.counters, self.limiter, stop=stop)
+        # a finished batch wakes this loop through the queue: it blocks in one place, and turns
+        # only when there is something to do (or a timer is due)
+        runner = BatchRunner(opt.workers, opt.scheduler, self._on_result, self.counters, self.limiter, stop=stop,
+                             on_done=lambda _future: self._queue.put(BATCH_DONE))
         warming = runner.warm_up(self.base_setup)
         self._intake.start()
         log.info("listening on %s; processing on %s%s%s", opt.endpoint, runner.description,
@@ -375,15 +383,26 @@ class LiveProcessor:
         try:
             while True:
                 # 1. take what the receiver has (a bounded number per turn keeps the rest lively)
-                for _ in range(500):
+                # the first waits (up to LOOP_WAIT_S: timers, stop requests), the rest are taken as they are
+                wait_s, taken = LOOP_WAIT_S, 0
+                while taken < 500:
                     try:
-                        msg = self._queue.get(timeout=0.005 if (batches.ready or runner.in_flight) else 0.02)
+                        msg = self._queue.get(timeout=wait_s) if wait_s else self._queue.get_nowait()
                     except queue.Empty:
                         break
+                    wait_s = 0.0
+                    if msg is BATCH_DONE:
+                        break  # feed the worker that is free now
                     if msg is RECEIVER_DONE:
                         receiving = False
                         break
-                    self._handle(msg)
+                    if isinstance(msg, list):  # the receiver's messages, a burst at a time
+                        for m in msg:
+                            self._handle(m)
+                        taken += len(msg)
+                    else:
+                        self._handle(msg)
+                        taken += 1
                 # nothing more comes once the receiver is done: no series waits any longer
                 self._apply(self._router.expire(time.monotonic(), force=not receiving))
                 if warming and all(f.done() for f in warming):
@@ -397,7 +416,7 @@ class LiveProcessor:
                 # 3. feed the workers, take finished batches
                 while batches.ready and runner.can_submit():
                     runner.submit(*batches.take())
-                runner.poll(0.0 if batches.ready else 0.005)
+                runner.poll(0.0)
                 # 4. stop requests
                 if stop.is_set() and not self._stop_receiving.is_set():
                     stopped_by = "signal"
@@ -417,8 +436,9 @@ class LiveProcessor:
                     self._write_run(run)
                 for run in outputs.snapshots_due(self.runs.values(), now):
                     self._publish(run)
-                status.update(status_text(self.counters, self.timing.percentiles(), len(batches.ready), runner.in_flight,
-                                          self.backlog_bytes))
+                if status.due(now):
+                    status.update(status_text(self.counters, self.timing.percentiles(), len(batches.ready),
+                                              runner.in_flight, self.backlog_bytes))
             if not runner.drain(opt.drain_timeout_s):
                 log.error("workers did not finish within %.0f s: %d batch(es) abandoned", opt.drain_timeout_s,
                           runner.in_flight)
@@ -448,8 +468,9 @@ class LiveProcessor:
                     run.closed = True
             if len(self._files.errors) > failed_before:  # a final write failed: the summary still says so
                 stopped_by, error = "error", "; ".join(self._intake.errors + self._files.errors)
-            status.update(status_text(self.counters, self.timing.percentiles(), 0, runner.in_flight, self.backlog_bytes),
-                          force=True)
+            if status.enabled:
+                status.update(status_text(self.counters, self.timing.percentiles(), 0, runner.in_flight,
+                                          self.backlog_bytes), force=True)
             status.close()
             self.close()
         p50, p95 = self.timing.percentiles()

@@ -210,8 +210,10 @@ class MapCollector:
             for k in range(recs.size):
                 self._put(recs[k])
             return
-        offsets = np.array([self.series_offsets.get(int(s), 0) for s in recs["series"]], dtype=np.int64)
-        slot = recs["frame"] + offsets
+        # a batch holds one series or two: look their offsets up once, not once per record
+        series, which = np.unique(recs["series"], return_inverse=True)
+        offsets = np.array([self.series_offsets.get(int(s), 0) for s in series], dtype=np.int64)
+        slot = recs["frame"] + offsets[which.reshape(-1)]
         inside = (slot >= 0) & (slot < self.scan.n_frames)
         c.outside_scan += int(np.count_nonzero(~inside))
         for r in recs[~inside][:max(0, MAX_PARKED - len(self._parked))]:  # an event may still place them

@@ -1,9 +1,10 @@
 """The receiver thread: owns the ZeroMQ socket and the raw recorder, bounds the backlog of images.
 
 The recording gets every frame whatever happens downstream. Validated messages go to
-the main thread through a queue; only images are bounded: when the compressed frames
-waiting or in flight would exceed the budget, an image is skipped for live processing
-and a ``("dropped", series)`` message says so (counted, never silent).
+the main thread through a queue, as lists (what arrived in one burst); only images are
+bounded: when the compressed frames waiting or in flight would exceed the budget, an
+image is skipped for live processing and a ``("dropped", series)`` message says so
+(counted, never silent).
 
 Failures are loud, never a quiet end of the stream: an unexpected error of the socket
 thread ends receiving and is kept in :attr:`ReceiverThread.errors`; the recorder failing
@@ -18,7 +19,6 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
@@ -32,6 +32,22 @@ from stream.stream_recorder import StreamRecorder
 log = logging.getLogger("nanomaps.process")
 
 RECEIVER_DONE = object()  # the last thing the receiver thread puts on the queue
+#: Wire messages taken at most per hand-over to the main thread (those already waiting).
+RECEIVE_BURST = 32
+
+
+def in_arena(msg: ImageMessage, piece: ArenaSlice) -> ImageMessage:
+    """``msg`` with its frame's bytes at ``piece`` in shared memory instead of in the message.
+
+    Built field by field: ``dataclasses.replace`` (twice per frame) cost more than the
+    rest of the routing. Every field is carried over (a test checks it against the
+    dataclasses' fields).
+    """
+    f = msg.frame
+    frame = EncodedFrame(f.series, f.frame, f.encoding, f.dtype, f.shape, b"", f.receive_time, f.error, piece)
+    return ImageMessage(msg.protocol, frame, start_time_ns=msg.start_time_ns, stop_time_ns=msg.stop_time_ns,
+                        real_time_ns=msg.real_time_ns, appendix=msg.appendix, unique_id=msg.unique_id,
+                        reordered=msg.reordered)
 
 
 class RecentFrames:
@@ -119,13 +135,25 @@ class ReceiverThread:
         last_flush = time.monotonic()
         try:
             while not self.stop.is_set():
-                for msg in self.receiver.receive(100):
-                    self._route(msg)
+                # what is already waiting goes to the main thread as one list: one queue hand-over
+                # (lock, wake-up) per burst, not per frame; what was routed goes even if a later
+                # message of the burst fails
+                routed = []
+                try:
+                    for msg in self.receiver.receive(100, RECEIVE_BURST):
+                        item = self._route(msg)
+                        if item is not None:
+                            routed.append(item)
+                finally:
+                    if routed:
+                        self.out.put(routed)
                 if self.recording and time.monotonic() - last_flush >= 1.0:
                     self._record(self.recorder.flush)
                     last_flush = time.monotonic()
             for msg in self.receiver.finish():  # the series never ended: close it here
-                self._route(msg)
+                routed = self._route(msg)
+                if routed is not None:
+                    self.out.put([routed])
         except Exception as exc:  # the socket thread must report, not vanish
             self.errors.append(f"the receiver stopped on an unexpected error: {type(exc).__name__}: {exc}")
             log.exception("the receiver stopped on an unexpected error")
@@ -149,7 +177,9 @@ class ReceiverThread:
             except Exception:  # the first error is the one reported
                 log.debug("closing the failed recording", exc_info=True)
 
-    def _route(self, msg) -> None:
+    def _route(self, msg):
+        """Record ``msg``, put its frame in the backlog; returns what goes to the main thread
+        (the message, or ``("dropped", series)`` for a frame skipped), or None."""
         self.last_message_time = time.monotonic()
         if isinstance(msg, ImageMessage) or self.last_good_time is None:
             # the idle clock starts with the first message of any kind and is reset only by
@@ -163,16 +193,15 @@ class ReceiverThread:
             if self.arena is not None:
                 piece = self.arena.put(frame.blob)
                 if piece is not None:
-                    msg = replace(msg, frame=replace(frame, blob=b"", source=piece))
+                    msg = in_arena(msg, piece)
             else:
                 with self._pending_lock:
                     piece = None if self._pending_bytes + len(frame.blob) > self.budget_bytes else len(frame.blob)
                     if piece is not None:
                         self._pending_bytes += piece
             if piece is None:
-                self.out.put(("dropped", frame.series))  # counted by the main thread, for its run
                 self.limiter.log(logging.WARNING, "backlog", "processing is behind: frame %d of series %d skipped "
                                  "for live processing%s", frame.frame, frame.series,
                                  " (still recorded)" if self.recording else "")
-                return
-        self.out.put(msg)
+                return ("dropped", frame.series)  # counted by the main thread, for its run
+        return msg

@@ -22,11 +22,21 @@ class StatusLine:
         self._last = 0.0
         self._width = 0
 
+    def due(self, now: float | None = None) -> bool:
+        """Whether :meth:`update` would show a line now (``now``: ``time.monotonic()`` s).
+
+        The live loop asks first: building the text (latency percentiles over thousands of
+        frames) on every turn of the loop cost more than the frames' own handling.
+        """
+        if not self.enabled:
+            return False
+        return (time.monotonic() if now is None else now) - self._last >= self.interval_s
+
     def update(self, text: str, *, force: bool = False) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
-        if not force and now - self._last < self.interval_s:
+        if not force and not self.due(now):
             return
         self._last = now
         if self.interactive:
