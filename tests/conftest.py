@@ -20,6 +20,26 @@ REAL_DATA = REPO / "tests" / "data" / "real"
 DEMO_DATA = REPO / "processors" / "demo_data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def numba_kernels_compiled_once(tmp_path_factory):
+    """Compile (or load) every kernel a frame needs once, in this process, before the first test.
+
+    numba's cache (beside the sources) is empty on a fresh checkout. Without this, the first
+    tests that start ``nanomaps`` commands had each of their processes (the command and every
+    pool worker, side by side) compile the same kernels, minutes of CPU on a small machine.
+    Once compiled here, every later process loads the cache, as on a user's second run.
+    Tests that need a cold cache use a NUMBA_CACHE_DIR of their own.
+    """
+    from processors.config import load_config
+    from processors.demo_setup import write_demo_config
+    from processors.process_batch import processor_for, warm_up
+    from processors.processing_setup import ProcessingSetup
+
+    config = load_config(write_demo_config(tmp_path_factory.mktemp("warm_up_config")))
+    warm_up(ProcessingSetup.from_config(config), hold_s=0)
+    processor_for.cache_clear()  # the tests' processors are their own
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "allow_error_log: the test expects ERROR log records")
 
