@@ -22,9 +22,8 @@ REAL_DATA = REPO / "tests" / "data" / "real"
 DEMO_DATA = REPO / "processors" / "demo_data"
 
 
-# Run in an interpreter of its own: a kernel loaded from numba's cache links into another
-# @njit function (tests/test_fit_gaussian2d.py) several times faster than one compiled in
-# this process.
+# Run in an interpreter of its own: this process then loads the kernels from the cache like
+# every command and worker the tests start, and keeps no processor (no 1M tables) of its own.
 _WARM_UP = """
 import pathlib, sys
 from processors.config import load_config
