@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,36 @@ REPO = Path(__file__).resolve().parents[1]
 # facts): a clone alone must pass, with no sibling checkout
 REAL_DATA = REPO / "tests" / "data" / "real"
 DEMO_DATA = REPO / "processors" / "demo_data"
+
+
+# Run in an interpreter of its own: this process then loads the kernels from the cache like
+# every command and worker the tests start, and keeps no processor (no 1M tables) of its own.
+_WARM_UP = """
+import pathlib, sys
+from processors.config import load_config
+from processors.demo_setup import write_demo_config
+from processors.process_batch import warm_up
+from processors.processing_setup import ProcessingSetup
+warm_up(ProcessingSetup.from_config(load_config(write_demo_config(pathlib.Path(sys.argv[1])))), hold_s=0)
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def numba_kernels_compiled_once(tmp_path_factory):
+    """Fill numba's cache with every kernel a frame needs once, before the first test.
+
+    numba's cache (beside the sources) is empty on a fresh checkout. Without this, the first
+    tests that start ``nanomaps`` commands had each of their processes (the command and every
+    pool worker, side by side) compile the same kernels: minutes of CPU on a small machine.
+    Compiled once here, every later process (this one included) loads the cache, as on a
+    user's second run. Tests that need a cold cache use a NUMBA_CACHE_DIR of their own.
+    A failure here is only reported: the tests that use the kernels fail on their own.
+    """
+    folder = tmp_path_factory.mktemp("warm_up_config")
+    result = subprocess.run([sys.executable, "-c", _WARM_UP, str(folder)], cwd=REPO, capture_output=True,
+                            text=True, timeout=900)
+    if result.returncode != 0:
+        warnings.warn(f"numba warm-up failed (exit {result.returncode}): {result.stderr[-2000:]}", stacklevel=1)
 
 
 def pytest_configure(config):

@@ -175,7 +175,7 @@ def test_wrong_protocol_gets_a_hint_and_the_idle_timeout_fires(small_scan, tmp_p
     try:
         t0 = time.monotonic()
         result = _process(config, sender.endpoint, tmp_path / "r.h5", "--protocol", "stream1",
-                          "--idle-timeout", "3")
+                          "--idle-timeout", "1")
         seconds = time.monotonic() - t0
     finally:
         sender.close()

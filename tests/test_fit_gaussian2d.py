@@ -374,13 +374,18 @@ def test_min_snr_controls_the_significance(rng):
 # ---------------------------------------------------------------- hot path
 
 @nb.njit
-def _fit_many(sums, counts, q, chi, params, errors, work, min_bins, min_snr, max_iterations):
-    """A per-frame loop in numba: one work buffer, outputs written per frame."""
+def _fit_many(sums, counts, q, chi, params, errors, work, min_bins, min_snr, max_iterations, integrated):
+    """A per-frame loop in numba: one work buffer, outputs written per frame.
+
+    ``integrated`` is an argument, not a literal: a literal ``False`` would make numba compile
+    the whole kernel again for ``Literal[bool](False)`` (seconds), instead of linking the
+    kernel already compiled for Python's calls.
+    """
     status = np.empty(sums.shape[0], dtype=np.int64)
     for k in range(sums.shape[0]):
         status[k] = fit_kernel(sums[k], counts[k], q, chi, params[k], errors[k], work, min_bins,
                                min_snr, max_iterations, 0.5 * (q[1] - q[0]),
-                               0.5 * (chi[1] - chi[0]), 7.0, False)
+                               0.5 * (chi[1] - chi[0]), 7.0, integrated)
     return status
 
 
@@ -394,7 +399,7 @@ def test_hot_path_from_numba_reuses_work(rng):
     errors = np.empty((4, 8))
     work = make_fit_work(q.size, chi.size)
     work[:] = np.nan  # contents on entry must not matter
-    status = _fit_many(sums, counts, q, chi, params, errors, work, 30, 5.0, 60)
+    status = _fit_many(sums, counts, q, chi, params, errors, work, 30, 5.0, 60, False)
     for k in range(4):
         p, e, s = fit_gaussian2d(sums[k], counts[k], q, chi)
         assert status[k] == s

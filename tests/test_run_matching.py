@@ -108,7 +108,7 @@ def test_a_stale_start_document_is_not_taken_by_a_much_later_series(scan, tmp_pa
 
     def drive():
         lp.on_document("start", grid("stale"))  # its series never comes
-        time.sleep(3.0)                         # > 2 × document_wait_s
+        time.sleep(2.0)                         # > 2 × document_wait_s (1 s), with 1 s to spare
         replay_file(sim.master_path, sender, protocol="stream1", rate="max", series=1)
 
     driver = in_thread(drive)

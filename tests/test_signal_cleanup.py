@@ -31,6 +31,7 @@ import pytest
 import zmq
 
 from monitor.session.results_file import open_results
+from processors.demo_setup import write_demo_config
 from stream.dectris_replay import replay_file
 from stream.stream_sender import StreamSender
 
@@ -416,8 +417,12 @@ def test_a_dask_worker_killed_mid_series_loses_no_frame(scan, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm-to-the-group"])
 def test_reprocess_stopped_mid_scan_leaves_nothing(scan, tmp_path, sig):
-    config, sim = scan
-    cmd = Command("reprocess", *[str(sim.master_path)] * 20, "--config", str(config.path), "--out",
+    _, sim = scan
+    # the scan given 20 times, with a config whose scan has room for all of it: 1600 frames, far more than
+    # the workers get through in the 2 s below (with the scan's own [8, 10] config reprocess took the
+    # first 80 frames only, and with numba's cache warm it could finish before the signal)
+    config = write_demo_config(tmp_path / "cfg", shape=(20 * SHAPE[0], SHAPE[1]))
+    cmd = Command("reprocess", *[str(sim.master_path)] * 20, "--config", str(config), "--out",
                   str(tmp_path / "r.h5"), "--workers", "2", "--batch-size", "4", "--no-progress")
     try:
         cmd.wait_until(lambda: len(cmd.workers()) == 2, 90, "workers")
