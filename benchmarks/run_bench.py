@@ -317,7 +317,7 @@ def bench_reprocess(folder: Path, n_frames: int, baseline_ms: float) -> dict:
     print(f"  peak memory for {n_frames} → {2 * n_frames} frames: main {small['main_mib']:.0f} → "
           f"{large['main_mib']:.0f} MiB, main + workers {small['tree_mib']:.0f} → {large['tree_mib']:.0f} MiB "
           "(target: independent of the number of frames)")
-    return dict(per_frame_ms=per_frame_ms, ratio=ratio, target_met=ok, runs={str(k): v for k, v in results.items()})
+    return dict(per_frame_ms=per_frame_ms, ratio=ratio, target_met=bool(ok), runs={str(k): v for k, v in results.items()})
 
 
 def run_live(master: Path, config: Path, out: Path, repeat: int, workers: int = 2,
@@ -440,7 +440,7 @@ def bench_live_targets(folder: Path, n_frames: int) -> dict:
           f"{st['latency_ms'][0]:.0f} ms median, {p95:.0f} ms p95 — target: all processed, p95 < "
           f"{LIVE_4M_P95_MS:.0f} ms: {'met' if ok else 'NOT met'}", flush=True)
     _print_memory(st)
-    out["4M_uint32_560Hz"] = dict(st, target_met=ok, frames=total)
+    out["4M_uint32_560Hz"] = dict(st, target_met=bool(ok), frames=total)
     _, master, _ = make_file(folder, "live1m", DETECTORS["EIGER 1M"], n_frames, "uint32", seed=7)
     repeat = -(-4000 // n_frames)
     st = run_live(master, folder / "live1m.toml", folder / "live1m_results.h5", repeat, rate="max")
@@ -450,7 +450,7 @@ def bench_live_targets(folder: Path, n_frames: int) -> dict:
           f"{st['steady_fps']:.0f} frames/s processed — target >= {LIVE_1M_FPS:.0f} frames/s, none skipped: "
           f"{'met' if ok else 'NOT met'}", flush=True)
     _print_memory(st)
-    out["1M_uint32_max"] = dict(st, target_met=ok, frames=n_frames * repeat)
+    out["1M_uint32_max"] = dict(st, target_met=bool(ok), frames=n_frames * repeat)
     return out
 
 
