@@ -27,7 +27,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from run_bench import DETECTORS, make_file  # noqa: E402
+from run_bench import DETECTORS, make_file, replay_into  # noqa: E402
 
 CHILD = r'''
 import cProfile, io, json, os, pstats, resource, sys, threading, time
@@ -188,7 +187,6 @@ print(json.dumps(dict(
 
 def run(master: Path, config: Path, out: Path, rate: float | str, repeat: int, workers: int, profile: bool,
         protocol: str, gil_probe: bool = False, recent: int | None = None, code: Path = REPO) -> dict:
-    from stream.dectris_replay import replay_file
     from stream.stream_sender import StreamSender
 
     sender = StreamSender("tcp://127.0.0.1:*")
@@ -196,20 +194,10 @@ def run(master: Path, config: Path, out: Path, rate: float | str, repeat: int, w
                         out=str(out), workers=workers)
     proc = subprocess.Popen([sys.executable, "-c", child], cwd=code, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if "READY" not in line:
-        raise RuntimeError(f"live process did not get ready: {line} {proc.stderr.read()[-3000:]}")
-    result: dict = {}
-    replayer = threading.Thread(target=lambda: result.setdefault(
-        "replay", replay_file(master, sender, protocol=protocol, rate=rate, repeat=repeat)), daemon=True)
-    t0 = time.process_time()
-    replayer.start()
-    out_text, err = proc.communicate(timeout=1800)
-    replayer.join(60)
-    sender.close()
-    if proc.returncode != 0:
-        raise RuntimeError(err[-3000:])
-    stats = json.loads(out_text.strip().splitlines()[-1])
+    start = []  # the sender's CPU from the replay's start (the workers warm up before it)
+    stats, result = replay_into(proc, master, sender, protocol, rate, repeat,
+                                on_start=lambda: start.append(time.process_time()))
+    t0 = start[0]
     stats["replay_fps"] = result["replay"].rate_hz if "replay" in result else float("nan")
     stats["sender_cpu_s"] = time.process_time() - t0
     return stats

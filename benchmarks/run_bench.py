@@ -320,12 +320,37 @@ def bench_reprocess(folder: Path, n_frames: int, baseline_ms: float) -> dict:
     return dict(per_frame_ms=per_frame_ms, ratio=ratio, target_met=bool(ok), runs={str(k): v for k, v in results.items()})
 
 
-def run_live(master: Path, config: Path, out: Path, repeat: int, workers: int = 2,
-             protocol: str = "stream1", rate: float | str = "max") -> dict:
-    """``replay --rate RATE`` (this process) → ``process --workers N`` (a fresh process) over loopback."""
+def replay_into(proc: subprocess.Popen, master: Path, sender, protocol: str, rate: float | str,
+                repeat: int, on_start=None) -> tuple[dict, dict]:
+    """Once the live process ``proc`` prints READY (workers warm, as when a scan is being armed),
+    replay ``master`` through ``sender`` from a thread of this process (``on_start()`` is called
+    just before); returns the JSON stats the live process prints last and ``{"replay":
+    ReplayStats}``. Closes ``sender``."""
     import threading
 
     from stream.dectris_replay import replay_file
+
+    line = proc.stdout.readline()
+    if "READY" not in line:
+        raise RuntimeError(f"live process did not get ready: {line} {proc.stderr.read()[-3000:]}")
+    result: dict = {}
+    replayer = threading.Thread(target=lambda: result.setdefault(
+        "replay", replay_file(master, sender, protocol=protocol, rate=rate, repeat=repeat)), daemon=True)
+    if on_start is not None:
+        on_start()
+    replayer.start()
+    out_text, err = proc.communicate(timeout=1800)
+    replayer.join(60)
+    sender.close()
+    if proc.returncode != 0:
+        raise RuntimeError(err[-3000:])
+    return json.loads(out_text.strip().splitlines()[-1]), result
+
+
+def run_live(master: Path, config: Path, out: Path, repeat: int, workers: int = 2,
+             protocol: str = "stream1", rate: float | str = "max") -> dict:
+    """``replay --rate RATE`` (this process) → ``process --workers N`` (a fresh process) over loopback."""
+
     from stream.stream_sender import StreamSender
 
     sender = StreamSender("tcp://127.0.0.1:*")
@@ -355,19 +380,7 @@ def run_live(master: Path, config: Path, out: Path, repeat: int, workers: int = 
         "    tree_mib=PEAK['tree'] / 1024, samples=SAMPLES)))\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    line = proc.stdout.readline()  # workers warm (as when a scan is being armed): then the detector starts
-    if "READY" not in line:
-        raise RuntimeError(f"live process did not get ready: {line} {proc.stderr.read()[-3000:]}")
-    result = {}
-    replayer = threading.Thread(target=lambda: result.setdefault(
-        "replay", replay_file(master, sender, protocol=protocol, rate=rate, repeat=repeat)), daemon=True)
-    replayer.start()
-    out_text, err = proc.communicate(timeout=1800)
-    replayer.join(60)
-    sender.close()
-    if proc.returncode != 0:
-        raise RuntimeError(err[-3000:])
-    stats = json.loads(out_text.strip().splitlines()[-1])
+    stats, result = replay_into(proc, master, sender, protocol, rate, repeat)
     with h5py.File(out, "r") as f:
         frames = f["entry/results/frames"][()]
     done = np.sort(frames["done_time"][frames["status"] == 0])
