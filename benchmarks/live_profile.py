@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from run_bench import DETECTORS, make_file, replay_into  # noqa: E402
+from run_bench import DETECTORS, config_for_frames, make_file, replay_into  # noqa: E402
 
 CHILD = r'''
 import cProfile, io, json, os, pstats, resource, sys, threading, time
@@ -272,9 +271,7 @@ def main(argv=None) -> int:
     # the map has a point per frame sent: frames past the scan would be counted outside_scan and
     # parked for events that never come, which is not the live path being measured
     total = args.frames * args.repeat
-    config = args.cache / f"{name}_x{args.repeat}.toml"
-    text = (args.cache / f"{name}.toml").read_text()
-    config.write_text(re.sub(r"shape = \[\d+, \d+\]", f"shape = [{max(1, total // 8)}, 8]", text, count=1))
+    config = config_for_frames(args.cache / f"{name}.toml", total)
     out = args.cache / f"{name}_results.h5"
     out.unlink(missing_ok=True)
     st = run(master, config, out, rate, args.repeat, args.workers, args.profile, args.protocol,
