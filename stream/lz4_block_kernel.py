@@ -1,0 +1,193 @@
+"""numba LZ4 block decompressor of the selective bslz4 decoder (see ``stream/bslz4_partial_kernel.py``).
+
+Raw LZ4 block format (tokens, literals, 2-byte offsets, overlapping matches), bounds-checked:
+a truncated or corrupt block returns a negative error code and never reads or writes out of
+bounds. Copies go 8 or 32 bytes at a time where the offset allows, and short-period matches
+(the runs that zero high bit planes compress to) are splatted. Indices are ``uint64``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from stream.word_intrinsics import copy32, load_u64, splat32, store_u64
+
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+_U2 = np.uint64(2)
+_U3 = np.uint64(3)
+_U4 = np.uint64(4)
+_U8 = np.uint64(8)
+_U15 = np.uint64(15)
+_U32 = np.uint64(32)
+_U255 = np.uint64(255)
+_BYTE_SPREAD = np.uint64(0x0101010101010101)
+_SPREAD16 = np.uint64(0x0001000100010001)
+_SPREAD32 = np.uint64(0x0000000100000001)
+
+#: Bytes the LZ4 scratch buffer needs past the decoded block: literal and match copies go
+#: up to 32 bytes at a time and may write up to 31 bytes past the end they checked.
+SCRATCH_SLACK = 32
+
+# errors of :func:`lz4_decompress_block` (negative, so a byte count is never mistaken for one)
+LZ4_TRUNCATED = -1
+LZ4_BAD_OFFSET = -2
+LZ4_OVERFLOW = -3
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _copy_match(dst, op, offset, ml):
+    """Copy the ``ml`` bytes from ``offset`` bytes back to ``dst[op:]`` (the ranges may overlap:
+    LZ4 repeats the pattern). Writes up to 31 bytes past ``op + ml``; the caller checked
+    ``0 < offset <= op`` and room for that in ``dst``."""
+    m = op - offset
+    if offset >= _U32:
+        # most bytes of a frame: a zero plane copied from an earlier zero plane (offset =
+        # the plane size); each 32-byte read ends at or before the write position
+        k = _U0
+        while k < ml:
+            copy32(dst, op + k, dst, m + k)
+            k += _U32
+    elif offset >= _U8:
+        k = _U0
+        while k < ml:
+            store_u64(dst, op + k, load_u64(dst, m + k))
+            k += _U8
+    elif offset == _U1:
+        # a run of one byte value (a zero plane on its own)
+        v = np.uint64(dst[m]) * _BYTE_SPREAD
+        k = _U0
+        while k < ml:
+            splat32(dst, op + k, v)
+            k += _U32
+    elif offset == _U2 or offset == _U4:
+        # periods that divide 8: one 64-bit pattern repeated
+        if offset == _U2:
+            v = (np.uint64(dst[m]) | (np.uint64(dst[m + _U1]) << _U8)) * _SPREAD16
+        else:
+            v = (np.uint64(dst[m]) | (np.uint64(dst[m + _U1]) << _U8) | (np.uint64(dst[m + _U2]) << np.uint64(16))
+                 | (np.uint64(dst[m + _U3]) << np.uint64(24))) * _SPREAD32
+        k = _U0
+        while k < ml:
+            splat32(dst, op + k, v)
+            k += _U32
+    else:
+        # periods 3, 5, 6, 7: bytewise until the pattern is 8+ bytes long, then 8 at a time from
+        # one period-multiple back (the output repeats with any multiple). A long match (zero
+        # planes after a pattern of 6 bytes: 7 MB of a frame without gaps) goes back a multiple
+        # that is also one of 8 (24, 40, 56): each load then reads what one earlier 8-byte store
+        # wrote, where a load straddling two recent stores stalls (store-to-load forwarding
+        # fails), which made such a frame's LZ4 4× slower.
+        if ml > np.uint64(64):
+            period = np.uint64(24) if offset == _U3 or offset == np.uint64(6) else offset << _U3
+        else:
+            period = offset
+            while period < _U8:
+                period += offset
+        head = period if period < ml else ml
+        for k in range(head):
+            dst[op + k] = dst[m + k]
+        k = head
+        while k < ml:
+            store_u64(dst, op + k, load_u64(dst, op + k - period))
+            k += _U8
+
+
+# --------------------------------------------------------------------------- LZ4
+@numba.njit(cache=True, nogil=True, inline="always")
+def _extended_length(src, ip, end, n):
+    """A literal or match length of 15 goes on in bytes ``src[ip:]`` until one below 255: returns
+    ``(n + those bytes, the index after them)``, or an index past ``end`` when the block ends first."""
+    while True:
+        if ip >= end:
+            return n, end + _U1
+        b = np.uint64(src[ip])
+        ip += _U1
+        n += b
+        if b != _U255:
+            return n, ip
+
+
+@numba.njit(cache=True, nogil=True)
+def lz4_decompress_block(src, start, end, dst, capacity):
+    """Decompress the raw LZ4 block ``src[start:end]`` into ``dst[:capacity]``.
+
+    ``src`` and ``dst`` are uint8 arrays; ``start``, ``end``, ``capacity`` uint64 byte
+    offsets/counts. ``dst`` must hold ``capacity + SCRATCH_SLACK`` bytes (copies go up to
+    32 bytes at a time). Returns the decoded bytes (int64), or a negative ``LZ4_*`` code for a block
+    that is truncated, refers before its start, or would decode past ``capacity``; it never
+    reads ``src`` outside ``[start, end)`` nor writes ``dst`` past ``capacity + 31``.
+    """
+    ip = start
+    op = _U0
+    while True:
+        if ip >= end:
+            return LZ4_TRUNCATED
+        token = np.uint64(src[ip])
+        ip += _U1
+        # literals: length in the high nibble, 15 means "more length bytes follow"
+        lit = token >> _U4
+        if lit < _U15 and end - ip >= _U32 and capacity - op >= _U32:
+            # the common short sequence (as in the reference decoder's fast loop): up to 14
+            # literals copied with one fixed-size move, a match of up to 18 bytes. 32 input bytes are left, so the sequence is not the last
+            # (literals only) one and its offset lies inside the block; 32 output bytes are
+            # left, so the fixed-size writes stay inside the scratch and its slack.
+            copy32(dst, op, src, ip)
+            ip += lit
+            op += lit
+            offset = np.uint64(src[ip]) | (np.uint64(src[ip + _U1]) << _U8)
+            ml = token & _U15
+            if ml != _U15 and offset != _U0 and offset <= op and ml + _U4 <= capacity - op:
+                ip += _U2
+                ml += _U4
+                _copy_match(dst, op, offset, ml)
+                op += ml
+                continue
+            # anything else: the general match code below (the literals are done)
+            lit = _U0
+        if lit == _U15:
+            lit, ip = _extended_length(src, ip, end, lit)
+            if ip > end:
+                return LZ4_TRUNCATED
+        if lit > end - ip:
+            return LZ4_TRUNCATED
+        if lit > capacity - op:
+            return LZ4_OVERFLOW
+        if lit != _U0:
+            if end - ip >= lit + _U32:
+                # 32 bytes at a time; may read up to 31 bytes past the literals (still < end) and
+                # write up to 31 past them (the scratch's slack, overwritten next)
+                k = _U0
+                while k < lit:
+                    copy32(dst, op + k, src, ip + k)
+                    k += _U32
+            elif end - ip >= lit + _U8:
+                k = _U0
+                while k < lit:
+                    store_u64(dst, op + k, load_u64(src, ip + k))
+                    k += _U8
+            else:
+                for k in range(lit):
+                    dst[op + k] = src[ip + k]
+            ip += lit
+            op += lit
+        if ip == end:
+            return np.int64(op)  # the last sequence holds literals only
+        # match: 2-byte little-endian offset back into the output, length in the low nibble + 4
+        if end - ip < _U2:
+            return LZ4_TRUNCATED
+        offset = np.uint64(src[ip]) | (np.uint64(src[ip + _U1]) << _U8)
+        ip += _U2
+        if offset == _U0 or offset > op:
+            return LZ4_BAD_OFFSET
+        ml = token & _U15
+        if ml == _U15:
+            ml, ip = _extended_length(src, ip, end, ml)
+            if ip > end:
+                return LZ4_TRUNCATED
+        ml += _U4
+        if ml > capacity - op:
+            return LZ4_OVERFLOW
+        _copy_match(dst, op, offset, ml)
+        op += ml

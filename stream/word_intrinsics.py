@@ -1,0 +1,101 @@
+"""numba intrinsics for the byte-level kernels of the selective bslz4 decoder.
+
+Unaligned little-endian 64-bit loads and stores into uint8 arrays, 32-byte copies and splats,
+and the CPU's popcount: numba's own array code would go byte by byte or add bounds and
+wrap-around checks on the hot loops of :mod:`stream.lz4_block_kernel` and
+:mod:`stream.bitplane_kernel`. Byte indices are ``uint64``.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+
+@intrinsic
+def popcount64(typingctx, x):
+    """Number of set bits of a uint64 (LLVM ``ctpop``: one ``popcnt`` instruction on x86-64)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return types.uint64(types.uint64), codegen
+
+
+@intrinsic
+def load_u64(typingctx, arr, byte_index):
+    """8 bytes of a uint8 array from ``byte_index`` as one native (little-endian) uint64.
+
+    Unaligned and unchecked: the caller has checked ``byte_index + 8 <= arr.size``.
+    """
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8 and byte_index == types.uint64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        return builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+
+    return types.uint64(arr, byte_index), codegen
+
+
+@intrinsic
+def store_u64(typingctx, arr, byte_index, value):
+    """Write ``value`` as 8 native-order bytes of a uint8 array at ``byte_index``.
+
+    Unaligned and unchecked: the caller has checked ``byte_index + 8 <= arr.size``.
+    """
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8 and byte_index == types.uint64
+            and value == types.uint64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        builder.store(args[2], builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.void(arr, byte_index, value), codegen
+
+
+@intrinsic
+def copy32(typingctx, dst, to, src, frm):
+    """Copy 32 bytes ``src[frm:frm + 32]`` to ``dst[to:to + 32]`` as one unaligned vector load and
+    store (two 16-byte or one 32-byte move on x86-64). Unchecked: the caller has checked both
+    ranges; when ``dst is src`` the ranges must not overlap (or the source must lie 32+ bytes
+    before the destination)."""
+    ok = all(isinstance(a, types.Array) and a.dtype == types.uint8 for a in (dst, src))
+    if not (ok and to == types.uint64 and frm == types.uint64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        vec = ir.VectorType(ir.IntType(64), 4)
+        d = context.make_array(signature.args[0])(context, builder, args[0])
+        s_ = context.make_array(signature.args[2])(context, builder, args[2])
+        v = builder.load(builder.bitcast(builder.gep(s_.data, [args[3]]), vec.as_pointer()), align=1)
+        builder.store(v, builder.bitcast(builder.gep(d.data, [args[1]]), vec.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.void(dst, to, src, frm), codegen
+
+
+@intrinsic
+def splat32(typingctx, dst, to, value):
+    """Write the uint64 ``value`` 4 times (32 bytes) at ``dst[to]``; unaligned, unchecked."""
+    if not (isinstance(dst, types.Array) and dst.dtype == types.uint8 and to == types.uint64
+            and value == types.uint64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        vec = ir.VectorType(ir.IntType(64), 4)
+        d = context.make_array(signature.args[0])(context, builder, args[0])
+        v = ir.Constant(vec, ir.Undefined)
+        for i in range(4):
+            v = builder.insert_element(v, args[2], ir.Constant(ir.IntType(32), i))
+        builder.store(v, builder.bitcast(builder.gep(d.data, [args[1]]), vec.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.void(dst, to, value), codegen
