@@ -31,8 +31,9 @@ from monitor.session.batcher import Batcher
 from monitor.session.event_pages import events_of_page
 from monitor.session.frame_views import frame_view, stored_frame_at
 from monitor.session.live_options import LiveOptions, LiveSummary
+from monitor.session.main_queue import BATCH_DONE, take_messages
 from monitor.session.map_collector import MapCollector, RunCounters, count_records, hot_pixels_message
-from monitor.session.receiver_thread import RECEIVER_DONE, ReceiverThread, RecentFrames
+from monitor.session.receiver_thread import ReceiverThread, RecentFrames
 from monitor.session.results_file import ResultsWriter
 from monitor.session.results_update import take_update
 from monitor.session.results_writer_thread import ResultsWriterThread
@@ -69,10 +70,6 @@ __all__ = ["LiveOptions", "LiveProcessor", "LiveSummary", "RateMeter", "RecentFr
 
 log = logging.getLogger("nanomaps.process")
 
-BATCH_DONE = object()  # put on the main queue by the executor's thread as each batch finishes
-#: Longest wait of the main loop for a message (s): batch ages, file writes, stop requests and
-#: idle timeouts are checked at least this often; messages and finished batches wake it at once.
-LOOP_WAIT_S = 0.02
 
 
 class LiveProcessor:
@@ -383,26 +380,8 @@ class LiveProcessor:
         try:
             while True:
                 # 1. take what the receiver has (a bounded number per turn keeps the rest lively)
-                # the first waits (up to LOOP_WAIT_S: timers, stop requests), the rest are taken as they are
-                wait_s, taken = LOOP_WAIT_S, 0
-                while taken < 500:
-                    try:
-                        msg = self._queue.get(timeout=wait_s) if wait_s else self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    wait_s = 0.0
-                    if msg is BATCH_DONE:
-                        break  # feed the worker that is free now
-                    if msg is RECEIVER_DONE:
-                        receiving = False
-                        break
-                    if isinstance(msg, list):  # the receiver's messages, a burst at a time
-                        for m in msg:
-                            self._handle(m)
-                        taken += len(msg)
-                    else:
-                        self._handle(msg)
-                        taken += 1
+                if not take_messages(self._queue, self._handle):
+                    receiving = False
                 # nothing more comes once the receiver is done: no series waits any longer
                 self._apply(self._router.expire(time.monotonic(), force=not receiving))
                 if warming and all(f.done() for f in warming):
