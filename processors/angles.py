@@ -27,6 +27,23 @@ def wrap_deg(x: np.ndarray | float) -> np.ndarray | float:
 
 
 @nb.njit(cache=True, nogil=True)
+def wrap_deg_exact(x: float) -> float:
+    """:func:`wrap_deg` of one float in ``@njit`` code, bit for bit: the same
+    ``180 − ((180 − x) mod 360)`` with numpy's float ``mod`` (C ``fmod``, moved into the
+    divisor's sign; a zero remainder takes the divisor's sign). Records are written with it
+    in the fit kernel (``processors.window_fits_kernel``) and with :func:`wrap_deg` elsewhere,
+    so both must agree exactly (tests/test_angles.py). Strict IEEE: no fastmath here."""
+    a = 180.0 - x
+    m = np.fmod(a, 360.0)
+    if m != 0.0:
+        if m < 0.0:
+            m += 360.0
+    else:
+        m = 0.0
+    return 180.0 - m
+
+
+@nb.njit(cache=True, nogil=True)
 def wrap_deg_scalar(x: float) -> float:
     """:func:`wrap_deg` of one float, callable from ``@njit`` code: (−180, 180]."""
     return x - 360.0 * math.ceil((x - 180.0) / 360.0)

@@ -11,7 +11,6 @@ import numpy as np
 from processors.angles import wrap_deg
 from processors.frame_record import (
     FIT_FRAME_FAILED,
-    FIT_OK,
     FRAME_ALL_MASKED,
     FRAME_CORRUPT,
     FRAME_MISSING,
@@ -21,7 +20,6 @@ from processors.frame_record import (
     MAX_HOT_PER_RECORD,
     N_PARAMS,
     PARAM_NAMES,
-    SECOND_NONE,
     SECOND_NOT_TRIED,
 )
 from processors.geometry import GeometryError, combine_masks, pixel_geometry
@@ -190,25 +188,24 @@ class FrameProcessor:
             self.lut = self.roi.lut
             self._hot_to_report.extend(int(p) for p in found)
         fits = self.window_fits
-        fits.run(self.roi.sums, self.roi.counts)
-        second_status = rec["second_status"]
-        second_status[:] = np.where(fits.status == FIT_OK, SECOND_NONE, SECOND_NOT_TRIED)
+        if fits.run(self.roi.sums, self.roi.counts, rec):
+            self._fit_second_spots(rec)
+
+    def _fit_second_spots(self, rec) -> None:
+        """The two-spot fit where the residual test found something (a few % of fits): the
+        record's first spot may change (the stronger of the two), the second is filled in."""
+        fits = self.window_fits
+        params, errors = rec["params"], rec["errors"]
+        second_params, second_errors, second_status = rec["second_params"], rec["second_errors"], rec["second_status"]
         sp, se = self._second_params, self._second_errors
-        sp[:] = np.nan
-        se[:] = np.nan
-        # the two-spot fit, where the residual test found something (a few % of fits)
         for k in np.flatnonzero(fits.residual_z >= self.setup.fit.min_snr):
             sums, counts = self.roi.window_sums(k)
             second_status[k] = self._second[k].find(sums, counts, fits.params[k], fits.errors[k], sp[k], se[k],
                                                     fits.works[k], self.setup.fit, float(fits.residual_z[k])).status
-        rec["params"] = fits.params
-        rec["errors"] = fits.errors
-        rec["fit_status"] = fits.status
-        rec["second_params"] = sp
-        rec["second_errors"] = se
-        for name in ("params", "second_params"):
-            phi0 = rec[name][:, _PHI0]
-            phi0[:] = wrap_deg(phi0)
+            params[k], errors[k] = fits.params[k], fits.errors[k]
+            second_params[k], second_errors[k] = sp[k], se[k]
+            params[k, _PHI0] = wrap_deg(params[k, _PHI0])
+            second_params[k, _PHI0] = wrap_deg(second_params[k, _PHI0])
 
     def _report_hot_pixels(self, rec) -> None:
         """Put up to MAX_HOT_PER_RECORD hot pixels found and not yet reported into ``rec`` as

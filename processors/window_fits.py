@@ -18,7 +18,7 @@ class WindowFits:
     Built once per LUT: concatenates the windows' bin centres and work buffers so one
     kernel call does every window. After :meth:`run`, ``params``/``errors`` ``[n, 8]``
     hold each window's one-spot fit (``fit_gaussian2d_into``: φ0 in the window's branch,
-    not wrapped), ``status`` ``[n]`` its FIT_* code and ``residual_z`` ``[n]`` the
+    not wrapped; the record gets it wrapped), ``status`` ``[n]`` its FIT_* code and ``residual_z`` ``[n]`` the
     second-spot test's significance (NaN where the fit failed). ``works[k]`` is window
     ``k``'s fit work buffer, for the two-spot fit that follows where ``residual_z`` is high.
     Not thread-safe (one per worker).
@@ -49,11 +49,16 @@ class WindowFits:
         self._gp = np.empty(3 * int(self.nchi.max()), dtype=np.float64)
         self._t_chi = np.empty(int(self.nchi.max()), dtype=np.float64)
 
-    def run(self, sums: np.ndarray, counts: np.ndarray) -> None:
-        """Fit every window of the flat per-bin ``sums``/``counts`` (float64, the LUT's bins)."""
+    def run(self, sums: np.ndarray, counts: np.ndarray, rec) -> int:
+        """Fit every window of the flat per-bin ``sums``/``counts`` (float64, the LUT's bins) and
+        write ``rec``'s fit fields (a :func:`~processors.frame_record.frame_record_dtype` record:
+        ``params``/``errors`` with φ0 wrapped, ``fit_status``, the second spot's fields as "none
+        found yet"). Returns how many windows need the two-spot fit (``residual_z ≥ min_snr``)."""
         fit = self.fit
-        fit_windows_kernel(sums, counts, self.bin_offset, self.nq, self.nchi, self.q_all, self.q_offset,
-                           self.chi_all, self.chi_offset, self.pixel_q, self.pixel_chi, self.work,
-                           self.work_offset, int(fit.min_bins), float(fit.min_snr), int(fit.max_iterations),
-                           float(fit.outlier_sigma), CORE_RADIUS, self.params, self.errors, self.status,
-                           self.residual_z, self._prefix, self._gq, self._gp, self._t_chi)
+        return fit_windows_kernel(sums, counts, self.bin_offset, self.nq, self.nchi, self.q_all, self.q_offset,
+                                  self.chi_all, self.chi_offset, self.pixel_q, self.pixel_chi, self.work,
+                                  self.work_offset, int(fit.min_bins), float(fit.min_snr), int(fit.max_iterations),
+                                  float(fit.outlier_sigma), CORE_RADIUS, self.params, self.errors, self.status,
+                                  self.residual_z, self._prefix, self._gq, self._gp, self._t_chi, rec["params"],
+                                  rec["errors"], rec["fit_status"], rec["second_params"], rec["second_errors"],
+                                  rec["second_status"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from processors.angles import ORIENTATION_PERIOD_DEG, fold_orientation, wrap_deg, wrap_deg_scalar
+from processors.angles import ORIENTATION_PERIOD_DEG, fold_orientation, wrap_deg, wrap_deg_exact, wrap_deg_scalar
 
 
 def test_wrap_deg():
@@ -19,6 +19,19 @@ def test_wrap_deg_scalar_is_the_same_wrap(rng):
     x = np.concatenate([rng.uniform(-1000, 1000, 500), np.arange(-720.0, 721.0, 90.0), [179.999, -179.999]])
     np.testing.assert_allclose([wrap_deg_scalar(float(v)) for v in x], wrap_deg(x), atol=1e-9)
     assert wrap_deg_scalar(-180.0) == 180.0 and wrap_deg_scalar(180.0) == 180.0
+
+
+def test_wrap_deg_exact_is_wrap_deg_bit_for_bit(rng):
+    """The fit kernel writes φ0 with wrap_deg_exact, the reference path with wrap_deg: same bits."""
+    x = np.concatenate([rng.uniform(-1000, 1000, 2000), rng.uniform(-200, 200, 2000), rng.normal(0, 1e-12, 50),
+                        np.arange(-1080.0, 1081.0, 45.0), np.nextafter(np.arange(-540.0, 541.0, 180.0), np.inf),
+                        np.nextafter(np.arange(-540.0, 541.0, 180.0), -np.inf),
+                        [179.999, -179.999, 0.0, -0.0, 1e-300, -1e-300, 5e15, -5e15, np.inf, -np.inf]])
+    with np.errstate(invalid="ignore"):
+        want = wrap_deg(x)
+    got = np.array([wrap_deg_exact(float(v)) for v in x])
+    assert np.array_equal(got.view(np.int64), want.view(np.int64))  # bit for bit, signed zeros included
+    assert np.isnan(wrap_deg_exact(np.nan))
 
 
 def test_fold_keeps_domains_straddling_180_together():
