@@ -68,7 +68,7 @@ class FrameProcessor:
         self.lut: PolarLUT = build_polar_lut(geometry, self.mask, setup.peaks, source="config")
         self.roi = PolarROI(self.lut, self.mask)
         self.decoder = ChunkDecoder()
-        self.reader = ChunkReader()
+        self.reader = ChunkReader(reuse_buffer=True)  # each frame is decoded before the next is read
         self.arena = ArenaReader()
         self._buffer = np.empty(self.shape[0] * self.shape[1], dtype=np.uint32)
         self.window_fits = WindowFits(self.lut.windows, setup.fit)

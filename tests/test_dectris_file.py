@@ -134,6 +134,16 @@ def test_lazy_frames_are_read_by_the_chunk_reader(tmp_path, frames):
     for e, lz in zip(eager, lazy):
         got = reader.read(lz)
         assert got.blob == e.blob and got.encoding == e.encoding and not got.error
+    # a worker's reader: one buffer, grown to the largest chunk, the blob a view of it
+    reusing = ChunkReader(max_open=2, reuse_buffer=True)
+    sizes = set()
+    for e, lz in zip(eager, lazy):
+        got = reusing.read(lz)
+        assert isinstance(got.blob, memoryview) and bytes(got.blob) == e.blob and got.encoding == e.encoding
+        sizes.add(reusing._buffer.size)
+    assert len(sizes) <= 3 and max(sizes) >= max(len(e.blob) for e in eager)
+    reusing.close()
     os.remove(tmp_path / "s_data_000003.h5")
     reader.close()
     assert "read failed" in ChunkReader().read(lazy[6]).error
+    assert "read failed" in ChunkReader(reuse_buffer=True).read(lazy[6]).error
