@@ -168,15 +168,29 @@ def repeated_ms(fn, n: int, repeats: int, timed_inside: bool = False) -> tuple[f
     return 1e3 * min(runs), 1e3 * float(np.median(runs))
 
 
-def pipeline_roi_fits(proc: FrameProcessor, frames: list, rec):
-    """``fn(i)`` for :func:`repeated_ms`: decodes frame ``i`` as the worker does (not timed), then
-    returns the CPU seconds of ``fit_windows`` on it."""
-    def fn(i: int) -> float:
-        image, _ = proc._decode_frame(frames[i % len(frames)])
-        t = time.thread_time()
-        proc.fit_windows(image, rec)
-        return time.thread_time() - t
-    return fn
+def worker_roi_fits_ms(proc: FrameProcessor, frames: list, n_frames: int, repeats: int,
+                       batch: int = 16) -> tuple[float, float]:
+    """(min, median) over ``repeats`` runs of the CPU ms per frame of "ROI + 3 fits" as a worker runs
+    them (``FrameProcessor.process_many_into``, batches of ``batch`` frames): each frame decoded
+    selectively (not timed) and its ROI sums taken, then every frame's fits."""
+    recs = np.zeros(batch, dtype=frame_record_dtype(proc.n_peaks))
+    sums = np.empty((batch, proc.roi.sums.size))
+    counts = np.empty_like(sums)
+    runs = []
+    for _ in range(repeats):
+        spent = 0.0
+        for b in range(0, n_frames, batch):
+            for i in range(batch):
+                image, _ = proc._decode_frame(frames[(b + i) % len(frames)])
+                t = time.thread_time()
+                proc.integrate_windows(image, sums[i], counts[i])
+                spent += time.thread_time() - t
+            t = time.thread_time()
+            for i in range(batch):
+                proc.fit_integrated(recs[i], sums[i], counts[i])
+            spent += time.thread_time() - t
+        runs.append(spent / (-(-n_frames // batch) * batch))
+    return 1e3 * min(runs), 1e3 * float(np.median(runs))
 
 
 def bench_single_core(folder: Path, n_frames: int, repeats: int = 7) -> list[dict]:
@@ -207,11 +221,10 @@ def bench_single_core(folder: Path, n_frames: int, repeats: int = 7) -> list[dic
             t_selective = time_per_frame(lambda i: proc._decode_frame(frames[i]), n_frames)
             # ROI + fits: everything after the decode and the valid-pixel sum (FrameProcessor.fit_windows:
             # ROI sums with the hot-pixel search, 3 fits, 3 second-spot tests), in CPU time of this
-            # thread, (a) as the worker runs it: right after the selective decode of the same frame,
-            # whose window pixels are then in cache; (b) on fully decoded frames cycled from memory,
-            # as measured before issue 11
-            roi_fits_min, roi_fits_med = repeated_ms(pipeline_roi_fits(proc, frames, rec[0]), max(n_frames, 200),
-                                                     repeats, timed_inside=True)
+            # thread, (a) as the worker runs it (process_many_into): each frame's ROI sums right after
+            # its selective decode, then the batch's fits; (b) fit_windows on fully decoded frames
+            # cycled from memory, as measured before issue 11
+            roi_fits_min, roi_fits_med = worker_roi_fits_ms(proc, frames, max(n_frames, 200), repeats)
             cold_min, cold_med = repeated_ms(lambda i: proc.fit_windows(images[i % k], rec[0]),
                                              max(n_frames, 200), repeats)
             ok = int((rec[0]["fit_status"] == 0).sum())

@@ -3,7 +3,7 @@
 Frames and windows as in ``run_bench.py`` (the model crystal's spots, the bench config's
 three windows, uint32): prints per frame the ROI accumulation, the hot-pixel tracker
 (counted in the ROI pass: ROI alone against ROI counting spikes), the three one-spot fits, the three second-spot
-searches after them, and ``_analyse`` as a whole (valid-pixel sum + tracker + ROI + fits +
+searches after them, and ``fit_windows`` as a whole (tracker + ROI + fits +
 second spots). Informative only; ``python benchmarks/spot_extras_bench.py [--frames N]``.
 """
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(k):
             for j, w in enumerate(proc.lut.windows):
                 sums, counts = windows[i][j]
-                status = fit_gaussian2d_into(sums, counts, w.q_centers, w.chi_centers, p, e, proc._works[j],
+                status = fit_gaussian2d_into(sums, counts, w.q_centers, w.chi_centers, p, e, proc.window_fits.works[j],
                                              fit.min_bins, fit.min_snr, fit.max_iterations,
                                              w.pixel_q, w.pixel_chi, fit.outlier_sigma, True)
                 fitted[i][j] = (status, p.copy(), e.copy())
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         def fits(i: int) -> None:
             for j, w in enumerate(proc.lut.windows):
                 sums, counts = windows[i % k][j]
-                fit_gaussian2d_into(sums, counts, w.q_centers, w.chi_centers, p, e, proc._works[j],
+                fit_gaussian2d_into(sums, counts, w.q_centers, w.chi_centers, p, e, proc.window_fits.works[j],
                                     fit.min_bins, fit.min_snr, fit.max_iterations,
                                     w.pixel_q, w.pixel_chi, fit.outlier_sigma, True)
 
@@ -93,16 +93,15 @@ def main(argv: list[str] | None = None) -> int:
                     sums, counts = windows[i % k][j]
                     np.copyto(p, p1)
                     np.copyto(e, e1)
-                    proc._second[j].find(sums, counts, p, e, sp, se, proc._works[j], fit)
+                    proc._second[j].find(sums, counts, p, e, sp, se, proc.window_fits.works[j], fit)
 
         t_fits = per_call(fits, n)
         t_second = per_call(searches, n)
-        t_analyse = per_call(lambda i: proc._analyse(images[i % k], rec[0]), n)
-        t_sum = per_call(lambda i: proc.roi.valid_sum(images[i % k]), n)
+        t_windows = per_call(lambda i: proc.fit_windows(images[i % k], rec[0]), n)
         print("hot pixels found:", len(proc.hot_pixels.hot))
         print(f"CPU time per frame (median of {n}): ROI {1e3 * t_roi:.3f} ms | ROI counting spikes {1e3 * t_roi_hot:.3f} ms | "
               f"3 fits {1e3 * t_fits:.3f} ms | 3 second-spot searches {1e3 * t_second:.3f} ms | "
-              f"ROI + tracker + fits + second spots (_analyse − valid sum) {1e3 * (t_analyse - t_sum):.3f} ms | "
+              f"ROI + tracker + fits + second spots (fit_windows) {1e3 * t_windows:.3f} ms | "
               f"fits ok {int((rec[0]['fit_status'] == 0).sum())}/3, second spots {rec[0]['second_status'].tolist()}")
     return 0
 

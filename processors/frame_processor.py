@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import replace
+from typing import Sequence
 
 import numpy as np
 
@@ -84,6 +85,9 @@ class FrameProcessor:
         self._selective: dict[str, SelectiveDecoder] = {}  # per pixel type, made at its first frame
         self._hot_to_report: list[int] = []
         self._series: int | None = None
+        # per-frame ROI sums of a batch (process_many_into), grown to the largest batch seen
+        self._batch_sums = np.empty((0, self.roi.sums.size), dtype=np.float64)
+        self._batch_counts = np.empty((0, self.roi.counts.size), dtype=np.float64)
 
     def decode(self, frame: EncodedFrame) -> np.ndarray:
         """The decoded frame as a view of the internal buffer (valid until the next call)."""
@@ -127,6 +131,36 @@ class FrameProcessor:
 
     def process_into(self, frame: EncodedFrame, rec) -> str:
         """Process ``frame`` into record ``rec`` (a structured-array element)."""
+        sums, counts = self.roi.sums, self.roi.counts
+        message, fit = self._integrate(frame, rec, sums, counts)
+        if fit:
+            self._fit(rec, sums, counts)
+        return message
+
+    def process_many_into(self, frames: Sequence[EncodedFrame], records: np.ndarray) -> list[str]:
+        """:meth:`process_into` of each frame into ``records[i]``, same records, in two passes:
+        decode and ROI sums of every frame first (each frame's sums kept), then every frame's
+        fits. The fits' code and tables then stay in cache from one frame to the next instead
+        of being evicted by each frame's decode: ≈ 0.04 ms less per EIGER 4M frame (measured,
+        docs/fit_model.md). Returns each frame's message ("" when fine)."""
+        n = len(frames)
+        if self._batch_sums.shape[0] < n:
+            self._batch_sums = np.empty((n, self.roi.sums.size), dtype=np.float64)
+            self._batch_counts = np.empty((n, self.roi.counts.size), dtype=np.float64)
+        messages, pending = [], []
+        for i, frame in enumerate(frames):
+            message, fit = self._integrate(frame, records[i], self._batch_sums[i], self._batch_counts[i])
+            messages.append(message)
+            if fit:
+                pending.append(i)
+        for i in pending:
+            self._fit(records[i], self._batch_sums[i], self._batch_counts[i])
+        return messages
+
+    def _integrate(self, frame: EncodedFrame, rec, sums: np.ndarray, counts: np.ndarray) -> tuple[str, bool]:
+        """The first part of :meth:`process_into`: read, check, decode, valid-pixel sum and
+        the windows' ROI sums into ``sums``/``counts``. Returns ``(message, fit)``: ``fit``
+        True when the frame is fine and :meth:`_fit` must follow with the same sums."""
         t0 = time.perf_counter()
         if frame.source is not None and not len(frame.blob) and not frame.error:
             if isinstance(frame.source, ArenaSlice):
@@ -144,6 +178,7 @@ class FrameProcessor:
         rec["receive_time"] = frame.receive_time
         rec["decode_s"] = 0.0
         message = ""
+        fit = False
         if frame.error:
             self._fail(rec, FRAME_MISSING)
             message = f"frame {frame.frame}: {frame.error}"
@@ -160,38 +195,51 @@ class FrameProcessor:
                 self._fail(rec, FRAME_CORRUPT)
                 message = f"frame {frame.frame}: corrupt ({exc})"
             else:
-                t1 = time.perf_counter()
-                rec["decode_s"] = t1 - t0
-                message = self._analyse(image, rec, valid)
+                rec["decode_s"] = time.perf_counter() - t0
+                total, n_valid = self.roi.valid_sum(image) if valid is None else valid
+                if n_valid == 0:
+                    self._fail(rec, FRAME_ALL_MASKED)
+                    message = f"frame {frame.frame}: every pixel is masked"
+                else:
+                    rec["status"] = FRAME_OK
+                    rec["n_valid"] = n_valid
+                    rec["intensity"] = float(total)
+                    self.integrate_windows(image, sums, counts)
+                    fit = True
         self._report_hot_pixels(rec)
-        rec["done_time"] = time.time()
         rec["process_s"] = time.perf_counter() - t0
-        return message
+        if not fit:
+            rec["done_time"] = time.time()
+        return message, fit
 
-    def _analyse(self, image: np.ndarray, rec, valid: tuple[int, int] | None = None) -> str:
-        total, n_valid = self.roi.valid_sum(image) if valid is None else valid
-        if n_valid == 0:
-            self._fail(rec, FRAME_ALL_MASKED)
-            return f"frame {rec['frame']}: every pixel is masked"
-        rec["status"] = FRAME_OK
-        rec["n_valid"] = n_valid
-        rec["intensity"] = float(total)
-        self.fit_windows(image, rec)
-        return ""
+    def _fit(self, rec, sums: np.ndarray, counts: np.ndarray) -> None:
+        """The second part of :meth:`process_into`: the fits of the sums :meth:`_integrate` made."""
+        t0 = time.perf_counter()
+        self.fit_integrated(rec, sums, counts)
+        rec["done_time"] = time.time()
+        rec["process_s"] += time.perf_counter() - t0
 
     def fit_windows(self, image: np.ndarray, rec) -> None:
         """The windows' part of a frame (``make bench``'s "ROI + 3 fits"): polar ROI sums with the
         hot-pixel search, every window's fit and second-spot test, into ``rec``'s fit fields.
         ``image`` ``(rows, cols)`` is already checked for dtype and shape."""
-        found = self.hot_pixels.accumulate(image)  # the ROI sums, counting spikes on the way
+        self.integrate_windows(image, self.roi.sums, self.roi.counts)
+        self.fit_integrated(rec, self.roi.sums, self.roi.counts)
+
+    def integrate_windows(self, image: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
+        """The windows' ROI sums of ``image`` into ``sums``/``counts`` (float64, the LUT's bins),
+        finding hot pixels on the way (masked from now on, reported in the next record)."""
+        found = self.hot_pixels.accumulate(image, sums, counts)
         if found.size:
             self.lut = self.roi.lut
             self._hot_to_report.extend(int(p) for p in found)
-        fits = self.window_fits
-        if fits.run(self.roi.sums, self.roi.counts, rec):
-            self._fit_second_spots(rec)
 
-    def _fit_second_spots(self, rec) -> None:
+    def fit_integrated(self, rec, sums: np.ndarray, counts: np.ndarray) -> None:
+        """Every window's fit and second-spot test of the ROI sums ``sums``/``counts`` into ``rec``."""
+        if self.window_fits.run(sums, counts, rec):
+            self._fit_second_spots(rec, sums, counts)
+
+    def _fit_second_spots(self, rec, bin_sums: np.ndarray, bin_counts: np.ndarray) -> None:
         """The two-spot fit where the residual test found something (a few % of fits): the
         record's first spot may change (the stronger of the two), the second is filled in."""
         fits = self.window_fits
@@ -199,7 +247,7 @@ class FrameProcessor:
         second_params, second_errors, second_status = rec["second_params"], rec["second_errors"], rec["second_status"]
         sp, se = self._second_params, self._second_errors
         for k in np.flatnonzero(fits.residual_z >= self.setup.fit.min_snr):
-            sums, counts = self.roi.window_sums(k)
+            sums, counts = self.roi.window_sums(k, bin_sums, bin_counts)
             second_status[k] = self._second[k].find(sums, counts, fits.params[k], fits.errors[k], sp[k], se[k],
                                                     fits.works[k], self.setup.fit, float(fits.residual_z[k])).status
             params[k], errors[k] = fits.params[k], fits.errors[k]

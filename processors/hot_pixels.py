@@ -97,14 +97,18 @@ class HotPixelTracker:
         """Pixels still tested."""
         return int(np.count_nonzero(self.flags & TRACK))
 
-    def accumulate(self, frame: np.ndarray) -> np.ndarray:
+    def accumulate(self, frame: np.ndarray, sums: np.ndarray | None = None,
+                   counts: np.ndarray | None = None) -> np.ndarray:
         """``roi.accumulate(frame)`` counting spikes on the way; returns the flat indices of pixels
-        that became hot now (empty when none, the usual case).
+        that became hot now (empty when none, the usual case). ``sums``/``counts``: where the
+        per-bin sums go (float64, the LUT's ``n_bins``), ``roi.sums``/``roi.counts`` by default.
 
         Those pixels are marked bad (no longer tested, nobody's neighbour), this frame's sums and
         counts lose them, and they are dropped from the ROI tables for the next frames.
         """
         roi, r = self.roi, self.rule
+        sums = roi.sums if sums is None else sums
+        counts = roi.counts if counts is None else counts
         flat = roi.checked_flat(frame)
         if self.n_frames >= r.block_frames:
             self.spikes[:] = 0
@@ -112,8 +116,8 @@ class HotPixelTracker:
         self.n_frames += 1
         lut = roi.lut
         sentinel = int(np.iinfo(frame.dtype).max)
-        _, n = accumulate_counting_spikes(flat, roi.pixel_index_u, roi.bin_index_u, sentinel, roi.bin_pixels, roi.sums,
-                                          roi.counts, self.shape[1], self.bad, self.flags, self.spikes,
+        _, n = accumulate_counting_spikes(flat, roi.pixel_index_u, roi.bin_index_u, sentinel, roi.bin_pixels, sums,
+                                          counts, self.shape[1], self.bad, self.flags, self.spikes,
                                           self.n_frames, r.min_counts, r.ratio, r.n_sigma, r.min_frames,
                                           r.min_fraction, self._new)
         if n == 0:
@@ -121,8 +125,8 @@ class HotPixelTracker:
         found = lut.pixel_index[self._new[:n]].astype(np.int64)
         gone = np.isin(lut.pixel_index, found)
         # this frame's bins lose them too (a spike is never the sentinel)
-        np.subtract.at(roi.sums, lut.bin_index[gone], flat[lut.pixel_index[gone]].astype(np.float64))
-        np.subtract.at(roi.counts, lut.bin_index[gone], 1.0)
+        np.subtract.at(sums, lut.bin_index[gone], flat[lut.pixel_index[gone]].astype(np.float64))
+        np.subtract.at(counts, lut.bin_index[gone], 1.0)
         roi.drop_entries(~gone)
         self.spikes = np.ascontiguousarray(self.spikes[~gone])
         self.bad[found] = 1

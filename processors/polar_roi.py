@@ -74,8 +74,12 @@ class PolarROI:
         flat = self.checked_flat(frame)
         return sum_valid_pixels(flat, self.masked_index, int(np.iinfo(frame.dtype).max))
 
-    def window_sums(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Views ``(sums, counts)`` of window ``index``, each ``(nq, nchi)``."""
+    def window_sums(self, index: int, sums: np.ndarray | None = None,
+                    counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Views ``(sums, counts)`` of window ``index``, each ``(nq, nchi)``, of :attr:`sums` and
+        :attr:`counts` or of the flat per-bin ``sums``/``counts`` given."""
         w = self.lut.windows[index]
         sl = slice(w.offset, w.offset + w.n_bins)
-        return self.sums[sl].reshape(w.nq, w.nchi), self.counts[sl].reshape(w.nq, w.nchi)
+        sums = self.sums if sums is None else sums
+        counts = self.counts if counts is None else counts
+        return sums[sl].reshape(w.nq, w.nchi), counts[sl].reshape(w.nq, w.nchi)

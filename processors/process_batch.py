@@ -65,8 +65,7 @@ def process_batch(setup: ProcessingSetup, frames: Sequence[EncodedFrame]) -> Bat
     processor = processor_for(setup)
     records = np.zeros(len(frames), dtype=frame_record_dtype(processor.n_peaks))
     messages = []
-    for i, frame in enumerate(frames):
-        msg = processor.process_into(frame, records[i])
+    for i, msg in enumerate(processor.process_many_into(frames, records)):
         if msg and len(messages) < MAX_MESSAGES_PER_BATCH:
             messages.append((FRAME_STATUS_NAMES.get(int(records[i]["status"]), "frame"), msg))
     return BatchResult(records=records, messages=tuple(messages), worker=f"pid {os.getpid()}")

@@ -44,6 +44,7 @@ def reference_fits(processor: FrameProcessor, works, finders, image: np.ndarray,
 
 @pytest.mark.parametrize("seed", [3, 11])
 def test_one_call_per_frame_equals_window_by_window(seed):
+    """… and a batch processed in two passes (process_many_into) equals frame by frame."""
     config = load_config(DEMO_DATA / "demo.toml")
     setup = ProcessingSetup.from_config(config)
     fast, slow = FrameProcessor(setup), FrameProcessor(setup)
@@ -58,6 +59,8 @@ def test_one_call_per_frame_equals_window_by_window(seed):
     n_frames = 30
     recs = np.zeros((2, n_frames), dtype=frame_record_dtype(len(windows)))
     hot = rng.choice(np.flatnonzero(~fast.mask), 4, replace=False)
+    hot_in_windows = rng.choice(fast.lut.pixel_index, 3, replace=False)  # found by the trackers, mid-run
+    stream = []
     for f in range(n_frames):
         image = 1.0 + 0.5 * (q - q.mean()) / q.std()  # a sloped background
         for k, (qc, cc) in enumerate(centres):
@@ -73,13 +76,33 @@ def test_one_call_per_frame_equals_window_by_window(seed):
                 image = image + 0.7 * a * np.exp(-4 * np.log(2) * (((q - q0) / dq) ** 2
                                                                    + (wrap_deg(chi - phi1) / dphi) ** 2))
         pixels = rng.poisson(np.clip(image, 0, None)).astype(np.uint32)
-        pixels.flat[hot] = 3000 if f % 3 else 5  # hot in most frames: found on the way, masked by both
+        pixels.flat[hot] = 3000 if f % 3 else 5  # hot in most frames: left out of the fits as outliers
+        pixels.flat[hot_in_windows] = 4000
         pixels[fast.mask] = 2**32 - 1
         frame = EncodedFrame(0, f, "bslz4", "uint32", pixels.shape, encode_frame(pixels), 1.0)
+        stream.append(frame)
+        if f % 9 == 4:  # bad frames between them: each batch pass must keep them apart
+            blob = frame.blob
+            stream.append(EncodedFrame(0, 1000 + f, "bslz4", "uint32", pixels.shape, blob[:len(blob) // 2], 1.0))
+            stream.append(EncodedFrame(0, 2000 + f, "bslz4", "uint32", (3, 4), blob, 1.0))
         assert fast.process_into(frame, recs[0, f]) == ""
         reference_fits(slow, works, finders, pixels, recs[1, f])
     for name in ("params", "errors", "fit_status", "second_params", "second_errors", "second_status"):
         assert np.array_equal(recs[0][name], recs[1][name], equal_nan=True), name
+    # the worker's way (process_batch): decode and ROI sums of a whole batch, then its fits;
+    # batches of 7 so that the hot pixels are found in the middle of one
+    one_by_one, batched = FrameProcessor(setup), FrameProcessor(setup)
+    by_frame = np.zeros(len(stream), dtype=recs.dtype)
+    by_batch = np.zeros(len(stream), dtype=recs.dtype)
+    messages = [one_by_one.process_into(frame, by_frame[i]) for i, frame in enumerate(stream)]
+    for b in range(0, len(stream), 7):
+        assert batched.process_many_into(stream[b:b + 7], by_batch[b:b + 7]) == messages[b:b + 7]
+    assert sum(bool(m) for m in messages) == 6 and len(one_by_one.hot_pixels.hot) == 3
+    for name in recs.dtype.names:
+        if name not in ("decode_s", "process_s", "done_time"):
+            assert np.array_equal(by_frame[name], by_batch[name], equal_nan=True), name
+    assert (by_batch["process_s"] > 0).all() and np.isfinite(by_batch["done_time"]).all()
+    assert sorted(batched.hot_pixels.hot) == sorted(int(p) for p in hot_in_windows)
     # the frames cover every branch: failed fits, single spots, and two-spot fits
     statuses = recs[0]["second_status"]
     assert (statuses == SECOND_NOT_TRIED).any() and (statuses == SECOND_NONE).any()
