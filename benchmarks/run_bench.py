@@ -424,7 +424,8 @@ def bench_stages(folder: Path, repeats: int = 7) -> dict:
     for image in images:
         proc.hot_pixels.accumulate(image)
         window_sums.append((proc.roi.sums.copy(), proc.roi.counts.copy()))
-    t_fits = pdb.timed(lambda ws: proc.window_fits.run(*ws), window_sums, repeats)
+    rec = np.zeros(1, dtype=frame_record_dtype(proc.n_peaks))[0]
+    t_fits = pdb.timed(lambda ws: proc.window_fits.run(*ws, rec), window_sums, repeats)
     rows = {
         "LZ4": st["lz4"], "popcount valid sum": st["lz4_sum"] - st["lz4"], "unshuffle (needed pixels)":
         st["lz4_unshuffle"] - st["lz4"], "selective pass (the three above)": st["selective"],

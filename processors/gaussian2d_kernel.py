@@ -126,6 +126,15 @@ def _layout(nq: int, nchi: int) -> tuple:
 
 
 @nb.njit(cache=True, nogil=True)
+def work_layout(nq: int, nchi: int) -> tuple:
+    """Offsets in the work buffer of ``fq`` (3 × nq) and ``fp`` (3 × nchi): after a fit that
+    returned FIT_OK with ``integrated``, the bin-averaged axis functions (g, ∂g/∂centre,
+    ∂g/∂width: ``gaussian2d_moments.axis_functions``) at the fitted parameters."""
+    layout = _layout(nq, nchi)
+    return layout[6], layout[7]
+
+
+@nb.njit(cache=True, nogil=True)
 def work_size(nq: int, nchi: int) -> int:
     """Number of float64 elements the work buffer needs for an ``nq × nchi`` patch."""
     return _layout(nq, nchi)[-1]

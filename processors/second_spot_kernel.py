@@ -136,10 +136,20 @@ def residual_significance(sums, counts, q, chi, amplitude, q0, dq, phi0, dphi, c
     """:func:`best_residual_box` of ``sums − counts · G`` (G the first spot's Gaussian, given
     by its amplitude, centre and FWHM widths) in one pass: the residual goes straight into its
     integral image. ``gq`` (3, nq), ``gp`` (3, nchi) and ``t_chi`` (nchi) are scratch."""
-    nq, nchi = sums.shape
     # the profiles the fit used: each bin's mean of the Gaussian (processors.gaussian2d_moments)
     axis_functions(q, q0, dq, True, False, gq)
     axis_functions(chi, phi0, dphi, True, True, gp)
+    return residual_significance_from_axes(sums, counts, q, chi, amplitude, q0, dq, phi0, dphi, core_radius,
+                                           prefix_r, prefix_s, prefix_c, gq, gp, t_chi)
+
+
+@nb.njit(cache=True, nogil=True)
+def residual_significance_from_axes(sums, counts, q, chi, amplitude, q0, dq, phi0, dphi, core_radius,
+                                    prefix_r, prefix_s, prefix_c, gq, gp, t_chi):
+    """:func:`residual_significance` with ``gq`` (3, nq) and ``gp`` (3, nchi) already holding
+    ``axis_functions`` (bin-averaged) of the spot: a fit that ends ok leaves them so in its work
+    buffer (``processors.window_fits_kernel`` passes them; the same values, not recomputed)."""
+    nq, nchi = sums.shape
     for j in range(nchi + 1):
         prefix_r[0, j] = 0.0
         prefix_s[0, j] = 0.0

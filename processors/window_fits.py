@@ -45,8 +45,6 @@ class WindowFits:
         self.status = np.empty(n, dtype=np.int64)
         self.residual_z = np.empty(n, dtype=np.float64)
         self._prefix = np.empty(3 * int(((self.nq + 1) * (self.nchi + 1)).max()), dtype=np.float64)
-        self._gq = np.empty(3 * int(self.nq.max()), dtype=np.float64)
-        self._gp = np.empty(3 * int(self.nchi.max()), dtype=np.float64)
         self._t_chi = np.empty(int(self.nchi.max()), dtype=np.float64)
 
     def run(self, sums: np.ndarray, counts: np.ndarray, rec) -> int:
@@ -59,6 +57,6 @@ class WindowFits:
                                   self.chi_all, self.chi_offset, self.pixel_q, self.pixel_chi, self.work,
                                   self.work_offset, int(fit.min_bins), float(fit.min_snr), int(fit.max_iterations),
                                   float(fit.outlier_sigma), CORE_RADIUS, self.params, self.errors, self.status,
-                                  self.residual_z, self._prefix, self._gq, self._gp, self._t_chi, rec["params"],
+                                  self.residual_z, self._prefix, self._t_chi, rec["params"],
                                   rec["errors"], rec["fit_status"], rec["second_params"], rec["second_errors"],
                                   rec["second_status"])

@@ -17,7 +17,8 @@ import numba as nb
 from processors.angles import wrap_deg_exact
 from processors.fit_gaussian2d import FIT_OK, PARAM_NAMES, fit_gaussian2d_into
 from processors.frame_record import N_PARAMS, SECOND_NONE, SECOND_NOT_TRIED
-from processors.second_spot_kernel import residual_significance
+from processors.gaussian2d_kernel import work_layout
+from processors.second_spot_kernel import residual_significance_from_axes
 
 _A, _Q0, _DQ, _PHI0, _DPHI = (PARAM_NAMES.index(n) for n in ("amplitude", "q0", "dq", "phi0", "dphi"))
 
@@ -26,7 +27,7 @@ _A, _Q0, _DQ, _PHI0, _DPHI = (PARAM_NAMES.index(n) for n in ("amplitude", "q0", 
 def fit_windows_kernel(sums, counts, bin_offset, nq, nchi, q_all, q_offset, chi_all, chi_offset,
                        pixel_q, pixel_chi, work, work_offset, min_bins, min_snr, max_iterations,
                        outlier_sigma, core_radius, params, errors, status, residual_z,
-                       prefix, gq, gp, t_chi, out_params, out_errors, out_status, out_second_params,
+                       prefix, t_chi, out_params, out_errors, out_status, out_second_params,
                        out_second_errors, out_second_status) -> int:
     """Fit the spot of every window and test the residual of each spot fitted.
 
@@ -40,8 +41,8 @@ def fit_windows_kernel(sums, counts, bin_offset, nq, nchi, q_all, q_offset, chi_
         [n_windows] out (FIT_*); residual_z : float64 [n_windows] out, the significance of the
         strongest excess left by the fitted spot (``residual_significance``), NaN where the
         fit failed.
-    prefix : float64 [≥ 3·max((nq+1)(nchi+1))], gq : float64 [≥ 3·max nq], gp : float64
-        [≥ 3·max nchi], t_chi : float64 [≥ max nchi]: scratch of the residual test.
+    prefix : float64 [≥ 3·max((nq+1)(nchi+1))], t_chi : float64 [≥ max nchi]: scratch of the
+        residual test.
     out_* : a frame record's fields (``processors.frame_record``), written by
         :func:`write_record_fields`. Returns how many windows need the two-spot fit
         (``residual_z ≥ min_snr``).
@@ -63,11 +64,16 @@ def fit_windows_kernel(sums, counts, bin_offset, nq, nchi, q_all, q_offset, chi_
             residual_z[k] = math.nan
             continue
         size = (m + 1) * (n + 1)
-        z, _, _ = residual_significance(s, c, q, chi, p[_A], p[_Q0], p[_DQ], p[_PHI0], p[_DPHI], core_radius,
-                                        prefix[:size].reshape(m + 1, n + 1),
-                                        prefix[size:2 * size].reshape(m + 1, n + 1),
-                                        prefix[2 * size:3 * size].reshape(m + 1, n + 1),
-                                        gq[:3 * m].reshape(3, m), gp[:3 * n].reshape(3, n), t_chi[:n])
+        # a fit that ends ok leaves the bin-averaged axis functions at its parameters in its
+        # work buffer (fit_gaussian2d_kernel): the residual test's profiles, not recomputed
+        w0 = work_offset[k]
+        o_fq, o_fp = work_layout(m, n)
+        z, _, _ = residual_significance_from_axes(s, c, q, chi, p[_A], p[_Q0], p[_DQ], p[_PHI0], p[_DPHI],
+                                                  core_radius, prefix[:size].reshape(m + 1, n + 1),
+                                                  prefix[size:2 * size].reshape(m + 1, n + 1),
+                                                  prefix[2 * size:3 * size].reshape(m + 1, n + 1),
+                                                  work[w0 + o_fq:w0 + o_fq + 3 * m].reshape(3, m),
+                                                  work[w0 + o_fp:w0 + o_fp + 3 * n].reshape(3, n), t_chi[:n])
         residual_z[k] = z
     return write_record_fields(params, errors, status, residual_z, min_snr, out_params, out_errors, out_status,
                                out_second_params, out_second_errors, out_second_status)
