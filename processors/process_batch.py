@@ -45,15 +45,18 @@ def processor_for(setup: ProcessingSetup) -> FrameProcessor:
     return FrameProcessor(setup)
 
 
-def warm_up(setup: ProcessingSetup, hold_s: float = 0.5) -> str:
+def warm_up(setup: ProcessingSetup, hold_s: float = 0.5, arena: str | None = None) -> str:
     """Build this worker's processor ahead of the data (geometry, tables) and process one
     synthetic frame with a spot per window, so every kernel is compiled (or loaded from
-    numba's cache) before the first real frame.
+    numba's cache) before the first real frame. ``arena``: the name of the shared-memory
+    ring live frames will come in, attached and mapped now (``ArenaReader.attach``).
 
     Holding the worker a little after building lets the executor hand the next warm-up
     task to another worker, so every worker gets one.
     """
     processor = processor_for(setup)
+    if arena is not None:
+        processor.arena.attach(arena)
     records = np.zeros(1, dtype=frame_record_dtype(processor.n_peaks))
     processor.process_into(warm_frame(processor.lut), records[0])
     time.sleep(hold_s)

@@ -76,3 +76,35 @@ def test_another_process_reads_without_unlinking():
         arena.close()
     with pytest.raises(FileNotFoundError):
         ArenaReader().view(piece)
+
+
+def _mapped_kib(reader: ArenaReader, name: str) -> int:
+    """Resident KiB of ``reader``'s own mapping of segment ``name`` (/proc/self/smaps, found by
+    address: the creator's mapping of the same segment is another one)."""
+    address = np.frombuffer(reader._segments[name].buf, np.uint8).ctypes.data
+    lines = open("/proc/self/smaps").read().splitlines()
+    for i, line in enumerate(lines):
+        lo, _, hi = line.split(" ", 1)[0].partition("-")
+        if hi and all(c in "0123456789abcdef" for c in lo + hi) and int(lo, 16) <= address < int(hi, 16):
+            for entry in lines[i + 1:]:
+                if entry.startswith("Rss:"):
+                    return int(entry.split()[1])
+    raise AssertionError(f"{name} is not mapped")
+
+
+def test_attach_maps_every_page_ahead_of_the_frames():
+    """A worker attaches the ring at warm-up: its pages are then in the worker's page tables, so
+    reading frames costs no page fault (a lazy attach maps only the pages read so far)."""
+    arena = SharedArena(8 << 20)
+    lazy, eager = ArenaReader(), ArenaReader()
+    try:
+        piece = arena.put(b"x" * 1000)
+        assert bytes(lazy.view(piece)) == b"x" * 1000
+        assert _mapped_kib(lazy, arena.name) < 1024  # the page read, not the 8 MiB
+        eager.attach(arena.name)
+        assert _mapped_kib(eager, arena.name) >= 8 * 1024
+        assert bytes(eager.view(piece)) == b"x" * 1000
+    finally:
+        lazy.close()
+        eager.close()
+        arena.close()

@@ -108,12 +108,13 @@ class BatchRunner:
         self.limiter.log(logging.ERROR, "worker", "the worker pool broke: a worker process died between tasks")
         self._restart("a worker process died between tasks")
 
-    def warm_up(self, setup: ProcessingSetup) -> list[Future]:
-        """Have every worker build its processor now, before frames arrive; the futures say when."""
+    def warm_up(self, setup: ProcessingSetup, arena: str | None = None) -> list[Future]:
+        """Have every worker build its processor now, before frames arrive (and map the shared
+        ``arena`` frames will come in); the futures say when."""
         futures = []
         for _ in range(self.handle.workers):
             try:
-                futures.append(self.handle.executor.submit(warm_up, setup))
+                futures.append(self.handle.executor.submit(warm_up, setup, arena=arena))
             except BrokenProcessPool:
                 break
         return futures

@@ -369,7 +369,7 @@ class LiveProcessor:
         # only when there is something to do (or a timer is due)
         runner = BatchRunner(opt.workers, opt.scheduler, self._on_result, self.counters, self.limiter, stop=stop,
                              on_done=lambda _future: self._queue.put(BATCH_DONE))
-        warming = runner.warm_up(self.base_setup)
+        warming = runner.warm_up(self.base_setup, self.arena.name if self.arena is not None else None)
         self._intake.start()
         log.info("listening on %s; processing on %s%s%s", opt.endpoint, runner.description,
                  f"; maps on {self.publisher.endpoint}" if self.publisher else "",
