@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from run_bench import DETECTORS, config_for_frames, make_file, replay_into  # noqa: E402
+from end_to_end_bench import config_for_frames, replay_into  # noqa: E402
+from run_bench import DETECTORS, make_file  # noqa: E402
 
 CHILD = r'''
 import cProfile, io, json, os, pstats, resource, sys, threading, time

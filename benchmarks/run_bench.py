@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -242,172 +240,6 @@ def bench_single_core(folder: Path, n_frames: int, repeats: int = 7) -> list[dic
     return rows
 
 
-_MEMORY_SAMPLER = """
-import os, threading, time
-
-def _rss_kib(pid):
-    # PSS: shared pages (the frame arena, libraries) are split between the processes
-    # that map them, so the tree's sum is the memory actually used
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-def _descendants(pid):
-    out = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
-                for child in fh.read().split():
-                    out.append(int(child))
-                    out.extend(_descendants(int(child)))
-    except OSError:
-        pass
-    return out
-
-PEAK = {"main": 0, "tree": 0}
-
-def _sample():
-    me = os.getpid()
-    while True:
-        main = _rss_kib(me)
-        tree = main + sum(_rss_kib(c) for c in _descendants(me))
-        PEAK["main"] = max(PEAK["main"], main)
-        PEAK["tree"] = max(PEAK["tree"], tree)
-        time.sleep(0.02)
-
-threading.Thread(target=_sample, daemon=True).start()
-"""
-
-
-def run_reprocess(master: Path, config: Path, out: Path, frames: int, workers: int) -> dict:
-    """Run ``reprocess`` in a fresh process; wall time, steady-state rate and peak memory.
-
-    Memory (PSS) is sampled from /proc every 20 ms: the main process and the whole
-    process tree (main + workers). ``ru_maxrss`` is not used: Linux carries it across
-    exec, so a child would inherit the parent's peak.
-    """
-    code = _MEMORY_SAMPLER + (
-        "import json\n"
-        "from processors.config import load_config\n"
-        "from monitor.session.reprocess import reprocess\n"
-        f"cfg = load_config({str(config)!r})\n"
-        "t = time.perf_counter()\n"
-        f"s = reprocess([{str(master)!r}], cfg, {str(out)!r}, workers={workers}, progress=False)\n"
-        "wall = time.perf_counter() - t\n"
-        "print(json.dumps(dict(wall=wall, processed=s.counters.processed,\n"
-        "    main_mib=PEAK['main'] / 1024, tree_mib=PEAK['tree'] / 1024)))\n")
-    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    stats = json.loads(res.stdout.strip().splitlines()[-1])
-    assert stats["processed"] == frames, stats
-    with h5py.File(out, "r") as f:
-        done = np.sort(f["entry/results/frames"]["done_time"])
-    # the middle half: start-up (worker spawn, geometry, JIT cache load, one worker still
-    # warming while the other runs) and the end (the last batches, one worker idle) left out
-    q = len(done) // 4
-    stats["steady_fps"] = (len(done) - 1 - 2 * q) / (done[-1 - q] - done[q])
-    return stats
-
-
-def bench_reprocess(folder: Path, n_frames: int, baseline_ms: float) -> dict:
-    results = {}
-    for n in (n_frames, 2 * n_frames):
-        _, master, _ = make_file(folder, f"rep{n}", DETECTORS["EIGER 4M"], n, "uint32", seed=5)
-        st = run_reprocess(master, folder / f"rep{n}.toml", folder / f"rep{n}_results.h5", n, 2)
-        results[n] = st
-        print(f"  reprocess {n} EIGER 4M uint32 frames, 2 workers: {st['wall']:.2f} s in all, steady state "
-              f"{st['steady_fps']:.0f} frames/s; peak PSS main {st['main_mib']:.0f} MiB, "
-              f"main + workers {st['tree_mib']:.0f} MiB", flush=True)
-    st = results[2 * n_frames]
-    per_frame_ms = 1e3 / st["steady_fps"]
-    ratio = baseline_ms / per_frame_ms
-    ok = ratio >= REPROCESS_RATIO and per_frame_ms <= REPROCESS_BEFORE_MS / 2
-    print(f"  steady-state reprocess: {per_frame_ms:.2f} ms per frame = {ratio:.1f}x the single-core baseline "
-          f"({baseline_ms:.1f} ms per frame) — target >= {REPROCESS_RATIO:.0f}x and <= {REPROCESS_BEFORE_MS / 2:.1f} ms "
-          f"(2x the {REPROCESS_BEFORE_MS:.1f} ms before issue 11): {'met' if ok else 'NOT met'}")
-    small, large = results[n_frames], results[2 * n_frames]
-    print(f"  peak memory for {n_frames} → {2 * n_frames} frames: main {small['main_mib']:.0f} → "
-          f"{large['main_mib']:.0f} MiB, main + workers {small['tree_mib']:.0f} → {large['tree_mib']:.0f} MiB "
-          "(target: independent of the number of frames)")
-    return dict(per_frame_ms=per_frame_ms, ratio=ratio, target_met=bool(ok), runs={str(k): v for k, v in results.items()})
-
-
-def replay_into(proc: subprocess.Popen, master: Path, sender, protocol: str, rate: float | str,
-                repeat: int, on_start=None) -> tuple[dict, dict]:
-    """Once the live process ``proc`` prints READY (workers warm, as when a scan is being armed),
-    replay ``master`` through ``sender`` from a thread of this process (``on_start()`` is called
-    just before); returns the JSON stats the live process prints last and ``{"replay":
-    ReplayStats}``. Closes ``sender``."""
-    import threading
-
-    from stream.dectris_replay import replay_file
-
-    line = proc.stdout.readline()
-    if "READY" not in line:
-        raise RuntimeError(f"live process did not get ready: {line} {proc.stderr.read()[-3000:]}")
-    result: dict = {}
-    replayer = threading.Thread(target=lambda: result.setdefault(
-        "replay", replay_file(master, sender, protocol=protocol, rate=rate, repeat=repeat)), daemon=True)
-    if on_start is not None:
-        on_start()
-    replayer.start()
-    out_text, err = proc.communicate(timeout=1800)
-    replayer.join(60)
-    sender.close()
-    if proc.returncode != 0:
-        raise RuntimeError(err[-3000:])
-    return json.loads(out_text.strip().splitlines()[-1]), result
-
-
-def run_live(master: Path, config: Path, out: Path, repeat: int, workers: int = 2,
-             protocol: str = "stream1", rate: float | str = "max") -> dict:
-    """``replay --rate RATE`` (this process) → ``process --workers N`` (a fresh process) over loopback."""
-
-    from stream.stream_sender import StreamSender
-
-    sender = StreamSender("tcp://127.0.0.1:*")
-    code = _MEMORY_SAMPLER + (
-        "import json, threading\n"
-        "from pathlib import Path\n"
-        "from processors.config import load_config\n"
-        "from monitor.session.live_processor import LiveOptions, LiveProcessor\n"
-        "SAMPLES = []\n"
-        "def _trace():\n"
-        "    t0 = time.monotonic()\n"
-        "    while True:\n"
-        "        SAMPLES.append((time.monotonic() - t0, PEAK['main'] / 1024, PEAK['tree'] / 1024))\n"
-        "        time.sleep(0.25)\n"
-        "threading.Thread(target=_trace, daemon=True).start()\n"
-        f"cfg = load_config({str(config)!r})\n"
-        f"opts = LiveOptions(endpoint={sender.endpoint!r}, out=Path({str(out)!r}), workers={workers}, status=False)\n"
-        "lp = LiveProcessor(cfg, opts)\n"
-        "def _announce():\n"
-        "    lp.ready.wait()\n"
-        "    print('READY', flush=True)\n"
-        "threading.Thread(target=_announce, daemon=True).start()\n"
-        "s = lp.run(threading.Event())\n"
-        "c = s.counters\n"
-        "print(json.dumps(dict(received=c.received, processed=c.processed, dropped=c.dropped, corrupt=c.corrupt,\n"
-        "    seconds=s.seconds, latency_ms=s.latency_ms, main_mib=PEAK['main'] / 1024,\n"
-        "    tree_mib=PEAK['tree'] / 1024, samples=SAMPLES)))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    stats, result = replay_into(proc, master, sender, protocol, rate, repeat)
-    with h5py.File(out, "r") as f:
-        frames = f["entry/results/frames"][()]
-    done = np.sort(frames["done_time"][frames["status"] == 0])
-    recv = np.sort(frames["receive_time"])
-    skip = len(done) // 5
-    stats["steady_fps"] = (len(done) - 1 - skip) / (done[-1] - done[skip])
-    stats["receive_fps"] = (len(recv) - 1 - skip) / (recv[-1] - recv[skip])
-    stats["replay_fps"] = result["replay"].rate_hz if "replay" in result else float("nan")
-    return stats
-
-
 def bench_stages(folder: Path, repeats: int = 7) -> dict:
     """Per-stage CPU time per EIGER 4M uint32 frame of one worker (``partial_decode_bench``'s
     stage drivers, ``time.thread_time``): LZ4, popcount valid sum, unshuffle of the needed
@@ -444,66 +276,6 @@ def bench_stages(folder: Path, repeats: int = 7) -> dict:
     return out
 
 
-#: Issue 11's reprocess target: twice the throughput measured before it (3.0 ms per 4M uint32
-#: frame per machine, 2 workers), about 60x the single-core pyFAI + scipy baseline.
-REPROCESS_BEFORE_MS = 3.0
-REPROCESS_RATIO = 60.0
-#: Issue 11's live targets on this 2-core machine, the sender on the same cores.
-LIVE_4M_RATE_HZ = 560.0       # EIGER2 X 4M full frame rate
-LIVE_4M_FRAMES = 3600
-LIVE_4M_P95_MS = 250.0
-LIVE_1M_FPS = 2000.0
-
-
-def config_for_frames(config: Path, total: int) -> Path:
-    """A copy of ``config`` whose map has a point per frame sent (``total``, 8 columns): frames past
-    the scan would be set aside as outside it (waiting for events that never come), which is not
-    the live path being measured."""
-    text = re.sub(r"shape = \[\d+, \d+\]", f"shape = [{max(1, -(-total // 8))}, 8]", config.read_text(), count=1)
-    out = config.with_name(f"{config.stem}_x{total}.toml")
-    out.write_text(text)
-    return out
-
-
-def bench_live_targets(folder: Path, n_frames: int) -> dict:
-    """The live targets: 4M uint32 at 560 frames/s for 3600 frames (every frame processed, p95
-    latency), and 1M uint32 sent as fast as possible (frames/s processed)."""
-    out = {}
-    _, master, _ = make_file(folder, "live4m", DETECTORS["EIGER 4M"], n_frames, "uint32", seed=7)
-    repeat = -(-LIVE_4M_FRAMES // n_frames)
-    total = n_frames * repeat
-    st = run_live(master, config_for_frames(folder / "live4m.toml", total), folder / "live4m_results.h5", repeat,
-                  rate=LIVE_4M_RATE_HZ)
-    p95 = st["latency_ms"][1]
-    ok = st["processed"] == total and st["dropped"] == 0 and p95 < LIVE_4M_P95_MS
-    print(f"  live 4M uint32: replay --rate {LIVE_4M_RATE_HZ:.0f} ({st['replay_fps']:.0f} frames/s sent) → process "
-          f"--workers 2, {total} frames: processed {st['processed']}, skipped {st['dropped']}, latency "
-          f"{st['latency_ms'][0]:.0f} ms median, {p95:.0f} ms p95 — target: all processed, p95 < "
-          f"{LIVE_4M_P95_MS:.0f} ms: {'met' if ok else 'NOT met'}", flush=True)
-    _print_memory(st)
-    out["4M_uint32_560Hz"] = dict(st, target_met=bool(ok), frames=total)
-    _, master, _ = make_file(folder, "live1m", DETECTORS["EIGER 1M"], n_frames, "uint32", seed=7)
-    repeat = -(-4000 // n_frames)
-    st = run_live(master, config_for_frames(folder / "live1m.toml", n_frames * repeat), folder / "live1m_results.h5",
-                  repeat, rate="max")
-    ok = st["steady_fps"] >= LIVE_1M_FPS and st["dropped"] == 0
-    print(f"  live 1M uint32: replay --rate max ({st['replay_fps']:.0f} frames/s sent) → process --workers 2, "
-          f"{n_frames * repeat} frames: processed {st['processed']}, skipped {st['dropped']}, "
-          f"{st['steady_fps']:.0f} frames/s processed — target >= {LIVE_1M_FPS:.0f} frames/s, none skipped: "
-          f"{'met' if ok else 'NOT met'}", flush=True)
-    _print_memory(st)
-    out["1M_uint32_max"] = dict(st, target_met=bool(ok), frames=n_frames * repeat)
-    return out
-
-
-def _print_memory(st: dict) -> None:
-    samples = st.pop("samples", [])
-    if samples:
-        marks = [samples[min(len(samples) - 1, int(f * (len(samples) - 1)))] for f in (0.25, 0.5, 0.75, 1.0)]
-        print("    memory over the run (peak so far, main + workers): " +
-              ", ".join(f"{t:.0f} s: {tree:.0f} MiB" for t, _main, tree in marks) + " (target: flat)")
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=16, help="frames per single-core case (default 16)")
@@ -526,6 +298,8 @@ def main(argv=None) -> int:
         stages = bench_stages(folder)
         rep = live = None
         if not args.single_core:
+            from end_to_end_bench import bench_live_targets, bench_reprocess  # imports this module: not at the top
+
             print("end to end:", flush=True)
             rep = bench_reprocess(folder, args.reprocess_frames, four_m["baseline_ms"])
             live = bench_live_targets(folder, args.reprocess_frames)
