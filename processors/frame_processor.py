@@ -228,7 +228,7 @@ class FrameProcessor:
 
     def integrate_windows(self, image: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
         """The windows' ROI sums of ``image`` into ``sums``/``counts`` (float64, the LUT's bins),
-        finding hot pixels on the way (masked from now on, reported in the next record)."""
+        finding hot pixels on the way (masked from now on, listed in the record of the frame found in)."""
         found = self.hot_pixels.accumulate(image, sums, counts)
         if found.size:
             self.lut = self.roi.lut
