@@ -19,6 +19,44 @@ from run_bench import DETECTORS, REPO, make_file
 _MEMORY_SAMPLER = """
 import os, threading, time
 
+def _stat_cpu_s(path):
+    # utime + stime of a thread or process, from /proc (clock ticks)
+    try:
+        with open(path) as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+_CPU = {}  # ("thread", tid) or ("process", pid) -> (part, CPU seconds when last seen)
+
+def _sample_cpu():
+    # the parts: 'receive' (the receiver thread and the native threads: libzmq's I/O thread
+    # copying from TCP), 'collect' (the main thread: route, batch, submit, collect results into
+    # the map), 'results file' (the writer thread), 'bench sampling' (these samplers), 'other'
+    # threads (the executor's), 'workers' (the child processes). A thread or worker that has
+    # ended keeps the value it was last seen with.
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    for tid in os.listdir("/proc/self/task"):
+        name = names.get(int(tid))
+        part = ("receive" if name is None or name == "nanomaps-receiver" else "collect" if name == "MainThread"
+                else "results file" if name == "results-writer" else "bench sampling" if name.startswith("bench-")
+                else "other")
+        value = _stat_cpu_s(f"/proc/self/task/{tid}/stat")
+        if value:
+            _CPU[("thread", tid)] = (part, value)
+    for pid in _descendants(os.getpid()):
+        value = _stat_cpu_s(f"/proc/{pid}/stat")
+        if value:
+            _CPU[("process", pid)] = ("workers", value)
+
+def _cpu_by_part():
+    _sample_cpu()
+    parts = {}
+    for part, value in list(_CPU.values()):
+        parts[part] = parts.get(part, 0.0) + value
+    return parts
+
 def _rss_kib(pid):
     # PSS: shared pages (the frame arena, libraries) are split between the processes
     # that map them, so the tree's sum is the memory actually used
@@ -52,9 +90,12 @@ def _sample():
         tree = main + sum(_rss_kib(c) for c in _descendants(me))
         PEAK["main"] = max(PEAK["main"], main)
         PEAK["tree"] = max(PEAK["tree"], tree)
-        time.sleep(0.02)
+        # reading smaps_rollup walks every mapped page: at 50 samples a second it took ~0.6 ms
+        # of CPU per live 4M frame from the process being measured (the arena is 512 MB,
+        # mapped by the main process and every worker), 0.2 ms at 4 a second
+        time.sleep(1.0)
 
-threading.Thread(target=_sample, daemon=True).start()
+threading.Thread(target=_sample, name="bench-memory", daemon=True).start()
 """
 
 
@@ -99,15 +140,21 @@ def bench_reprocess(folder: Path, n_frames: int, baseline_ms: float) -> dict:
     st = results[2 * n_frames]
     per_frame_ms = 1e3 / st["steady_fps"]
     ratio = baseline_ms / per_frame_ms
-    ok = ratio >= REPROCESS_RATIO and per_frame_ms <= REPROCESS_BEFORE_MS / 2
+    twice = per_frame_ms <= REPROCESS_BEFORE_MS / 2
+    ok = ratio >= REPROCESS_RATIO and twice
+    # the issue's "≈ 60x the baseline" restates its 2x for the baseline of its day (≈ 90 ms per
+    # frame); with the baseline measured here 2x is a smaller ratio: both verdicts are printed
     print(f"  steady-state reprocess: {per_frame_ms:.2f} ms per frame = {ratio:.1f}x the single-core baseline "
-          f"({baseline_ms:.1f} ms per frame) — target >= {REPROCESS_RATIO:.0f}x and <= {REPROCESS_BEFORE_MS / 2:.1f} ms "
-          f"(2x the {REPROCESS_BEFORE_MS:.1f} ms before issue 11): {'met' if ok else 'NOT met'}")
+          f"({baseline_ms:.1f} ms per frame) — target <= {REPROCESS_BEFORE_MS / 2:.1f} ms (2x the "
+          f"{REPROCESS_BEFORE_MS:.1f} ms before issue 11): {'met' if twice else 'NOT met'}; >= {REPROCESS_RATIO:.0f}x "
+          f"the baseline (2x is {2 * baseline_ms / REPROCESS_BEFORE_MS:.0f}x with this baseline): "
+          f"{'met' if ratio >= REPROCESS_RATIO else 'NOT met'}")
     small, large = results[n_frames], results[2 * n_frames]
     print(f"  peak memory for {n_frames} → {2 * n_frames} frames: main {small['main_mib']:.0f} → "
           f"{large['main_mib']:.0f} MiB, main + workers {small['tree_mib']:.0f} → {large['tree_mib']:.0f} MiB "
           "(target: independent of the number of frames)")
-    return dict(per_frame_ms=per_frame_ms, ratio=ratio, target_met=bool(ok), runs={str(k): v for k, v in results.items()})
+    return dict(per_frame_ms=per_frame_ms, ratio=ratio, target_met=bool(ok), twice_before_met=bool(twice),
+                runs={str(k): v for k, v in results.items()})
 
 
 def replay_into(proc: subprocess.Popen, master: Path, sender, protocol: str, rate: float | str,
@@ -154,20 +201,25 @@ def run_live(master: Path, config: Path, out: Path, repeat: int, workers: int = 
         "    t0 = time.monotonic()\n"
         "    while True:\n"
         "        SAMPLES.append((time.monotonic() - t0, PEAK['main'] / 1024, PEAK['tree'] / 1024))\n"
+        "        _sample_cpu()\n"
         "        time.sleep(0.25)\n"
-        "threading.Thread(target=_trace, daemon=True).start()\n"
+        "threading.Thread(target=_trace, name='bench-trace', daemon=True).start()\n"
         f"cfg = load_config({str(config)!r})\n"
         f"opts = LiveOptions(endpoint={sender.endpoint!r}, out=Path({str(out)!r}), workers={workers}, status=False)\n"
         "lp = LiveProcessor(cfg, opts)\n"
+        "CPU0 = {}\n"
         "def _announce():\n"
         "    lp.ready.wait()\n"
+        "    CPU0.update(_cpu_by_part())\n"
         "    print('READY', flush=True)\n"
         "threading.Thread(target=_announce, daemon=True).start()\n"
         "s = lp.run(threading.Event())\n"
+        "CPU1 = _cpu_by_part()\n"
         "c = s.counters\n"
         "print(json.dumps(dict(received=c.received, processed=c.processed, dropped=c.dropped, corrupt=c.corrupt,\n"
         "    seconds=s.seconds, latency_ms=s.latency_ms, main_mib=PEAK['main'] / 1024,\n"
-        "    tree_mib=PEAK['tree'] / 1024, samples=SAMPLES)))\n")
+        "    tree_mib=PEAK['tree'] / 1024, samples=SAMPLES,\n"
+        "    cpu_s={k: CPU1.get(k, 0.0) - CPU0.get(k, 0.0) for k in CPU1})))\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     stats, result = replay_into(proc, master, sender, protocol, rate, repeat)
@@ -218,6 +270,7 @@ def bench_live_targets(folder: Path, n_frames: int) -> dict:
           f"--workers 2, {total} frames: processed {st['processed']}, skipped {st['dropped']}, latency "
           f"{st['latency_ms'][0]:.0f} ms median, {p95:.0f} ms p95 — target: all processed, p95 < "
           f"{LIVE_4M_P95_MS:.0f} ms: {'met' if ok else 'NOT met'}", flush=True)
+    _print_cpu(st)
     _print_memory(st)
     out["4M_uint32_560Hz"] = dict(st, target_met=bool(ok), frames=total)
     _, master, _ = make_file(folder, "live1m", DETECTORS["EIGER 1M"], n_frames, "uint32", seed=7)
@@ -229,6 +282,7 @@ def bench_live_targets(folder: Path, n_frames: int) -> dict:
           f"{n_frames * repeat} frames: processed {st['processed']}, skipped {st['dropped']}, "
           f"{st['steady_fps']:.0f} frames/s processed — target >= {LIVE_1M_FPS:.0f} frames/s, none skipped: "
           f"{'met' if ok else 'NOT met'}", flush=True)
+    _print_cpu(st)
     _print_memory(st)
     out["1M_uint32_max"] = dict(st, target_met=bool(ok), frames=n_frames * repeat)
     return out
@@ -240,3 +294,13 @@ def _print_memory(st: dict) -> None:
         marks = [samples[min(len(samples) - 1, int(f * (len(samples) - 1)))] for f in (0.25, 0.5, 0.75, 1.0)]
         print("    memory over the run (peak so far, main + workers): " +
               ", ".join(f"{t:.0f} s: {tree:.0f} MiB" for t, _main, tree in marks) + " (target: flat)")
+
+
+def _print_cpu(st: dict) -> None:
+    """CPU ms per received frame of the live process's parts (from /proc, 10 ms ticks, sampled
+    every 0.25 s: from the moment the workers were ready to the end of the run, less up to
+    0.25 s of a thread or worker that ended before the last sample)."""
+    cpu, n = st.get("cpu_s", {}), max(st.get("received", 0), 1)
+    order = ("receive", "collect", "results file", "other", "workers", "bench sampling")
+    print("    CPU per received frame: " + ", ".join(f"{k} {1e3 * cpu[k] / n:.2f} ms" for k in order if k in cpu)
+          + " (receive: receiver thread + libzmq's TCP copy; collect: the main thread)")
