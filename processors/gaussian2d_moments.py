@@ -59,6 +59,10 @@ def axis_functions(x, x0: float, width: float, integrated: bool, wrap: bool, f) 
     a = K4LN2 / (width * width)
     sa = math.sqrt(a)
     step = x[1] - x[0]
+    # x increases: when x − x0 lies in (−180, 180] at both ends it does for every bin, and the
+    # wrap would return it unchanged (bit for bit): skip the wrap's division and ceil per bin
+    if wrap and x[0] - x0 > -180.0 and x[n - 1] - x0 <= 180.0:
+        wrap = False
     half = 0.5 * step
     lo = n
     hi = 0

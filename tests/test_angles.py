@@ -34,6 +34,20 @@ def test_wrap_deg_exact_is_wrap_deg_bit_for_bit(rng):
     assert np.isnan(wrap_deg_exact(np.nan))
 
 
+def test_wrap_deg_scalar_leaves_a_difference_inside_the_branch_bit_for_bit(rng):
+    """axis_functions skips the per-bin wrap when x − x0 lies in (−180, 180] at both ends of the
+    window: the wrap must then return every x − x0 unchanged, to the bit (as the differences
+    arise: x − x0 is −0.0 only for x = −0.0 and x0 = +0.0, which no bin centre is)."""
+    x = np.concatenate([rng.uniform(-500, 500, 3000), [180.0, -180.0, 0.0, 359.5, -359.5]])
+    x0 = np.concatenate([x[:1500] - rng.uniform(-180, 180, 1500), x[1500:3000] - rng.uniform(-1e-9, 1e-9, 1500),
+                         [0.0, np.nextafter(0.0, 1.0), 180.0, 179.5, -180.5]])
+    t = x - x0
+    inside = (t > -180.0) & (t <= 180.0)
+    assert inside.sum() > 2900
+    got = np.array([wrap_deg_scalar(float(v)) for v in t[inside]])
+    assert np.array_equal(got.view(np.int64), t[inside].view(np.int64))
+
+
 def test_fold_keeps_domains_straddling_180_together():
     """Spots near χ = 180° (±5° domains written as +175 / −175) read 180 ± 5°, not ±175."""
     phi = np.array([175.0, 175.1, -175.0, -174.9, 174.9, np.nan])
