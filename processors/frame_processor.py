@@ -131,9 +131,9 @@ class FrameProcessor:
 
     def process_into(self, frame: EncodedFrame, rec) -> str:
         """Process ``frame`` into record ``rec`` (a structured-array element)."""
-        sums, counts = self.roi.sums, self.roi.counts
-        message, fit = self._integrate(frame, rec, sums, counts)
-        if fit:
+        sums = self.roi.sums
+        message, counts = self._integrate(frame, rec, sums, self.roi.counts)
+        if counts is not None:
             self._fit(rec, sums, counts)
         return message
 
@@ -149,18 +149,20 @@ class FrameProcessor:
             self._batch_counts = np.empty((n, self.roi.counts.size), dtype=np.float64)
         messages, pending = [], []
         for i, frame in enumerate(frames):
-            message, fit = self._integrate(frame, records[i], self._batch_sums[i], self._batch_counts[i])
+            message, counts = self._integrate(frame, records[i], self._batch_sums[i], self._batch_counts[i])
             messages.append(message)
-            if fit:
-                pending.append(i)
-        for i in pending:
-            self._fit(records[i], self._batch_sums[i], self._batch_counts[i])
+            if counts is not None:
+                pending.append((i, counts))
+        for i, counts in pending:
+            self._fit(records[i], self._batch_sums[i], counts)
         return messages
 
-    def _integrate(self, frame: EncodedFrame, rec, sums: np.ndarray, counts: np.ndarray) -> tuple[str, bool]:
+    def _integrate(self, frame: EncodedFrame, rec, sums: np.ndarray,
+                   counts: np.ndarray) -> tuple[str, np.ndarray | None]:
         """The first part of :meth:`process_into`: read, check, decode, valid-pixel sum and
-        the windows' ROI sums into ``sums``/``counts``. Returns ``(message, fit)``: ``fit``
-        True when the frame is fine and :meth:`_fit` must follow with the same sums."""
+        the windows' ROI sums into ``sums`` (and ``counts`` where needed). Returns ``(message,
+        counts)``: the valid pixels per bin (:meth:`integrate_windows`) when the frame is fine
+        and :meth:`_fit` must follow with ``sums`` and them, else None."""
         t0 = time.perf_counter()
         if frame.source is not None and not len(frame.blob) and not frame.error:
             if isinstance(frame.source, ArenaSlice):
@@ -178,7 +180,7 @@ class FrameProcessor:
         rec["receive_time"] = frame.receive_time
         rec["decode_s"] = 0.0
         message = ""
-        fit = False
+        fit = None
         if frame.error:
             self._fail(rec, FRAME_MISSING)
             message = f"frame {frame.frame}: {frame.error}"
@@ -204,11 +206,10 @@ class FrameProcessor:
                     rec["status"] = FRAME_OK
                     rec["n_valid"] = n_valid
                     rec["intensity"] = float(total)
-                    self.integrate_windows(image, sums, counts)
-                    fit = True
+                    fit = self.integrate_windows(image, sums, counts)
         self._report_hot_pixels(rec)
         rec["process_s"] = time.perf_counter() - t0
-        if not fit:
+        if fit is None:
             rec["done_time"] = time.time()
         return message, fit
 
@@ -223,16 +224,21 @@ class FrameProcessor:
         """The windows' part of a frame (``make bench``'s "ROI + 3 fits"): polar ROI sums with the
         hot-pixel search, every window's fit and second-spot test, into ``rec``'s fit fields.
         ``image`` ``(rows, cols)`` is already checked for dtype and shape."""
-        self.integrate_windows(image, self.roi.sums, self.roi.counts)
-        self.fit_integrated(rec, self.roi.sums, self.roi.counts)
+        counts = self.integrate_windows(image, self.roi.sums, self.roi.counts)
+        self.fit_integrated(rec, self.roi.sums, counts)
 
-    def integrate_windows(self, image: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
-        """The windows' ROI sums of ``image`` into ``sums``/``counts`` (float64, the LUT's bins),
-        finding hot pixels on the way (masked from now on, listed in the record of the frame found in)."""
-        found = self.hot_pixels.accumulate(image, sums, counts)
+    def integrate_windows(self, image: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """The windows' ROI sums of ``image`` into ``sums`` (float64, the LUT's bins), finding hot
+        pixels on the way (masked from now on, listed in the record of the frame found in).
+        Returns the valid pixels per bin: ``counts``, filled, where some differ from the LUT's
+        (a window pixel at the sentinel, a hot pixel found), else the LUT's own ``bin_pixels``
+        (not copied: a new array replaces it when the LUT changes, so it stays this frame's)."""
+        bin_pixels = self.roi.bin_pixels
+        found = self.hot_pixels.accumulate(image, sums, counts, lazy_counts=True)
         if found.size:
             self.lut = self.roi.lut
             self._hot_to_report.extend(int(p) for p in found)
+        return counts if self.hot_pixels.counts_written else bin_pixels
 
     def fit_integrated(self, rec, sums: np.ndarray, counts: np.ndarray) -> None:
         """Every window's fit and second-spot test of the ROI sums ``sums``/``counts`` into ``rec``."""

@@ -89,6 +89,7 @@ class HotPixelTracker:
         self.flags = spike_test_flags(pixels, first & (self.bad[pixels] == 0), self.bad, self.shape[1])
         self.spikes = np.zeros(pixels.size, dtype=np.int32)
         self.n_frames = 0
+        self.counts_written = True          # see accumulate(lazy_counts=True)
         self.hot: list[int] = []            # flat indices, in the order found
         self._new = np.empty(MAX_NEW_PER_FRAME, dtype=np.int64)
 
@@ -98,13 +99,17 @@ class HotPixelTracker:
         return int(np.count_nonzero(self.flags & TRACK))
 
     def accumulate(self, frame: np.ndarray, sums: np.ndarray | None = None,
-                   counts: np.ndarray | None = None) -> np.ndarray:
+                   counts: np.ndarray | None = None, lazy_counts: bool = False) -> np.ndarray:
         """``roi.accumulate(frame)`` counting spikes on the way; returns the flat indices of pixels
         that became hot now (empty when none, the usual case). ``sums``/``counts``: where the
         per-bin sums go (float64, the LUT's ``n_bins``), ``roi.sums``/``roi.counts`` by default.
 
         Those pixels are marked bad (no longer tested, nobody's neighbour), this frame's sums and
         counts lose them, and they are dropped from the ROI tables for the next frames.
+
+        ``lazy_counts``: ``counts`` is written only where it differs from ``roi.bin_pixels``
+        (a window pixel at the sentinel, or a hot pixel found); :attr:`counts_written` says
+        whether it was, and if not the counts are ``roi.bin_pixels`` as it was before the call.
         """
         roi, r = self.roi, self.rule
         sums = roi.sums if sums is None else sums
@@ -116,12 +121,16 @@ class HotPixelTracker:
         self.n_frames += 1
         lut = roi.lut
         sentinel = int(np.iinfo(frame.dtype).max)
-        _, n = accumulate_counting_spikes(flat, roi.pixel_index_u, roi.bin_index_u, sentinel, roi.bin_pixels, sums,
+        skipped, n = accumulate_counting_spikes(flat, roi.pixel_index_u, roi.bin_index_u, sentinel, roi.bin_pixels, sums,
                                           counts, self.shape[1], self.bad, self.flags, self.spikes,
                                           self.n_frames, r.min_counts, r.ratio, r.n_sigma, r.min_frames,
-                                          r.min_fraction, self._new)
+                                          r.min_fraction, self._new, lazy_counts)
+        self.counts_written = skipped > 0 or not lazy_counts
         if n == 0:
             return self._new[:0]
+        if not self.counts_written:
+            counts[:] = roi.bin_pixels
+            self.counts_written = True
         found = lut.pixel_index[self._new[:n]].astype(np.int64)
         gone = np.isin(lut.pixel_index, found)
         # this frame's bins lose them too (a spike is never the sentinel)
