@@ -90,8 +90,6 @@ def accumulate_counting_spikes(frame, pixel_index, bin_index, sentinel, bin_pixe
     division by ``ncols`` and the 8-neighbour scan.
     """
     sums[:] = 0.0
-    if not lazy_counts:
-        counts[:] = bin_pixels
     nrows = frame.size // ncols
     need = min_fraction * n_frames
     skipped = 0
@@ -100,9 +98,6 @@ def accumulate_counting_spikes(frame, pixel_index, bin_index, sentinel, bin_pixe
         p = pixel_index[k]
         v = frame[p]
         if v == sentinel:
-            if lazy_counts and skipped == 0:
-                counts[:] = bin_pixels
-            counts[bin_index[k]] -= 1.0
             skipped += 1
             continue
         sums[bin_index[k]] += v
@@ -125,4 +120,13 @@ def accumulate_counting_spikes(frame, pixel_index, bin_index, sentinel, bin_pixe
             if n_frames >= min_frames and spikes[k] >= need and found < new_hot.size:
                 new_hot[found] = k
                 found += 1
+    # the counts after the loop, not in it: a write into ``counts`` inside the loop, even on
+    # this rare path, cost the whole pass ≈ 10 % (measured, docs/fit_model.md); the fix-up pass
+    # reads the LUT again only for a frame with window pixels at the sentinel
+    if skipped or not lazy_counts:
+        counts[:] = bin_pixels
+    if skipped:
+        for k in range(pixel_index.size):
+            if frame[pixel_index[k]] == sentinel:
+                counts[bin_index[k]] -= 1.0
     return skipped, found
