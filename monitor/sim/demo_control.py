@@ -28,9 +28,9 @@ class DemoStop:
     """SIGINT and SIGTERM end the demo; the first one counts, later ones are ignored.
 
     The first signal raises :class:`DemoInterrupted` in the main thread, except inside
-    :meth:`deferred`, where it is only noted and :meth:`check` raises it: Qt calls
-    Python code from its event loop, and an exception there would be printed as a
-    traceback instead of ending the demo. Later signals are ignored so that the cleanup
+    :meth:`deferred` or a finalizer (``__del__``), where it is only noted and :meth:`check`
+    raises it: Qt calls Python code from its event loop, and an exception there, or in a
+    finalizer, would be printed as a traceback instead of ending the demo. Later signals are ignored so that the cleanup
     they would cut short runs to its end (each of its steps has a timeout).
     """
 
@@ -38,11 +38,11 @@ class DemoStop:
         self.signum: int | None = None
         self._raising = True
 
-    def _handle(self, signum: int, _frame) -> None:
+    def _handle(self, signum: int, frame) -> None:
         if self.signum is not None:
             return
         self.signum = signum
-        if self._raising:
+        if self._raising and not _in_finalizer(frame):
             raise DemoInterrupted(signum)
 
     @contextlib.contextmanager
@@ -68,6 +68,17 @@ class DemoStop:
     def check(self) -> None:
         if self.signum is not None:
             raise DemoInterrupted(self.signum)
+
+
+def _in_finalizer(frame) -> bool:
+    """Whether the signal came while a ``__del__`` ran (llvmlite freeing compiled code, say):
+    an exception raised there is printed as "Exception ignored in …" with a traceback and then
+    lost. The signal is noted instead, and the demo's next :meth:`DemoStop.check` ends it."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def prepare_output_folder(out: Path, *, overwrite: bool = False) -> None:
