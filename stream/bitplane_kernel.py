@@ -12,18 +12,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from stream.word_intrinsics import load_u64, popcount64, store_u64
+from stream.word_intrinsics import ALL_ONES, U0, U1, U2, U3, U4, U7, U8, U32, U255, load_u64, popcount64, store_u64
 
-_U0 = np.uint64(0)
-_U1 = np.uint64(1)
-_U2 = np.uint64(2)
-_U3 = np.uint64(3)
-_U4 = np.uint64(4)
-_U7 = np.uint64(7)
-_U8 = np.uint64(8)
-_U32 = np.uint64(32)
-_U255 = np.uint64(255)
-_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 _LO32 = np.uint64(0xFFFFFFFF)
 _M16 = np.uint64(0x0000FFFF0000FFFF)
 _M8 = np.uint64(0x00FF00FF00FF00FF)
@@ -51,44 +41,44 @@ def block_valid_sum(planes8, plane_bytes, n_planes, valid8, valid_start):
     Words of 64 elements when ``plane_bytes`` and ``valid_start`` are multiples of 8 (every
     block of an 8192-byte-block blob but a short last one), bytes otherwise.
     """
-    total = _U0
-    count = _U0
-    sentinel = (_U1 << n_planes) - _U1 if n_planes < np.uint64(64) else _ALL_ONES
-    if (plane_bytes & _U7) == _U0 and (valid_start & _U7) == _U0:
-        n_words = plane_bytes >> _U3
+    total = U0
+    count = U0
+    sentinel = (U1 << n_planes) - U1 if n_planes < np.uint64(64) else ALL_ONES
+    if (plane_bytes & U7) == U0 and (valid_start & U7) == U0:
+        n_words = plane_bytes >> U3
         # the planes above the highest one with a bit set for a valid element add nothing: find
         # it with an AND-OR pass (cheaper than the popcount; the high planes of a frame are zero
         # but for the gaps and bad pixels at the sentinel, which the mask leaves out)
         top = n_planes
-        while top != _U0:
-            base = (top - _U1) * plane_bytes
-            acc = _U0
+        while top != U0:
+            base = (top - U1) * plane_bytes
+            acc = U0
             for w in range(n_words):
-                off = w << _U3
+                off = w << U3
                 acc |= load_u64(planes8, base + off) & load_u64(valid8, valid_start + off)
-            if acc != _U0:
+            if acc != U0:
                 break
-            top -= _U1
+            top -= U1
         # plane by plane, word by word: the inner loop is a plain reduction that LLVM
         # vectorizes (vector popcount)
         for b in range(top):
             base = b * plane_bytes
-            s = _U0
+            s = U0
             for w in range(n_words):
-                off = w << _U3
+                off = w << U3
                 s += popcount64(load_u64(planes8, base + off) & load_u64(valid8, valid_start + off))
             total += s << b
         for w in range(n_words):
-            count += popcount64(load_u64(valid8, valid_start + (w << _U3)))
+            count += popcount64(load_u64(valid8, valid_start + (w << U3)))
         if top == n_planes:
             # sentinel elements have the top bit set: only words where a valid element has it
             # need the AND of all planes (rare: gaps and known bad pixels are masked)
-            last = (n_planes - _U1) * plane_bytes
+            last = (n_planes - U1) * plane_bytes
             for w in range(n_words):
-                off = w << _U3
+                off = w << U3
                 acc_and = load_u64(planes8, last + off) & load_u64(valid8, valid_start + off)
-                if acc_and != _U0:
-                    for b in range(n_planes - _U1):
+                if acc_and != U0:
+                    for b in range(n_planes - U1):
                         acc_and &= load_u64(planes8, b * plane_bytes + off)
                     n_sent = popcount64(acc_and)
                     total -= n_sent * sentinel
@@ -96,10 +86,10 @@ def block_valid_sum(planes8, plane_bytes, n_planes, valid8, valid_start):
     else:
         for w in range(plane_bytes):
             m = np.uint64(valid8[valid_start + w])
-            if m == _U0:
+            if m == U0:
                 continue
-            acc_and = _U255
-            s = _U0
+            acc_and = U255
+            s = U0
             for b in range(n_planes):
                 x = np.uint64(planes8[b * plane_bytes + w])
                 acc_and &= x
@@ -127,10 +117,10 @@ def _gather_transpose(planes8, plane_bytes, byte, group_in_block):
     """Row ``e`` (byte ``e``) of the result: byte ``byte`` of element ``e`` of the group, from the
     group's byte in planes ``8·byte .. 8·byte+7`` (an 8×8 bit matrix, row = plane, column =
     element, transposed)."""
-    base = (byte << _U3) * plane_bytes + group_in_block
-    x = _U0
-    for k in range(_U8):
-        x |= np.uint64(planes8[base + k * plane_bytes]) << (k << _U3)
+    base = (byte << U3) * plane_bytes + group_in_block
+    x = U0
+    for k in range(U8):
+        x |= np.uint64(planes8[base + k * plane_bytes]) << (k << U3)
     return _transpose8(x)
 
 
@@ -140,10 +130,10 @@ def _zip8(a, b):
     a &= _LO32
     b &= _LO32
     a = (a | (a << np.uint64(16))) & _M16
-    a = (a | (a << _U8)) & _M8
+    a = (a | (a << U8)) & _M8
     b = (b | (b << np.uint64(16))) & _M16
-    b = (b | (b << _U8)) & _M8
-    return a | (b << _U8)
+    b = (b | (b << U8)) & _M8
+    return a | (b << U8)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -165,24 +155,24 @@ def unshuffle_group(planes8, plane_bytes, itemsize, group_in_block, out8, out_by
     the rows are then interleaved into whole elements with shifts and masks and written as
     64-bit words (2 uint32 / 4 uint16 / 8 uint8 elements per store).
     """
-    y0 = _gather_transpose(planes8, plane_bytes, _U0, group_in_block)
-    if itemsize == _U1:
+    y0 = _gather_transpose(planes8, plane_bytes, U0, group_in_block)
+    if itemsize == U1:
         store_u64(out8, out_byte, y0)
         return
-    y1 = _gather_transpose(planes8, plane_bytes, _U1, group_in_block)
+    y1 = _gather_transpose(planes8, plane_bytes, U1, group_in_block)
     h = np.uint64(32)
-    if itemsize == _U2:
+    if itemsize == U2:
         store_u64(out8, out_byte, _zip8(y0, y1))
-        store_u64(out8, out_byte + _U8, _zip8(y0 >> h, y1 >> h))
+        store_u64(out8, out_byte + U8, _zip8(y0 >> h, y1 >> h))
         return
-    y2 = _gather_transpose(planes8, plane_bytes, _U2, group_in_block)
-    y3 = _gather_transpose(planes8, plane_bytes, _U3, group_in_block)
+    y2 = _gather_transpose(planes8, plane_bytes, U2, group_in_block)
+    y3 = _gather_transpose(planes8, plane_bytes, U3, group_in_block)
     ab_lo = _zip8(y0, y1)
     ab_hi = _zip8(y0 >> h, y1 >> h)
     cd_lo = _zip8(y2, y3)
     cd_hi = _zip8(y2 >> h, y3 >> h)
     store_u64(out8, out_byte, _zip16(ab_lo, cd_lo))
-    store_u64(out8, out_byte + _U8, _zip16(ab_lo >> h, cd_lo >> h))
+    store_u64(out8, out_byte + U8, _zip16(ab_lo >> h, cd_lo >> h))
     store_u64(out8, out_byte + np.uint64(16), _zip16(ab_hi, cd_hi))
     store_u64(out8, out_byte + np.uint64(24), _zip16(ab_hi >> h, cd_hi >> h))
 
@@ -192,24 +182,24 @@ def _low_half_mask(s):
     """Bits ``c`` with ``c & s == 0`` (s a power of two ≤ 16): 0x5555…, 0x3333…, 0x0F0F…, …"""
     if s == np.uint64(16):
         return _M16
-    if s == _U8:
+    if s == U8:
         return _M8
-    if s == _U4:
+    if s == U4:
         return np.uint64(0x0F0F0F0F0F0F0F0F)
-    if s == _U2:
+    if s == U2:
         return np.uint64(0x3333333333333333)
     return np.uint64(0x5555555555555555)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _unshuffle_word_n(planes8, plane_bytes, n_planes, word_in_block, group_mask, rows, out8, out_byte):
-    off = word_in_block << _U3
+    off = word_in_block << U3
     for r in range(n_planes):
         rows[r] = load_u64(planes8, r * plane_bytes + off)
-    s = n_planes >> _U1
-    while s != _U0:
+    s = n_planes >> U1
+    while s != U0:
         mask = _low_half_mask(s)
-        base = _U0
+        base = U0
         while base < n_planes:
             for r in range(base, base + s):
                 a = rows[r]
@@ -217,20 +207,20 @@ def _unshuffle_word_n(planes8, plane_bytes, n_planes, word_in_block, group_mask,
                 t = ((a >> s) ^ b) & mask
                 rows[r + s] = b ^ t
                 rows[r] = a ^ (t << s)
-            base += s << _U1
-        s >>= _U1
+            base += s << U1
+        s >>= U1
     # row c, lane l (bits l·N .. l·N+N-1) now holds element l·N + c
-    itemsize = n_planes >> _U3
-    per_store = _U8 // itemsize
-    emask = (_U1 << n_planes) - _U1
-    lane_mask = n_planes - _U1
-    for q in range(_U8):
-        if (group_mask >> q) & _U1:
-            e0 = q << _U3
+    itemsize = n_planes >> U3
+    per_store = U8 // itemsize
+    emask = (U1 << n_planes) - U1
+    lane_mask = n_planes - U1
+    for q in range(U8):
+        if (group_mask >> q) & U1:
+            e0 = q << U3
             sh = e0 & ~lane_mask  # l·N
             c0 = e0 & lane_mask
             for wi in range(itemsize):
-                v = _U0
+                v = U0
                 for i in range(per_store):
                     c = c0 + wi * per_store + i
                     v |= ((rows[c] >> sh) & emask) << (i * n_planes)
@@ -251,12 +241,12 @@ def unshuffle_word(planes8, plane_bytes, n_planes, word_in_block, group_mask, ro
     Needs ``plane_bytes >= 8 * (word_in_block + 1)``.
     """
     # one inlined copy per plane count: with N a constant LLVM unrolls the rounds and the stores
-    if n_planes == _U32:
-        _unshuffle_word_n(planes8, plane_bytes, _U32, word_in_block, group_mask, rows, out8, out_byte)
+    if n_planes == U32:
+        _unshuffle_word_n(planes8, plane_bytes, U32, word_in_block, group_mask, rows, out8, out_byte)
     elif n_planes == np.uint64(16):
         _unshuffle_word_n(planes8, plane_bytes, np.uint64(16), word_in_block, group_mask, rows, out8, out_byte)
     else:
-        _unshuffle_word_n(planes8, plane_bytes, _U8, word_in_block, group_mask, rows, out8, out_byte)
+        _unshuffle_word_n(planes8, plane_bytes, U8, word_in_block, group_mask, rows, out8, out_byte)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -269,21 +259,21 @@ def unshuffle_needed(planes8, plane_bytes, n_planes, first_group, needed_groups,
     a time: the whole-word transpose when ``WORD_MIN_GROUPS`` or more of its groups are needed
     (and the word is complete), else group by group.
     """
-    itemsize = n_planes >> _U3
+    itemsize = n_planes >> U3
     ng = np.uint64(needed_groups.size)
     stop = first_group + plane_bytes
     while gi < ng and needed_groups[gi] < stop:
-        word = (needed_groups[gi] - first_group) >> _U3
-        group_mask = _U0
-        while gi < ng and needed_groups[gi] < stop and (needed_groups[gi] - first_group) >> _U3 == word:
-            group_mask |= _U1 << ((needed_groups[gi] - first_group) & _U7)
-            gi += _U1
-        first_elem = (first_group + (word << _U3)) << _U3
-        if popcount64(group_mask) >= WORD_MIN_GROUPS and (word << _U3) + _U8 <= plane_bytes:
+        word = (needed_groups[gi] - first_group) >> U3
+        group_mask = U0
+        while gi < ng and needed_groups[gi] < stop and (needed_groups[gi] - first_group) >> U3 == word:
+            group_mask |= U1 << ((needed_groups[gi] - first_group) & U7)
+            gi += U1
+        first_elem = (first_group + (word << U3)) << U3
+        if popcount64(group_mask) >= WORD_MIN_GROUPS and (word << U3) + U8 <= plane_bytes:
             unshuffle_word(planes8, plane_bytes, n_planes, word, group_mask, rows, out8, first_elem * itemsize)
         else:
-            for q in range(_U8):
-                if (group_mask >> q) & _U1:
-                    unshuffle_group(planes8, plane_bytes, itemsize, (word << _U3) + q, out8,
-                                    (first_elem + (q << _U3)) * itemsize)
+            for q in range(U8):
+                if (group_mask >> q) & U1:
+                    unshuffle_group(planes8, plane_bytes, itemsize, (word << U3) + q, out8,
+                                    (first_elem + (q << U3)) * itemsize)
     return gi

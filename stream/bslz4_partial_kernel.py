@@ -34,16 +34,7 @@ from stream.lz4_block_kernel import (  # noqa: F401  (re-exported: tests and the
     SCRATCH_SLACK,
     lz4_decompress_block,
 )
-
-_U0 = np.uint64(0)
-_U1 = np.uint64(1)
-_U2 = np.uint64(2)
-_U3 = np.uint64(3)
-_U4 = np.uint64(4)
-_U7 = np.uint64(7)
-_U8 = np.uint64(8)
-_U255 = np.uint64(255)
-_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+from stream.word_intrinsics import ALL_ONES, U0, U1, U2, U3, U4, U7, U8, U255
 
 # status codes of :func:`selective_pass` (the wrapper turns them into messages)
 OK = 0
@@ -75,25 +66,25 @@ def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, 
     ``block`` the index of the block at fault, ``total``/``count`` (uint64) the sum and number
     of valid pixels (neither masked nor at the sentinel, the dtype max).
     """
-    n_planes = itemsize << _U3
+    n_planes = itemsize << U3
     n_full = n_elems // block_elems
     partial = n_elems - n_full * block_elems
-    partial -= partial & _U7
-    n_blocks = n_full + (_U1 if partial != _U0 else _U0)
+    partial -= partial & U7
+    n_blocks = n_full + (U1 if partial != U0 else U0)
     end = np.uint64(blob.size)
     pos = np.uint64(12)
-    total = _U0
-    count = _U0
+    total = U0
+    count = U0
     ng = np.uint64(needed_groups.size)
-    gi = _U0  # next needed group
+    gi = U0  # next needed group
     for blk in range(n_blocks):
         elems = block_elems if blk < n_full else partial
         nbytes = elems * itemsize
-        if end - pos < _U4:
+        if end - pos < U4:
             return ERR_CUT_IN_LENGTH, blk, total, count
-        clen = ((np.uint64(blob[pos]) << np.uint64(24)) | (np.uint64(blob[pos + _U1]) << np.uint64(16))
-                | (np.uint64(blob[pos + _U2]) << _U8) | np.uint64(blob[pos + _U3]))
-        pos += _U4
+        clen = ((np.uint64(blob[pos]) << np.uint64(24)) | (np.uint64(blob[pos + U1]) << np.uint64(16))
+                | (np.uint64(blob[pos + U2]) << U8) | np.uint64(blob[pos + U3]))
+        pos += U4
         if clen > end - pos:
             return ERR_BLOCK_PAST_END, blk, total, count
         got = lz4_decompress_block(blob, pos, pos + clen, scratch8, nbytes)
@@ -102,8 +93,8 @@ def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, 
         if np.uint64(got) != nbytes:
             return ERR_BLOCK_SIZE, blk, total, count
         pos += clen
-        plane_bytes = elems >> _U3
-        first_group = blk * (block_elems >> _U3)
+        plane_bytes = elems >> U3
+        first_group = blk * (block_elems >> U3)
         s, c = block_valid_sum(scratch8, plane_bytes, n_planes, valid8, first_group)
         total += s
         count += c
@@ -116,22 +107,22 @@ def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, 
         return ERR_TAIL_CUT, n_blocks, total, count
     if end - pos > n_tail * itemsize:
         return ERR_TRAILING, n_blocks, total, count
-    tail_group = first_tail >> _U3
+    tail_group = first_tail >> U3
     write_tail = False
     while gi < ng:
         if needed_groups[gi] == tail_group:
             write_tail = True
-        gi += _U1
-    sentinel = (_U1 << n_planes) - _U1 if n_planes < np.uint64(64) else _ALL_ONES
+        gi += U1
+    sentinel = (U1 << n_planes) - U1 if n_planes < np.uint64(64) else ALL_ONES
     for t in range(n_tail):
-        v = _U0
+        v = U0
         for k in range(itemsize):
-            v |= np.uint64(blob[pos + t * itemsize + k]) << (k << _U3)
+            v |= np.uint64(blob[pos + t * itemsize + k]) << (k << U3)
         i = first_tail + t
-        if (np.uint64(valid8[i >> _U3]) >> (i & _U7)) & _U1 and v != sentinel:
+        if (np.uint64(valid8[i >> U3]) >> (i & U7)) & U1 and v != sentinel:
             total += v
-            count += _U1
+            count += U1
         if write_tail:
             for k in range(itemsize):
-                out8[i * itemsize + k] = np.uint8((v >> (k << _U3)) & _U255)
+                out8[i * itemsize + k] = np.uint8((v >> (k << U3)) & U255)
     return OK, n_blocks, total, count

@@ -11,17 +11,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from stream.word_intrinsics import copy32, load_u64, splat32, store_u64
+from stream.word_intrinsics import U0, U1, U2, U3, U4, U8, U15, U32, U255, copy32, load_u64, splat32, store_u64
 
-_U0 = np.uint64(0)
-_U1 = np.uint64(1)
-_U2 = np.uint64(2)
-_U3 = np.uint64(3)
-_U4 = np.uint64(4)
-_U8 = np.uint64(8)
-_U15 = np.uint64(15)
-_U32 = np.uint64(32)
-_U255 = np.uint64(255)
 _BYTE_SPREAD = np.uint64(0x0101010101010101)
 _SPREAD16 = np.uint64(0x0001000100010001)
 _SPREAD32 = np.uint64(0x0000000100000001)
@@ -42,36 +33,36 @@ def _copy_match(dst, op, offset, ml):
     LZ4 repeats the pattern). Writes up to 31 bytes past ``op + ml``; the caller checked
     ``0 < offset <= op`` and room for that in ``dst``."""
     m = op - offset
-    if offset >= _U32:
+    if offset >= U32:
         # most bytes of a frame: a zero plane copied from an earlier zero plane (offset =
         # the plane size); each 32-byte read ends at or before the write position
-        k = _U0
+        k = U0
         while k < ml:
             copy32(dst, op + k, dst, m + k)
-            k += _U32
-    elif offset >= _U8:
-        k = _U0
+            k += U32
+    elif offset >= U8:
+        k = U0
         while k < ml:
             store_u64(dst, op + k, load_u64(dst, m + k))
-            k += _U8
-    elif offset == _U1:
+            k += U8
+    elif offset == U1:
         # a run of one byte value (a zero plane on its own)
         v = np.uint64(dst[m]) * _BYTE_SPREAD
-        k = _U0
+        k = U0
         while k < ml:
             splat32(dst, op + k, v)
-            k += _U32
-    elif offset == _U2 or offset == _U4:
+            k += U32
+    elif offset == U2 or offset == U4:
         # periods that divide 8: one 64-bit pattern repeated
-        if offset == _U2:
-            v = (np.uint64(dst[m]) | (np.uint64(dst[m + _U1]) << _U8)) * _SPREAD16
+        if offset == U2:
+            v = (np.uint64(dst[m]) | (np.uint64(dst[m + U1]) << U8)) * _SPREAD16
         else:
-            v = (np.uint64(dst[m]) | (np.uint64(dst[m + _U1]) << _U8) | (np.uint64(dst[m + _U2]) << np.uint64(16))
-                 | (np.uint64(dst[m + _U3]) << np.uint64(24))) * _SPREAD32
-        k = _U0
+            v = (np.uint64(dst[m]) | (np.uint64(dst[m + U1]) << U8) | (np.uint64(dst[m + U2]) << np.uint64(16))
+                 | (np.uint64(dst[m + U3]) << np.uint64(24))) * _SPREAD32
+        k = U0
         while k < ml:
             splat32(dst, op + k, v)
-            k += _U32
+            k += U32
     else:
         # periods 3, 5, 6, 7: bytewise until the pattern is 8+ bytes long, then 8 at a time from
         # one period-multiple back (the output repeats with any multiple). A long match (zero
@@ -80,10 +71,10 @@ def _copy_match(dst, op, offset, ml):
         # wrote, where a load straddling two recent stores stalls (store-to-load forwarding
         # fails), which made such a frame's LZ4 4× slower.
         if ml > np.uint64(64):
-            period = np.uint64(24) if offset == _U3 or offset == np.uint64(6) else offset << _U3
+            period = np.uint64(24) if offset == U3 or offset == np.uint64(6) else offset << U3
         else:
             period = offset
-            while period < _U8:
+            while period < U8:
                 period += offset
         head = period if period < ml else ml
         for k in range(head):
@@ -91,7 +82,7 @@ def _copy_match(dst, op, offset, ml):
         k = head
         while k < ml:
             store_u64(dst, op + k, load_u64(dst, op + k - period))
-            k += _U8
+            k += U8
 
 
 # --------------------------------------------------------------------------- LZ4
@@ -101,11 +92,11 @@ def _extended_length(src, ip, end, n):
     ``(n + those bytes, the index after them)``, or an index past ``end`` when the block ends first."""
     while True:
         if ip >= end:
-            return n, end + _U1
+            return n, end + U1
         b = np.uint64(src[ip])
-        ip += _U1
+        ip += U1
         n += b
-        if b != _U255:
+        if b != U255:
             return n, ip
 
 
@@ -120,15 +111,15 @@ def lz4_decompress_block(src, start, end, dst, capacity):
     reads ``src`` outside ``[start, end)`` nor writes ``dst`` past ``capacity + 31``.
     """
     ip = start
-    op = _U0
+    op = U0
     while True:
         if ip >= end:
             return LZ4_TRUNCATED
         token = np.uint64(src[ip])
-        ip += _U1
+        ip += U1
         # literals: length in the high nibble, 15 means "more length bytes follow"
-        lit = token >> _U4
-        if lit < _U15 and end - ip >= _U32 and capacity - op >= _U32:
+        lit = token >> U4
+        if lit < U15 and end - ip >= U32 and capacity - op >= U32:
             # the common short sequence (as in the reference decoder's fast loop): up to 14
             # literals copied with one fixed-size move, a match of up to 18 bytes. 32 input bytes are left, so the sequence is not the last
             # (literals only) one and its offset lies inside the block; 32 output bytes are
@@ -136,17 +127,17 @@ def lz4_decompress_block(src, start, end, dst, capacity):
             copy32(dst, op, src, ip)
             ip += lit
             op += lit
-            offset = np.uint64(src[ip]) | (np.uint64(src[ip + _U1]) << _U8)
-            ml = token & _U15
-            if ml != _U15 and offset != _U0 and offset <= op and ml + _U4 <= capacity - op:
-                ip += _U2
-                ml += _U4
+            offset = np.uint64(src[ip]) | (np.uint64(src[ip + U1]) << U8)
+            ml = token & U15
+            if ml != U15 and offset != U0 and offset <= op and ml + U4 <= capacity - op:
+                ip += U2
+                ml += U4
                 _copy_match(dst, op, offset, ml)
                 op += ml
                 continue
             # anything else: the general match code below (the literals are done)
-            lit = _U0
-        if lit == _U15:
+            lit = U0
+        if lit == U15:
             lit, ip = _extended_length(src, ip, end, lit)
             if ip > end:
                 return LZ4_TRUNCATED
@@ -154,19 +145,19 @@ def lz4_decompress_block(src, start, end, dst, capacity):
             return LZ4_TRUNCATED
         if lit > capacity - op:
             return LZ4_OVERFLOW
-        if lit != _U0:
-            if end - ip >= lit + _U32:
+        if lit != U0:
+            if end - ip >= lit + U32:
                 # 32 bytes at a time; may read up to 31 bytes past the literals (still < end) and
                 # write up to 31 past them (the scratch's slack, overwritten next)
-                k = _U0
+                k = U0
                 while k < lit:
                     copy32(dst, op + k, src, ip + k)
-                    k += _U32
-            elif end - ip >= lit + _U8:
-                k = _U0
+                    k += U32
+            elif end - ip >= lit + U8:
+                k = U0
                 while k < lit:
                     store_u64(dst, op + k, load_u64(src, ip + k))
-                    k += _U8
+                    k += U8
             else:
                 for k in range(lit):
                     dst[op + k] = src[ip + k]
@@ -175,18 +166,18 @@ def lz4_decompress_block(src, start, end, dst, capacity):
         if ip == end:
             return np.int64(op)  # the last sequence holds literals only
         # match: 2-byte little-endian offset back into the output, length in the low nibble + 4
-        if end - ip < _U2:
+        if end - ip < U2:
             return LZ4_TRUNCATED
-        offset = np.uint64(src[ip]) | (np.uint64(src[ip + _U1]) << _U8)
-        ip += _U2
-        if offset == _U0 or offset > op:
+        offset = np.uint64(src[ip]) | (np.uint64(src[ip + U1]) << U8)
+        ip += U2
+        if offset == U0 or offset > op:
             return LZ4_BAD_OFFSET
-        ml = token & _U15
-        if ml == _U15:
+        ml = token & U15
+        if ml == U15:
             ml, ip = _extended_length(src, ip, end, ml)
             if ip > end:
                 return LZ4_TRUNCATED
-        ml += _U4
+        ml += U4
         if ml > capacity - op:
             return LZ4_OVERFLOW
         _copy_match(dst, op, offset, ml)

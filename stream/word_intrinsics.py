@@ -8,9 +8,24 @@ wrap-around checks on the hot loops of :mod:`stream.lz4_block_kernel` and
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
+
+# uint64 constants for the kernels that index with uint64 (``uint64 op int64`` is float64 in
+# numba): one set, imported by the LZ4, bit-plane and driver modules
+U0 = np.uint64(0)
+U1 = np.uint64(1)
+U2 = np.uint64(2)
+U3 = np.uint64(3)
+U4 = np.uint64(4)
+U7 = np.uint64(7)
+U8 = np.uint64(8)
+U15 = np.uint64(15)
+U32 = np.uint64(32)
+U255 = np.uint64(255)
+ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @intrinsic
