@@ -155,14 +155,10 @@ def cpu_time_per_frame(fn, n):
     return (time.thread_time() - t) / n
 
 
-def repeated_ms(fn, n: int, repeats: int, timed_inside: bool = False) -> tuple[float, float]:
+def repeated_ms(fn, n: int, repeats: int) -> tuple[float, float]:
     """(min, median) over ``repeats`` runs of the CPU time per call of ``fn`` over ``n`` calls, in
-    ms: the machine is shared and noisy, one run says little. ``timed_inside``: ``fn(i)`` returns
-    the seconds to count itself (it times only part of its work)."""
-    if timed_inside:
-        runs = [sum(fn(i) for i in range(n)) / n for _ in range(repeats)]
-    else:
-        runs = [cpu_time_per_frame(fn, n) for _ in range(repeats)]
+    ms: the machine is shared and noisy, one run says little."""
+    runs = [cpu_time_per_frame(fn, n) for _ in range(repeats)]
     return 1e3 * min(runs), 1e3 * float(np.median(runs))
 
 
