@@ -26,7 +26,7 @@ from processors.frame_record import (
 from processors.geometry import GeometryError, combine_masks, pixel_geometry
 from processors.hot_pixels import HotPixelTracker
 from processors.polar_lut import PolarLUT, build_polar_lut
-from processors.polar_roi import PolarROI
+from processors.polar_roi import PolarROI, sentinel_of
 from processors.processing_setup import ProcessingSetup
 from processors.second_spot import SecondSpotFinder
 from processors.window_fits import WindowFits
@@ -230,11 +230,12 @@ class FrameProcessor:
     def integrate_windows(self, image: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """The windows' ROI sums of ``image`` into ``sums`` (float64, the LUT's bins), finding hot
         pixels on the way (masked from now on, listed in the record of the frame found in).
-        Returns the valid pixels per bin: ``counts``, filled, where some differ from the LUT's
+        ``image`` ``(rows, cols)`` C-contiguous, its dtype and shape already checked (as the
+        decoder's frames are: the checks are not repeated on this path). Returns the valid pixels per bin: ``counts``, filled, where some differ from the LUT's
         (a window pixel at the sentinel, a hot pixel found), else the LUT's own ``bin_pixels``
         (not copied: a new array replaces it when the LUT changes, so it stays this frame's)."""
         bin_pixels = self.roi.bin_pixels
-        found = self.hot_pixels.accumulate(image, sums, counts, lazy_counts=True)
+        found = self.hot_pixels.accumulate_flat(image.reshape(-1), sentinel_of(image.dtype), sums, counts, True)
         if found.size:
             self.lut = self.roi.lut
             self._hot_to_report.extend(int(p) for p in found)

@@ -12,6 +12,15 @@ from processors.polar_roi_kernel import accumulate_polar_bins, sum_valid_pixels
 _SUPPORTED = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32))
 
 
+def sentinel_of(dtype: np.dtype) -> int:
+    """The value of a gap or masked pixel in frames of the unsigned ``dtype``: its maximum.
+
+    ``np.iinfo(dtype).max`` is the same number, but builds an object in Python on every call:
+    ≈ 15 µs per frame in a worker, where the decode before it has pushed that code out of the
+    caches (measured, docs/fit_model.md)."""
+    return (1 << (8 * dtype.itemsize)) - 1
+
+
 class PolarROI:
     """Per-frame accumulation of a :class:`PolarLUT`; owns its sum/count buffers.
 
@@ -65,14 +74,14 @@ class PolarROI:
     def accumulate(self, frame: np.ndarray) -> int:
         """Fill the per-bin sums and counts from ``frame``; returns LUT pixels at the sentinel."""
         flat = self.checked_flat(frame)
-        sentinel = int(np.iinfo(frame.dtype).max)
+        sentinel = sentinel_of(frame.dtype)
         return accumulate_polar_bins(flat, self.pixel_index_u, self.bin_index_u, sentinel,
                                      self.bin_pixels, self.sums, self.counts)
 
     def valid_sum(self, frame: np.ndarray) -> tuple[int, int]:
         """Integrated counts and number of valid pixels of the whole frame."""
         flat = self.checked_flat(frame)
-        return sum_valid_pixels(flat, self.masked_index, int(np.iinfo(frame.dtype).max))
+        return sum_valid_pixels(flat, self.masked_index, sentinel_of(frame.dtype))
 
     def window_sums(self, index: int, sums: np.ndarray | None = None,
                     counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

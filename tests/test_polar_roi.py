@@ -6,7 +6,7 @@ import pytest
 from processors.config import PeakConfig
 from processors.geometry import combine_masks, load_integrator, pixel_geometry
 from processors.polar_lut import build_polar_lut, wrap_into_window
-from processors.polar_roi import PolarROI
+from processors.polar_roi import PolarROI, sentinel_of
 
 PEAKS = (
     PeakConfig("plain", (0.95, 1.19), (10.0, 60.0), hkl=(1, 0, 0), bins=(25, 96)),
@@ -137,3 +137,9 @@ def test_frame_of_wrong_shape_or_dtype_rejected(geometry):
         roi.accumulate(np.zeros((10, 10), np.uint32))
     with pytest.raises(ValueError, match="dtype float32 not supported"):
         roi.accumulate(np.zeros(g.shape, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64])
+def test_sentinel_is_the_dtype_maximum(dtype):
+    # the kernels' sentinel comes from sentinel_of, not np.iinfo: the same number
+    assert sentinel_of(np.dtype(dtype)) == int(np.iinfo(dtype).max)
