@@ -351,7 +351,7 @@ class ChunkReader:
             # RuntimeError: an unallocated chunk (a frame the recorder never received)
             return replace(frame, error=f"{Path(source.path).name} frame {source.index}: read failed ({exc})")
         encoding = "raw" if (filter_mask & 1 and frame.encoding != "raw") else frame.encoding
-        return replace(frame, blob=blob, encoding=encoding)
+        return frame.with_blob(blob, encoding)
 
     def close(self) -> None:
         for f, _ in self._open.values():

@@ -83,3 +83,18 @@ def test_raw_size_that_lies_and_unknown_encoding(decoder):
         decoder.decode_into(EncodedFrame(0, 0, "raw", "uint16", (4, 4), bytes(10)), np.empty(16, np.uint32))
     with pytest.raises(CorruptFrameError, match="unknown encoding"):
         decoder.decode_into(EncodedFrame(0, 0, "zstd", "uint16", (4, 4), bytes(40)), np.empty(16, np.uint32))
+
+
+def test_with_blob_is_replace_for_every_field():
+    # EncodedFrame.with_blob lists the fields by hand (dataclasses.replace is slow in workers):
+    # a field added to EncodedFrame and forgotten there would be lost
+    from dataclasses import fields, replace
+
+    from stream.encoded_frame import ChunkSource, EncodedFrame
+
+    values = dict(series=7, frame=3, encoding="lz4", dtype="uint16", shape=(4, 5), blob=b"old", receive_time=12.5,
+                  error="e", source=ChunkSource("/x.h5", "/entry/data", 2))
+    assert set(values) == {f.name for f in fields(EncodedFrame)}
+    frame = EncodedFrame(**values)
+    assert frame.with_blob(b"new") == replace(frame, blob=b"new")
+    assert frame.with_blob(b"new", "raw") == replace(frame, blob=b"new", encoding="raw")
