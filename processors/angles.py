@@ -1,7 +1,9 @@
 """Angles in degrees: the one wrap to (−180°, 180°] and the one fold of orientations.
 
-Every angle wrap in the project goes through :func:`wrap_deg` (numpy) or
-:func:`wrap_deg_scalar` (the same formula for ``@njit`` code); every orientation map
+Every angle wrap in the project goes through :func:`wrap_deg` (numpy), :func:`wrap_deg_exact`
+(its bit-for-bit twin for ``@njit`` code: the φ0 written into records) or
+:func:`wrap_deg_scalar` (the same wrap for ``@njit`` code, equal to within rounding, ≈ 1e-13°;
+used inside the fit, whose results it must not change); every orientation map
 shown (the live map and the report) is folded by :func:`fold_orientation`, so the two
 show the same numbers for the same φ0.
 """
@@ -45,7 +47,9 @@ def wrap_deg_exact(x: float) -> float:
 
 @nb.njit(cache=True, nogil=True)
 def wrap_deg_scalar(x: float) -> float:
-    """:func:`wrap_deg` of one float, callable from ``@njit`` code: (−180, 180]."""
+    """:func:`wrap_deg` of one float, callable from ``@njit`` code: (−180, 180], equal to it to
+    within rounding (not bit for bit: :func:`wrap_deg_exact` is). The fit's per-bin wrap; the
+    fits were made with it, so it stays."""
     return x - 360.0 * math.ceil((x - 180.0) / 360.0)
 
 

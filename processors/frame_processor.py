@@ -269,9 +269,8 @@ class FrameProcessor:
 
     def _report_hot_pixels(self, rec) -> None:
         """Put up to MAX_HOT_PER_RECORD hot pixels found and not yet reported into ``rec`` as
-        (row, col), −1 padded."""
+        (row, col); the rest of ``rec["hot_pixels"]`` keeps the −1 its callers filled in."""
         out = rec["hot_pixels"]
-        out[:] = -1
         pending = self._hot_to_report
         if pending:
             n = min(len(pending), MAX_HOT_PER_RECORD)
