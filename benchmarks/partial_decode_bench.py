@@ -60,17 +60,28 @@ def stages_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scr
     pos = np.uint64(12)
     total = _U0
     gi = _U0
+    gn = _U0  # next needed group when the unshuffle does not advance gi
+    ng = np.uint64(needed_groups.size)
     for blk in range(n_blocks):
         clen = ((np.uint64(blob[pos]) << np.uint64(24)) | (np.uint64(blob[pos + _U1]) << np.uint64(16))
                 | (np.uint64(blob[pos + np.uint64(2)]) << np.uint64(8)) | np.uint64(blob[pos + _U3]))
         pos += _U4
-        got = k.lz4_decompress_block(blob, pos, pos + clen, scratch8, block_elems * itemsize)
-        total += np.uint64(got)
-        pos += clen
         plane_bytes = block_elems >> _U3
         first_group = blk * plane_bytes
+        # as selective_pass: repeated planes of a block without needed groups are not written
+        if do_unshuffle:
+            needs_groups = gi < ng and needed_groups[gi] < first_group + plane_bytes
+        else:
+            needs_groups = gn < ng and needed_groups[gn] < first_group + plane_bytes
+            while gn < ng and needed_groups[gn] < first_group + plane_bytes:
+                gn += _U1
+        got, template, end_plane = k.lz4_decompress_planes(blob, pos, pos + clen, scratch8, block_elems * itemsize,
+                                                           plane_bytes, needs_groups)
+        total += np.uint64(got)
+        pos += clen
         if do_sum:
-            s, c = k.block_valid_sum(scratch8, plane_bytes, n_planes, valid8, first_group)
+            rep_lo = template + _U1 if end_plane != _U0 else _U0
+            s, c = k.block_valid_sum(scratch8, plane_bytes, n_planes, valid8, first_group, rep_lo, end_plane)
             total += s
         if do_unshuffle:
             gi = k.unshuffle_needed(scratch8, plane_bytes, n_planes, first_group, needed_groups, gi, rows, out)

@@ -30,13 +30,24 @@ _S28 = np.uint64(28)
 WORD_MIN_GROUPS = np.uint64(3)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _plane_start(b, plane_bytes, rep_lo, rep_hi):
+    """Byte offset of plane ``b``: planes ``rep_lo .. rep_hi - 1`` are read from plane ``rep_lo - 1``."""
+    if b >= rep_lo and b < rep_hi:
+        return (rep_lo - U1) * plane_bytes
+    return b * plane_bytes
+
+
 @numba.njit(cache=True, nogil=True)
-def block_valid_sum(planes8, plane_bytes, n_planes, valid8, valid_start):
+def block_valid_sum(planes8, plane_bytes, n_planes, valid8, valid_start, rep_lo, rep_hi):
     """Sum and count of the valid elements of one decompressed block, from its bit planes.
 
     ``planes8``: uint8, ``n_planes`` planes of ``plane_bytes`` bytes; ``valid8``: uint8 packed
-    flags (1 = not masked), the block's first element at byte ``valid_start``. Sentinel elements (dtype max, every
-    bit set) are the bits set in the AND of all planes. Returns ``(sum, n)`` as uint64 with
+    flags (1 = not masked), the block's first element at byte ``valid_start``. Planes
+    ``rep_lo .. rep_hi - 1`` (uint64; none when ``rep_hi <= rep_lo``) are copies of plane
+    ``rep_lo - 1`` that were not written (``lz4_decompress_planes``): that plane is read in their
+    place, and its popcount is counted for each without reading it again. Sentinel elements
+    (dtype max, every bit set) are the bits set in the AND of all planes. Returns ``(sum, n)`` as uint64 with
     sum = Σ_b 2^b·popcount(plane_b & valid) − max·n_sentinel, n = popcount(valid) − n_sentinel.
     Words of 64 elements when ``plane_bytes`` and ``valid_start`` are multiples of 8 (every
     block of an 8192-byte-block blob but a short last one), bytes otherwise.
@@ -51,35 +62,45 @@ def block_valid_sum(planes8, plane_bytes, n_planes, valid8, valid_start):
         # but for the gaps and bad pixels at the sentinel, which the mask leaves out)
         top = n_planes
         while top != U0:
-            base = (top - U1) * plane_bytes
+            b = top - U1
+            if b >= rep_lo and b < rep_hi:
+                # a repeated plane is empty if and only if its template is: look at the
+                # template; if it is empty, so are the planes from it to this one
+                b = rep_lo - U1
+            base = b * plane_bytes
             acc = U0
             for w in range(n_words):
                 off = w << U3
                 acc |= load_u64(planes8, base + off) & load_u64(valid8, valid_start + off)
             if acc != U0:
                 break
-            top -= U1
+            top = b
         # plane by plane, word by word: the inner loop is a plain reduction that LLVM
         # vectorizes (vector popcount)
+        s_template = U0
         for b in range(top):
+            if b >= rep_lo and b < rep_hi:
+                total += s_template << b
+                continue
             base = b * plane_bytes
             s = U0
             for w in range(n_words):
                 off = w << U3
                 s += popcount64(load_u64(planes8, base + off) & load_u64(valid8, valid_start + off))
             total += s << b
+            s_template = s
         for w in range(n_words):
             count += popcount64(load_u64(valid8, valid_start + (w << U3)))
         if top == n_planes:
             # sentinel elements have the top bit set: only words where a valid element has it
             # need the AND of all planes (rare: gaps and known bad pixels are masked)
-            last = (n_planes - U1) * plane_bytes
+            last = _plane_start(n_planes - U1, plane_bytes, rep_lo, rep_hi)
             for w in range(n_words):
                 off = w << U3
                 acc_and = load_u64(planes8, last + off) & load_u64(valid8, valid_start + off)
                 if acc_and != U0:
                     for b in range(n_planes - U1):
-                        acc_and &= load_u64(planes8, b * plane_bytes + off)
+                        acc_and &= load_u64(planes8, _plane_start(b, plane_bytes, rep_lo, rep_hi) + off)
                     n_sent = popcount64(acc_and)
                     total -= n_sent * sentinel
                     count -= n_sent
@@ -91,7 +112,7 @@ def block_valid_sum(planes8, plane_bytes, n_planes, valid8, valid_start):
             acc_and = U255
             s = U0
             for b in range(n_planes):
-                x = np.uint64(planes8[b * plane_bytes + w])
+                x = np.uint64(planes8[_plane_start(b, plane_bytes, rep_lo, rep_hi) + w])
                 acc_and &= x
                 s += popcount64(x & m) << b
             n_sent = popcount64(acc_and & m)

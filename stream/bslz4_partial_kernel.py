@@ -33,8 +33,9 @@ from stream.lz4_block_kernel import (  # noqa: F401  (re-exported: tests and the
     LZ4_TRUNCATED,
     SCRATCH_SLACK,
     lz4_decompress_block,
+    lz4_decompress_planes,
 )
-from stream.word_intrinsics import ALL_ONES, U0, U1, U2, U3, U4, U7, U8, U255
+from stream.word_intrinsics import ALL_ONES, U0, U1, U2, U3, U4, U7, U8, U32, U255
 
 # status codes of :func:`selective_pass` (the wrapper turns them into messages)
 OK = 0
@@ -87,15 +88,22 @@ def selective_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, 
         pos += U4
         if clen > end - pos:
             return ERR_BLOCK_PAST_END, blk, total, count
-        got = lz4_decompress_block(blob, pos, pos + clen, scratch8, nbytes)
+        plane_bytes = elems >> U3
+        first_group = blk * (block_elems >> U3)
+        # repeated high planes are summed from their template; they need not even be written
+        # when the block has no needed group (word-aligned planes only, as the sum's fast path)
+        needs_groups = gi < ng and needed_groups[gi] < first_group + plane_bytes
+        repeats = plane_bytes if ((plane_bytes & U7) == U0 and (first_group & U7) == U0
+                                  and plane_bytes >= U32) else U0
+        got, template, end_plane = lz4_decompress_planes(blob, pos, pos + clen, scratch8, nbytes, repeats,
+                                                         needs_groups)
         if got < 0:
             return ERR_LZ4_CORRUPT, blk, total, count
         if np.uint64(got) != nbytes:
             return ERR_BLOCK_SIZE, blk, total, count
         pos += clen
-        plane_bytes = elems >> U3
-        first_group = blk * (block_elems >> U3)
-        s, c = block_valid_sum(scratch8, plane_bytes, n_planes, valid8, first_group)
+        rep_lo = template + U1 if end_plane != U0 else U0
+        s, c = block_valid_sum(scratch8, plane_bytes, n_planes, valid8, first_group, rep_lo, end_plane)
         total += s
         count += c
         # the needed groups of this block, while its planes are in cache

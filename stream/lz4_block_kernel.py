@@ -4,6 +4,16 @@ Raw LZ4 block format (tokens, literals, 2-byte offsets, overlapping matches), bo
 a truncated or corrupt block returns a negative error code and never reads or writes out of
 bounds. Copies go 8 or 32 bytes at a time where the offset allows, and short-period matches
 (the runs that zero high bit planes compress to) are splatted. Indices are ``uint64``.
+
+Repeated bit planes (:func:`lz4_decompress_planes`): in an EIGER frame's bitshuffle block the
+high bit planes are all alike (zero, or the gap pixels at the sentinel), and LZ4 codes them as
+one long match a plane back (8 of every 10 decoded bytes of a 4M frame). When the caller will
+only read whole planes (the valid-pixel sum of a block with no needed pixel), such a match is
+not copied: its first whole plane is written (the template), the planes after it are left
+unwritten and reported, and the caller reads the template in their place. Every byte they
+would hold equals the template's (the match's period divides the plane size). Only a match
+that only literals follow is treated so (the usual case: LZ4 ends a block with 5 literals), so
+that no later match can copy from the planes left unwritten.
 """
 
 from __future__ import annotations
@@ -101,6 +111,31 @@ def _extended_length(src, ip, end, n):
 
 
 @numba.njit(cache=True, nogil=True)
+def _last_literals_follow(src, ip, end):
+    """Whether the sequence at ``src[ip:end]`` is the block's last: literals only, up to ``end``."""
+    if ip >= end:
+        return False
+    lit = np.uint64(src[ip]) >> U4
+    ip += U1
+    if lit == U15:
+        lit, ip = _extended_length(src, ip, end, lit)
+        if ip > end:
+            return False
+    return end - ip == lit
+
+
+@numba.njit(cache=True, nogil=True)
+def copy_plane_part(dst, to, frm, n):
+    """Copy ``n`` bytes from ``dst[frm:]`` to ``dst[to:]`` (``to - frm`` at least 32: no overlap
+    within a 32-byte move), 32 at a time: up to 31 bytes past ``to + n`` are written (the
+    block's next sequence writes them again)."""
+    k = U0
+    while k < n:
+        copy32(dst, to + k, dst, frm + k)
+        k += U32
+
+
+@numba.njit(cache=True, nogil=True)
 def lz4_decompress_block(src, start, end, dst, capacity):
     """Decompress the raw LZ4 block ``src[start:end]`` into ``dst[:capacity]``.
 
@@ -110,11 +145,30 @@ def lz4_decompress_block(src, start, end, dst, capacity):
     that is truncated, refers before its start, or would decode past ``capacity``; it never
     reads ``src`` outside ``[start, end)`` nor writes ``dst`` past ``capacity + 31``.
     """
+    return lz4_decompress_planes(src, start, end, dst, capacity, U0, True)[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def lz4_decompress_planes(src, start, end, dst, capacity, plane_bytes, write_repeats):
+    """:func:`lz4_decompress_block` that reports repeated bit planes of ``plane_bytes``, and
+    leaves them unwritten unless ``write_repeats``.
+
+    ``plane_bytes``: 0 (look for none), or the block's plane size, a multiple of 8 and at
+    least 32. Returns ``(n, template, end_plane)``: ``n`` as :func:`lz4_decompress_block`; when
+    ``end_plane`` is not 0, planes ``template + 1 .. end_plane - 1`` equal plane ``template``
+    byte for byte, and were not written unless ``write_repeats`` (every other byte of
+    ``dst[:n]`` is). Such planes come from a match whose period (offset) divides
+    ``plane_bytes``, that covers at least two whole planes, and that the block's last sequence
+    (literals only) follows. The same bounds and errors as :func:`lz4_decompress_block`.
+    """
     ip = start
     op = U0
+    d_t = U0  # template plane of the planes left unwritten
+    d_e = U0  # their end (exclusive); 0: none. Set by the block's last match only: no later
+    # match can copy from them, and the loop's fast path needs no test for it
     while True:
         if ip >= end:
-            return LZ4_TRUNCATED
+            return LZ4_TRUNCATED, U0, U0
         token = np.uint64(src[ip])
         ip += U1
         # literals: length in the high nibble, 15 means "more length bytes follow"
@@ -140,11 +194,11 @@ def lz4_decompress_block(src, start, end, dst, capacity):
         if lit == U15:
             lit, ip = _extended_length(src, ip, end, lit)
             if ip > end:
-                return LZ4_TRUNCATED
+                return LZ4_TRUNCATED, U0, U0
         if lit > end - ip:
-            return LZ4_TRUNCATED
+            return LZ4_TRUNCATED, U0, U0
         if lit > capacity - op:
-            return LZ4_OVERFLOW
+            return LZ4_OVERFLOW, U0, U0
         if lit != U0:
             if end - ip >= lit + U32:
                 # 32 bytes at a time; may read up to 31 bytes past the literals (still < end) and
@@ -164,21 +218,34 @@ def lz4_decompress_block(src, start, end, dst, capacity):
             ip += lit
             op += lit
         if ip == end:
-            return np.int64(op)  # the last sequence holds literals only
+            return np.int64(op), d_t, d_e  # the last sequence holds literals only
         # match: 2-byte little-endian offset back into the output, length in the low nibble + 4
         if end - ip < U2:
-            return LZ4_TRUNCATED
+            return LZ4_TRUNCATED, U0, U0
         offset = np.uint64(src[ip]) | (np.uint64(src[ip + U1]) << U8)
         ip += U2
         if offset == U0 or offset > op:
-            return LZ4_BAD_OFFSET
+            return LZ4_BAD_OFFSET, U0, U0
         ml = token & U15
         if ml == U15:
             ml, ip = _extended_length(src, ip, end, ml)
             if ip > end:
-                return LZ4_TRUNCATED
+                return LZ4_TRUNCATED, U0, U0
         ml += U4
         if ml > capacity - op:
-            return LZ4_OVERFLOW
-        _copy_match(dst, op, offset, ml)
+            return LZ4_OVERFLOW, U0, U0
+        n_copy = ml
+        if plane_bytes != U0 and ml >= plane_bytes << U1 and plane_bytes % offset == U0:
+            t = (op + plane_bytes - U1) // plane_bytes  # the first plane that starts inside the match
+            e = (op + ml) // plane_bytes  # the plane where it ends
+            if e >= t + U2 and _last_literals_follow(src, ip, end):
+                d_t = t
+                d_e = e
+                if not write_repeats:
+                    # copy up to the end of plane t (the template; the overrun lands in plane
+                    # t + 1, unwritten anyway), then the part of plane e the match covers
+                    n_copy = (t + U1) * plane_bytes - op
+        _copy_match(dst, op, offset, n_copy)
         op += ml
+        if n_copy != ml:
+            copy_plane_part(dst, d_e * plane_bytes, d_t * plane_bytes, op - d_e * plane_bytes)

@@ -391,3 +391,166 @@ def test_other_block_sizes(rng, full_decoder, dtype, block_elems):
         bitshuffle.compress_lz4(image.reshape(-1), block_elems).tobytes()
     needed = np.unique(np.r_[rng.integers(0, image.size, 300), 0, image.size - 1])
     check(full_decoder, image, masked, needed, blob=blob)
+
+
+# --------------------------------------------------------------------------- repeated bit planes
+def lz4_block(sequences: list[tuple[bytes, int, int]], last: bytes) -> bytes:
+    """A raw LZ4 block written by hand: ``(literals, offset, match length)`` sequences, then the
+    last literals."""
+    def length_bytes(n: int) -> bytes:
+        return bytes([255] * (n // 255) + [n % 255])
+
+    out = bytearray()
+    for lit, offset, ml in [*sequences, (last, 0, 0)]:
+        is_last = offset == 0
+        m = 0 if is_last else ml - 4
+        out.append((min(len(lit), 15) << 4) | (0 if is_last else min(m, 15)))
+        if len(lit) >= 15:
+            out += length_bytes(len(lit) - 15)
+        out += lit
+        if not is_last:
+            out += offset.to_bytes(2, "little")
+            if m >= 15:
+                out += length_bytes(m - 15)
+    return bytes(out)
+
+
+def decode_planes(block: bytes, capacity: int, plane_bytes: int, write: bool) -> tuple[int, int, int, np.ndarray]:
+    src = np.frombuffer(block, np.uint8)
+    dst = np.full(capacity + kernel.SCRATCH_SLACK, 0xEE, np.uint8)
+    n, t, e = kernel.lz4_decompress_planes(src, np.uint64(0), np.uint64(src.size), dst, np.uint64(capacity),
+                                           np.uint64(plane_bytes), write)
+    return int(n), int(t), int(e), dst
+
+
+def check_planes(block: bytes, raw: bytes, plane_bytes: int) -> tuple[int, int]:
+    """Decoding ``block`` with repeated planes of ``plane_bytes`` reported gives ``raw``: written
+    (``write_repeats``) byte for byte, or not written and equal to the template plane; nothing
+    written past the slack. Returns the reported ``(template, end_plane)``."""
+    cap = len(raw)
+    ref = np.frombuffer(raw, np.uint8)
+    n, t, e, written = decode_planes(block, cap, plane_bytes, True)
+    assert n == cap
+    np.testing.assert_array_equal(written[:cap], ref)
+    n2, t2, e2, left = decode_planes(block, cap, plane_bytes, False)
+    assert (n2, t2, e2) == (n, t, e)
+    if e:
+        assert e >= t + 2
+        planes = ref[: (cap // plane_bytes) * plane_bytes].reshape(-1, plane_bytes)
+        assert (planes[t + 1:e] == planes[t]).all(), "reported planes differ from their template"
+        unwritten = np.zeros(cap, bool)
+        unwritten[(t + 1) * plane_bytes:e * plane_bytes] = True
+        # the first one may hold the template copy's overrun; the others are not written at all
+        assert (left[(t + 1) * plane_bytes + kernel.SCRATCH_SLACK:e * plane_bytes] == 0xEE).all()
+        np.testing.assert_array_equal(left[:cap][~unwritten], ref[~unwritten])
+    else:
+        np.testing.assert_array_equal(left[:cap], ref)
+    assert (left[cap + kernel.SCRATCH_SLACK:] == 0xEE).all()
+    return t, e
+
+
+def test_repeated_planes_hand_made_blocks(rng):
+    pb = 64
+    lit = bytes(rng.integers(1, 256, 100, dtype=np.uint8))
+    period2 = bytes(rng.integers(0, 256, 2, dtype=np.uint8))
+
+    def expand(seqs, last):
+        out = bytearray()
+        for literals, offset, ml in seqs:
+            out += literals
+            for _ in range(ml):
+                out.append(out[-offset])
+        return bytes(out + last)
+
+    cases = {
+        # a run of one plane back from byte 100 to 5 bytes before the end: plane 2 is the first
+        # inside it (the template), planes 3..8 repeat it, plane 9 is partly the match
+        "plane back, then 5 literals": ([(lit, pb, 10 * pb - 100 - 5)], b"\x01\x02\x03\x04\x05", (2, 9)),
+        # period 2 divides the plane: a template inside the match, planes after it repeat it
+        "period 2": ([(lit[:30] + period2, 2, 8 * pb)], b"\x00" * 7, (1, 8)),
+        # 20 last literals (an extended literal length) after the match
+        "long last literals": ([(lit, pb, 6 * pb)], bytes(range(20)), (2, 7)),
+        # the match ends exactly at a plane boundary before the last literals
+        "ends on a plane": ([(lit[:64], pb, 4 * pb)], bytes(range(64)), (1, 5)),
+        # another match follows: it could copy from the repeated planes, so none are reported
+        "a match follows": ([(lit, pb, 6 * pb), (b"\x07", 3 * pb, 40)], b"\x01" * 5, None),
+        # periods that do not divide the plane size
+        "period 3": ([(lit[:3], 3, 8 * pb)], b"\x01" * 5, None),
+        "period 96": ([(lit[:96], 96, 8 * pb)], b"\x01" * 5, None),
+        # covers less than two whole planes
+        "short": ([(lit, pb, 2 * pb - 2)], b"\x01" * 5, None),
+    }
+    for name, (seqs, last, expect) in cases.items():
+        raw = expand(seqs, last)
+        got = check_planes(lz4_block(seqs, last), raw, pb)
+        if expect is None:
+            assert got[1] == 0, name
+        else:
+            assert got == expect, name
+    # plane size 0: nothing is looked for; and the plain decoder gives the same bytes
+    seqs, last, _ = cases["plane back, then 5 literals"]
+    block = lz4_block(seqs, last)
+    assert decode_planes(block, len(expand(seqs, last)), 0, False)[1:3] == (0, 0)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32"])
+def test_repeated_planes_of_eiger_like_blocks(rng, dtype):
+    """Every block of EIGER-like frames: the repeated planes reported are really there, the rest
+    decodes as the reference. In a frame of low counts, gaps at the sentinel and a bright spot
+    most blocks have some (the high planes are the gap pattern); ``eiger_like``'s random values
+    at every bit depth break them in many blocks."""
+    block = BLOCK_ELEMS[dtype]
+    pb = block // 8
+    shape = (97, 2070)
+    plain = rng.poisson(0.5, shape).astype(dtype)
+    plain[7::41, :] = np.iinfo(dtype).max
+    plain[:, 11::67] = np.iinfo(dtype).max
+    plain[40:46, 300:306] = 100 if dtype == "uint8" else 2000
+    for image, most in ((plain, True), (eiger_like(rng, dtype, shape)[0], False)):
+        flat = image.reshape(-1)
+        n_full = flat.size // block
+        reported = 0
+        for b in range(n_full):
+            part = flat[b * block:(b + 1) * block]
+            compressed = bitshuffle.compress_lz4(part, block).tobytes()[4:]  # drop the block's length
+            raw = bitshuffle.bitshuffle(part, block).view(np.uint8).tobytes()
+            _, e = check_planes(compressed, raw, pb)
+            reported += e != 0
+        if most:
+            assert reported > n_full * 3 // 4, (reported, n_full)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32"])
+def test_block_sum_from_a_template_plane(rng, dtype):
+    """block_valid_sum with planes rep_lo .. rep_hi - 1 read as plane rep_lo - 1 equals the sum of
+    the block with those planes written, whatever garbage they hold, sentinels included."""
+    itemsize = np.dtype(dtype).itemsize
+    n_planes = 8 * itemsize
+    pb = 64
+    for trial in range(40):
+        planes = rng.integers(0, 256, (n_planes, pb), dtype=np.uint8)
+        planes[rng.random(n_planes) < 0.5] = 0
+        lo = int(rng.integers(1, n_planes - 1))
+        hi = int(rng.integers(lo + 1, n_planes + 1))
+        if trial % 4 == 0:
+            planes[lo - 1] = 0  # repeats of an empty plane
+        if trial % 4 == 1:
+            planes[:, :3] = 255  # sentinel elements in the valid area, the top planes set
+            planes[lo - 1, :3] = 255
+        planes[lo:hi] = planes[lo - 1]
+        valid = rng.integers(0, 256, pb, dtype=np.uint8)
+        valid[:3] |= 0x0F
+        full = planes.reshape(-1).copy()
+        args = (np.uint64(pb), np.uint64(n_planes), valid, np.uint64(0))
+        want = kernel.block_valid_sum(full, *args, np.uint64(0), np.uint64(0))
+        # what the unwritten planes hold (the last block's bytes) must not matter
+        for fill in (rng.integers(0, 256, (hi - lo, pb), dtype=np.uint8), 0, 255):
+            garbage = planes.copy()
+            garbage[lo:hi] = fill
+            got = kernel.block_valid_sum(garbage.reshape(-1).copy(), *args, np.uint64(lo), np.uint64(hi))
+            assert got == want, (trial, lo, hi)
+        # and the reference: unshuffle, mask, drop sentinels
+        values = bitshuffle.bitunshuffle(full.view(dtype), 8 * pb).astype(np.uint64)
+        mask = np.unpackbits(valid, bitorder="little").astype(bool)
+        keep = mask & (values != np.iinfo(dtype).max)
+        assert (int(want[0]), int(want[1])) == (int(values[keep].sum()), int(keep.sum()))
