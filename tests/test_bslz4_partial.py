@@ -106,6 +106,10 @@ def eiger_like(rng, dtype: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.
     flat[rng.integers(0, flat.size, 20)] = top - 1
     flat[rng.integers(0, flat.size, 20)] = 1 << (8 * image.itemsize - 1)
     flat[rng.integers(0, flat.size, 200)] = rng.integers(0, top, 200, dtype=dtype)
+    if top > 255 and flat.size > 300:
+        # a bright spot: values that need 9 to 16 bits, the rest of its words below 256
+        spot = int(rng.integers(0, flat.size - 300))
+        flat[spot:spot + 300:3] = rng.integers(256, min(int(top), 65535), 100, endpoint=True).astype(dtype)
     return image, masked
 
 
