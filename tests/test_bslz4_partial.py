@@ -375,15 +375,23 @@ def test_lz4_kernel_matches_reference_and_stays_in_bounds(rng):
             n = kernel.lz4_decompress_block(src, np.uint64(0), np.uint64(src.size), dst, np.uint64(cap - 1))
             assert n == kernel.LZ4_OVERFLOW
             assert (dst[cap - 1 + kernel.SCRATCH_SLACK:] == 0xEE).all()
-            # random corruption: an error code or some output, always inside dst
+            # random corruption: an error code or some output, always inside dst, also when
+            # repeated planes (of 32 or 256 bytes) may be reported and left unwritten
             for _ in range(20):
                 bad = bytearray(compressed)
                 bad[int(rng.integers(0, len(bad)))] = int(rng.integers(0, 256))
+                src_bad = np.frombuffer(bytes(bad), np.uint8)
                 dst[:] = 0xEE
-                n = kernel.lz4_decompress_block(np.frombuffer(bytes(bad), np.uint8), np.uint64(0),
-                                                np.uint64(len(bad)), dst, np.uint64(cap))
+                n = kernel.lz4_decompress_block(src_bad, np.uint64(0), np.uint64(len(bad)), dst, np.uint64(cap))
                 assert n <= cap
                 assert (dst[cap + kernel.SCRATCH_SLACK:] == 0xEE).all()
+                for pb in (32, 256):
+                    dst[:] = 0xEE
+                    n2, t, e = kernel.lz4_decompress_planes(src_bad, np.uint64(0), np.uint64(len(bad)), dst,
+                                                            np.uint64(cap), np.uint64(pb), False)
+                    assert n2 == n
+                    assert (dst[cap + kernel.SCRATCH_SLACK:] == 0xEE).all()
+                    assert e == 0 or (n2 >= 0 and t + 2 <= e and e * pb <= n2)
 
 
 @pytest.mark.parametrize("dtype, block_elems", [("uint8", 8), ("uint16", 24), ("uint32", 64), ("uint32", 1000),
@@ -476,6 +484,12 @@ def test_repeated_planes_hand_made_blocks(rng):
         "long last literals": ([(lit, pb, 6 * pb)], bytes(range(20)), (2, 7)),
         # the match ends exactly at a plane boundary before the last literals
         "ends on a plane": ([(lit[:64], pb, 4 * pb)], bytes(range(64)), (1, 5)),
+        # other periods that divide the plane: 4, 8, 32
+        "period 4": ([(lit[:70], 4, 5 * pb)], b"\x09" * 5, (2, 6)),
+        "period 8": ([(lit[:70], 8, 5 * pb)], b"\x09" * 5, (2, 6)),
+        "period 32": ([(lit[:70], 32, 5 * pb)], b"\x09" * 5, (2, 6)),
+        # no last literals at all: the match runs to the end of the block's last plane
+        "no last literals": ([(lit[:64], pb, 7 * pb)], b"", (1, 8)),
         # another match follows: it could copy from the repeated planes, so none are reported
         "a match follows": ([(lit, pb, 6 * pb), (b"\x07", 3 * pb, 40)], b"\x01" * 5, None),
         # periods that do not divide the plane size
@@ -558,3 +572,23 @@ def test_block_sum_from_a_template_plane(rng, dtype):
         mask = np.unpackbits(valid, bitorder="little").astype(bool)
         keep = mask & (values != np.iinfo(dtype).max)
         assert (int(want[0]), int(want[1])) == (int(values[keep].sum()), int(keep.sum()))
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint32"])
+def test_repeated_planes_in_a_short_last_block(rng, full_decoder, dtype):
+    """A frame whose short last block has whole-word planes of 64 bytes and starts at a group
+    past the first: its repeated planes are reported (and, with no pixel needed there, not
+    written), and the selective decode still equals the full one."""
+    block = BLOCK_ELEMS[dtype]
+    shape = (1, 2 * block + 512)  # two full blocks, then 512 elements: planes of 64 bytes
+    image = rng.poisson(0.5, shape).astype(dtype)
+    image[0, 5::67] = np.iinfo(dtype).max
+    image[0, 2 * block + 100:2 * block + 106] = 300  # 9 bits: planes 9 and up hold only the gaps
+    masked = image == np.iinfo(dtype).max
+    tail = image.reshape(-1)[2 * block:]
+    compressed = bitshuffle.compress_lz4(tail, tail.size).tobytes()[4:]
+    raw = bitshuffle.bitshuffle(tail, tail.size).view(np.uint8).tobytes()
+    assert check_planes(compressed, raw, tail.size // 8)[1] != 0
+    n = image.size
+    for needed in (np.zeros(0, np.int64), np.arange(0, 2 * block, 97), np.array([n - 1]), np.arange(n)):
+        check(full_decoder, image, masked, needed)
