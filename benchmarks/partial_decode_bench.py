@@ -75,8 +75,9 @@ def stages_pass(blob, n_elems, itemsize, block_elems, valid8, needed_groups, scr
             needs_groups = gn < ng and needed_groups[gn] < first_group + plane_bytes
             while gn < ng and needed_groups[gn] < first_group + plane_bytes:
                 gn += _U1
+        repeats = plane_bytes if (plane_bytes & np.uint64(7)) == _U0 and plane_bytes >= np.uint64(32) else _U0
         got, template, end_plane = k.lz4_decompress_planes(blob, pos, pos + clen, scratch8, block_elems * itemsize,
-                                                           plane_bytes, needs_groups)
+                                                           repeats, needs_groups)
         total += np.uint64(got)
         pos += clen
         if do_sum:
