@@ -33,8 +33,11 @@ from cli_run import _env
 from process_tree import alive, children, cmdline
 
 NANOMAPS = str(Path(sys.executable).with_name("nanomaps"))
-SHAPE = (30, 40)
-FRAMES_PER_FILE = 40  # one short recording given SHAPE[0] times: a 1200-frame scan, simulated in seconds
+# one short recording given SHAPE[0] times: a 6000-frame scan, simulated in seconds, that
+# lasts several seconds even at ~1000 frames/s (1200 frames were all done before the signal
+# came, once reprocess ran at ~800 frames/s)
+SHAPE = (150, 40)
+FRAMES_PER_FILE = 40
 TOTAL = SHAPE[0] * SHAPE[1]
 
 
