@@ -45,7 +45,7 @@ def block_valid_sum(planes8, plane_bytes, n_planes, valid8, valid_start, rep_lo,
     ``planes8``: uint8, ``n_planes`` planes of ``plane_bytes`` bytes; ``valid8``: uint8 packed
     flags (1 = not masked), the block's first element at byte ``valid_start``. Planes
     ``rep_lo .. rep_hi - 1`` (uint64; none when ``rep_hi <= rep_lo``) are copies of plane
-    ``rep_lo - 1`` that were not written (``lz4_decompress_planes``): that plane is read in their
+    ``rep_lo - 1``, written or not (``lz4_decompress_planes``): that plane is read in their
     place, and its popcount is counted for each without reading it again. Sentinel elements
     (dtype max, every bit set) are the bits set in the AND of all planes. Returns ``(sum, n)`` as uint64 with
     sum = Σ_b 2^b·popcount(plane_b & valid) − max·n_sentinel, n = popcount(valid) − n_sentinel.

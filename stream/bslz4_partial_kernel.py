@@ -4,6 +4,8 @@ One pass over a ``bslz4`` blob (HDF5 filter framing, ``stream/blob_framing.py``)
 bitshuffle block is LZ4-decompressed into a small scratch buffer that stays in L1/L2; its
 contribution to the whole-frame valid-pixel sum is taken from the bit planes as they are
 (no unshuffle); only the 8-pixel groups the caller needs are bit-unshuffled into the output.
+The high planes that repeat one plane (``lz4_decompress_planes``) are summed from it, and not
+even written in a block with no needed group (docs/partial_decode.md).
 
 Block layout (checked against ``bitshuffle.compress_lz4``): a block of ``m`` elements
 (``m`` a multiple of 8) of ``8 * itemsize`` bits decompresses to ``8 * itemsize`` bit planes

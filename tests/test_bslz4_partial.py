@@ -505,10 +505,17 @@ def test_repeated_planes_hand_made_blocks(rng):
             assert got[1] == 0, name
         else:
             assert got == expect, name
-    # plane size 0: nothing is looked for; and the plain decoder gives the same bytes
+    # plane size 0: nothing is looked for, everything is written; the plain decoder is that
     seqs, last, _ = cases["plane back, then 5 literals"]
     block = lz4_block(seqs, last)
-    assert decode_planes(block, len(expand(seqs, last)), 0, False)[1:3] == (0, 0)
+    raw = expand(seqs, last)
+    n, t, e, dst = decode_planes(block, len(raw), 0, False)
+    assert (n, t, e) == (len(raw), 0, 0)
+    assert dst[:n].tobytes() == raw
+    src = np.frombuffer(block, np.uint8)
+    plain = np.full(len(raw) + kernel.SCRATCH_SLACK, 0xEE, np.uint8)
+    assert kernel.lz4_decompress_block(src, np.uint64(0), np.uint64(src.size), plain, np.uint64(len(raw))) == n
+    assert plain[:n].tobytes() == raw
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32"])
