@@ -35,6 +35,9 @@ class PixelGeometry:
     chi_deg: np.ndarray = field(repr=False)
     mask: np.ndarray = field(repr=False)
     wavelength_A: float = 0.0
+    #: what is derived from the coordinates alone, kept for the next setup on this geometry
+    #: (``polar_lut.window_pixels``: a window's pixels, whatever the mask)
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -82,6 +82,30 @@ def wrap_into_window(chi_deg: np.ndarray, lo: float) -> np.ndarray:
     return lo + np.mod(chi_deg - lo, 360.0)
 
 
+def window_pixels(geometry: PixelGeometry, q_range: tuple[float, float],
+                  chi_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, cols, chi)`` of the pixels with q in ``[q_lo, q_hi)`` 1/Å and χ in ``[chi_lo, chi_hi)``
+    degrees, masked or not, in row-major order; ``chi`` taken into ``[chi_lo, chi_lo + 360)``.
+
+    Read-only arrays, remembered on ``geometry`` (``derived``): every header may bring a new
+    mask, and finding a window's pixels means three passes over a 4M detector's q and χ
+    (≈ 90 ms, paid in the main process and in each worker while the series' frames wait);
+    the mask then only filters these.
+    """
+    key = ("window_pixels", float(q_range[0]), float(q_range[1]), float(chi_range[0]), float(chi_range[1]))
+    found = geometry.derived.get(key)
+    if found is None:
+        q, chi = geometry.q_A, geometry.chi_deg
+        rows, cols = np.nonzero((q >= q_range[0]) & (q < q_range[1]))
+        w = wrap_into_window(chi[rows, cols], chi_range[0])
+        inside = w < chi_range[1]
+        found = (rows[inside], cols[inside], w[inside])
+        for a in found:
+            a.setflags(write=False)
+        geometry.derived[key] = found
+    return found
+
+
 def _pixel_steps(q: np.ndarray, chi: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
     """Median q step (1/Å) and χ step (degrees) from one pixel to the next, at the given pixels."""
     r1 = np.minimum(rows + 1, q.shape[0] - 1)
@@ -120,16 +144,17 @@ def build_polar_lut(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[P
     valid = ~mask
     windows, pixel_parts, bin_parts = [], [], []
     offset = 0
-    q_valid = q[valid]
     for peak in peaks:
         q_lo, q_hi = peak.q
         c_lo, c_hi = peak.chi
-        in_q = valid & (q >= q_lo) & (q < q_hi)
-        rows, cols = np.nonzero(in_q)
-        w = wrap_into_window(chi[rows, cols], c_lo)
-        inside = w < c_hi
-        rows, cols, w = rows[inside], cols[inside], w[inside]
+        rows, cols, w = window_pixels(geometry, peak.q, peak.chi)
+        keep = valid[rows, cols]
+        rows, cols, w = rows[keep], cols[keep], w[keep]
         if rows.size < MIN_WINDOW_PIXELS:
+            q_valid = q[valid]  # only for the message: a 4M frame's gather costs ~15 ms per setup
+            if not q_valid.size:
+                raise ConfigError(f"{source}: every detector pixel is masked (detector, file and user masks "
+                                  "together): no window can be integrated. Fix: check the mask")
             raise ConfigError(
                 f"{source}: [[peak]] '{peak.name}' window q = {list(peak.q)} 1/Å, chi = {list(peak.chi)}° holds "
                 f"{rows.size} valid detector pixels (need {MIN_WINDOW_PIXELS}); this detector covers q "

@@ -44,13 +44,15 @@ def with_neighbours(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     pass reads, counting spikes, for the LUT's ``pixel_index``."""
     rows, cols = shape
     r, c = np.divmod(np.asarray(pixels, dtype=np.int64).reshape(-1), cols)
-    parts = []
+    # one flag per pixel, not np.unique over the 9 shifted copies: 5 ms instead of 100 ms for
+    # an EIGER 4M's windows, paid at every new detector setup while its frames wait
+    marked = np.zeros(rows * cols, dtype=bool)
     for dr in (-1, 0, 1):
         for dc in (-1, 0, 1):
             rr, cc = r + dr, c + dc
             inside = (rr >= 0) & (rr < rows) & (cc >= 0) & (cc < cols)
-            parts.append(rr[inside] * cols + cc[inside])
-    return np.unique(np.concatenate(parts))
+            marked[rr[inside] * cols + cc[inside]] = True
+    return np.flatnonzero(marked).astype(np.int64, copy=False)
 
 
 class SelectiveDecoder:

@@ -599,3 +599,26 @@ def test_repeated_planes_in_a_short_last_block(rng, full_decoder, dtype):
     n = image.size
     for needed in (np.zeros(0, np.int64), np.arange(0, 2 * block, 97), np.array([n - 1]), np.arange(n)):
         check(full_decoder, image, masked, needed)
+
+
+def _neighbours_by_unique(pixels, shape):
+    """The obvious reference for with_neighbours: all 9 shifted copies inside the frame, np.unique."""
+    rows, cols = shape
+    r, c = np.divmod(np.asarray(pixels, dtype=np.int64), cols)
+    parts = []
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            inside = (r + dr >= 0) & (r + dr < rows) & (c + dc >= 0) & (c + dc < cols)
+            parts.append(((r + dr) * cols + (c + dc))[inside])
+    return np.unique(np.concatenate(parts))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 1), (3, 4), (37, 53)])
+def test_with_neighbours_matches_unique_of_shifted_copies(shape):
+    rng = np.random.default_rng(sum(shape))
+    n = shape[0] * shape[1]
+    corners = [0, shape[1] - 1, n - shape[1], n - 1]
+    for pixels in (np.array(corners), rng.integers(0, n, 2 * n), np.arange(n), np.array([], np.int64)):
+        got = with_neighbours(pixels, shape)
+        assert got.dtype == np.int64
+        assert np.array_equal(got, _neighbours_by_unique(pixels, shape))

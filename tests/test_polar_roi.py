@@ -143,3 +143,30 @@ def test_frame_of_wrong_shape_or_dtype_rejected(geometry):
 def test_sentinel_is_the_dtype_maximum(dtype):
     # the kernels' sentinel comes from sentinel_of, not np.iinfo: the same number
     assert sentinel_of(np.dtype(dtype)) == int(np.iinfo(dtype).max)
+
+
+def test_a_lut_from_remembered_window_pixels_is_the_lut_from_scratch(geometry, rng):
+    """Each header may bring a new mask: the second LUT on a geometry reuses the windows'
+    pixels found for the first (``window_pixels``) and must equal one built on a fresh copy
+    of the geometry, for masks that cut into the windows, with fixed and automatic bins."""
+    from dataclasses import replace
+
+    text, g = geometry
+    peaks = PEAKS + (PeakConfig("auto", (0.95, 1.19), (-40.0, 40.0), hkl=(1, 0, 0)),)
+    build_polar_lut(g, g.mask, peaks)  # fills g.derived
+    assert any(key[0] == "window_pixels" for key in g.derived)
+    for trial in range(3):
+        user = rng.random(g.shape) < 0.2 * trial  # none, then a fifth, then two fifths of the pixels
+        user[380:420, 250:320] = trial > 0
+        mask = combine_masks(g.shape, g.mask, user)
+        warm = build_polar_lut(g, mask, peaks)
+        cold = build_polar_lut(replace(g, derived={}), mask, peaks)
+        assert np.array_equal(warm.pixel_index, cold.pixel_index)
+        assert np.array_equal(warm.bin_index, cold.bin_index)
+        for a, b in zip(warm.windows, cold.windows):
+            assert (a.nq, a.nchi, a.offset, a.n_pixels, a.pixel_q, a.pixel_chi) == \
+                   (b.nq, b.nchi, b.offset, b.n_pixels, b.pixel_q, b.pixel_chi)
+        assert not mask.reshape(-1)[warm.pixel_index].any()
+    rows, cols, chi = next(v for k, v in g.derived.items() if k[0] == "window_pixels")
+    with pytest.raises(ValueError):
+        rows[0] = 0  # shared by every later setup: read-only

@@ -10,6 +10,7 @@ from monitor.exit_codes import EXIT_INTERRUPTED, EXIT_NOTHING_PROCESSED, EXIT_OK
 from monitor.session.progress import progress_bar
 from stream.dectris_file import DectrisFile, DectrisFileError
 from stream.dectris_replay import parse_rate, replay_file
+from stream.heap_freeze import freeze_long_lived
 from stream.stream_sender import BindAddressError, StreamSender
 
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     print(f"replaying {total} frames of {args.master} on {sender.endpoint} ({args.protocol}, rate {args.rate}); "
           "waiting for a receiver", flush=True)
+    freeze_long_lived()  # h5py, zmq and numpy's objects need no GC walks while frames go out
     try:
         with progress_bar(total, "replay") as bar:
             stats = replay_file(args.master, sender, protocol=args.protocol, rate=rate,

@@ -16,7 +16,7 @@ from typing import Callable
 from monitor.session.map_collector import RunCounters
 from processors.executor import ExecutorHandle, open_executor
 from processors.frame_record import FRAME_WORKER_FAILED, failed_records
-from processors.process_batch import BatchResult, process_batch, warm_up
+from processors.process_batch import BatchResult, prepare, process_batch, warm_up
 from processors.processing_setup import ProcessingSetup
 from stream.encoded_frame import EncodedFrame
 from stream.rate_limited_log import RateLimitedLog
@@ -116,6 +116,18 @@ class BatchRunner:
             try:
                 futures.append(self.handle.executor.submit(warm_up, setup, arena=arena))
             except BrokenProcessPool:
+                break
+        return futures
+
+    def prepare(self, setup: ProcessingSetup, dtype: str | None = None) -> list[Future]:
+        """Have the workers build their processor for ``setup`` (and frames of ``dtype``) now
+        (:func:`prepare`), ahead of its batches; a worker that takes two of these builds once.
+        Not counted as work in flight; nothing is lost if it fails (the first batch builds)."""
+        futures = []
+        for _ in range(self.handle.workers):
+            try:
+                futures.append(self.handle.executor.submit(prepare, setup, dtype))
+            except (BrokenProcessPool, RuntimeError):  # broken or shut down: the batches will say so
                 break
         return futures
 

@@ -57,6 +57,7 @@ from processors.geometry import GeometryError
 from processors.process_batch import BatchResult, processor_for
 from processors.processing_setup import ProcessingSetup
 from stream.encoded_frame import EncodedFrame
+from stream.heap_freeze import freeze_long_lived
 from stream.output_path import check_output_file
 from stream.raster_scan import RasterScan
 from stream.rate_limited_log import RateLimitedLog
@@ -110,6 +111,8 @@ class LiveProcessor:
                                                                          config.stream.batch_timeout_s)
         self._series_done = 0
         self._files = ResultsWriterThread()  # writes every run's results file, off this loop
+        self._runner: BatchRunner | None = None  # the workers, while run() runs
+        self._prepared: set[ProcessingSetup] = {self.base_setup}  # setups the workers were given to build
 
     def _open(self, config: NanomapsConfig, options: LiveOptions) -> None:
         """Check the config and outputs, take the sockets and shared memory; raises on a user's mistake."""
@@ -314,10 +317,10 @@ class LiveProcessor:
 
     def _on_series_start(self, header: SeriesStart) -> None:
         self._batcher.flush()  # a batch has one setup: the new series gets its own
-        self._apply(self._router.series_start(header, time.monotonic(), documents_announced=self._documents_seen))
         for problem in header.problems:
             log.warning("series %d header: %s", header.series, problem)
         setup = self._setup_for(header)
+        self._apply(self._router.series_start(header, time.monotonic(), documents_announced=self._documents_seen))
         self._batcher.context = setup
         self.series_setup[header.series] = setup
 
@@ -369,6 +372,7 @@ class LiveProcessor:
         # only when there is something to do (or a timer is due)
         runner = BatchRunner(opt.workers, opt.scheduler, self._on_result, self.counters, self.limiter, stop=stop,
                              on_done=lambda _future: self._queue.put(BATCH_DONE))
+        self._runner = runner
         warming = runner.warm_up(self.base_setup, self.arena.name if self.arena is not None else None)
         self._intake.start()
         log.info("listening on %s; processing on %s%s%s", opt.endpoint, runner.description,
@@ -387,6 +391,7 @@ class LiveProcessor:
                 if warming and all(f.done() for f in warming):
                     log.info("ready: %d worker(s) prepared in %.1f s", len(warming), time.monotonic() - t0)
                     warming = []
+                    freeze_long_lived()  # start-up is over: its objects need no more GC walks
                     self.ready.set()
                 # 2. a batch leaves when full or old enough
                 batches.flush_if_old(time.monotonic())
@@ -429,6 +434,7 @@ class LiveProcessor:
             if error:  # loud: the summary, the exit status and every results file say so
                 stopped_by = "error"
             runner.close()
+            self._runner = None
             self.limiter.flush()
             if not self.runs:  # nothing ever arrived: still leave a (empty) results file
                 first = self._router.ensure_run()
@@ -480,6 +486,15 @@ class LiveProcessor:
             self.publisher.close()
             self.publisher = None
 
+    def _prepare_workers(self, setup: ProcessingSetup, dtype: str | None) -> None:
+        """A setup the workers have not had (a new mask): they build its tables now, while this
+        process checks it and opens the run, not once the first batch reaches them (at 560
+        frames/s every 0.1 s is 56 frames waiting). Should the check fail, their build fails
+        too, harmlessly, and the series goes on with the base setup."""
+        if self._runner is not None and setup not in self._prepared:
+            self._prepared.add(setup)
+            self._runner.prepare(setup, dtype)
+
     def _setup_for(self, start: SeriesStart) -> ProcessingSetup:
         """The setup for a new series, checked here so a bad geometry is reported once, clearly.
 
@@ -489,6 +504,7 @@ class LiveProcessor:
         """
         try:
             setup = ProcessingSetup.from_config(self.config, pixel_mask=start.pixel_mask, shape=start.shape)
+            self._prepare_workers(setup, start.dtype)
             processor_for(setup)  # builds the tables now: fails here, not in every worker
             return setup
         except (ConfigError, GeometryError) as exc:

@@ -31,6 +31,7 @@ from processors.frame_processor import FrameProcessor
 from processors.processing_setup import ProcessingSetup
 from stream.dectris_file import DectrisFile, DectrisFileError
 from stream.encoded_frame import EncodedFrame
+from stream.heap_freeze import freeze_long_lived
 from stream.output_path import check_output_file
 from stream.rate_limited_log import RateLimitedLog
 
@@ -159,6 +160,7 @@ def reprocess(masters: Sequence[str | Path], config: NanomapsConfig, out: str | 
                 bar.update(len(batch))
 
             runner = BatchRunner(workers, scheduler, on_result, collector.counters, limiter, stop=stop)
+            freeze_long_lived()  # this process's modules, files and maps outlive the run's per-frame objects
             last_checkpoint = time.monotonic()
 
             def wait_for_results() -> None:

@@ -1,0 +1,124 @@
+"""A new series setup (a header's mask) is built by the workers before its first batch, and the
+long-lived start-up objects of a process are frozen out of the garbage collector's walks."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from processors.config import ConfigError, load_config
+from processors.demo_setup import write_demo_config
+from processors.frame_processor import FrameProcessor
+from processors.frame_record import frame_record_dtype
+from processors.process_batch import prepare, process_arena, process_batch, processor_for
+from processors.processing_setup import ProcessingSetup
+from stream.encoded_frame import EncodedFrame
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo config, its simulated detector, and three of its frames (bslz4, uint32)."""
+    from monitor.sim.simulated_eiger import FrameSource
+
+    config = load_config(write_demo_config(tmp_path_factory.mktemp("prepare") / "c"))
+    src = FrameSource(config, seed=3)
+    md = src.metadata
+    rng = np.random.default_rng(5)
+    frames = [EncodedFrame(7, k, src.encoding, md.dtype, md.shape, src.encoded(4.0 + k, 6.0, rng))
+              for k in range(3)]
+    return config, md, frames
+
+
+def header_setup(config, md, cut_rows=slice(100, 140)) -> ProcessingSetup:
+    """The setup a header with the detector's mask and a few more masked rows would give."""
+    mask = np.asarray(md.pixel_mask).copy()
+    mask[cut_rows] = 1
+    return ProcessingSetup.from_config(config, pixel_mask=mask, shape=md.shape)
+
+
+def test_a_prepared_processor_gives_the_records_of_a_fresh_one(demo):
+    config, md, frames = demo
+    setup = header_setup(config, md)
+    base = processor_for(ProcessingSetup.from_config(config))
+    assert "pid" in prepare(setup, md.dtype)
+    prepared = processor_for(setup)
+    assert md.dtype in prepared._selective  # the decoder is ready before the first frame
+    assert prepared.arena is base.arena is process_arena()  # one mapping of the arena per process
+    assert prepare(setup, "float32") and "float32" not in prepared._selective  # not selective: no decoder
+    got = process_batch(setup, frames).records
+    fresh = FrameProcessor(setup)
+    want = np.zeros(len(frames), dtype=frame_record_dtype(fresh.n_peaks))
+    fresh.process_many_into(frames, want)
+    fields = [n for n in want.dtype.names if n not in ("done_time", "decode_s", "process_s")]  # timings
+    for name in fields:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert (got["status"] == 0).all()
+
+
+def test_the_pool_prepares_a_setup_and_a_failing_one_harms_nothing(demo):
+    from monitor.session.batch_runner import BatchRunner
+    from monitor.session.map_collector import MapCollector
+    from stream.rate_limited_log import RateLimitedLog
+
+    config, md, frames = demo
+    good = header_setup(config, md)
+    # every pixel masked: no window keeps a pixel, the build fails (as the main process's check would)
+    bad = header_setup(config, md, cut_rows=slice(None))
+    with pytest.raises(ConfigError):
+        FrameProcessor(bad)
+    collector = MapCollector(config.scan, tuple(p.name for p in config.peaks))
+    runner = BatchRunner(1, None, lambda batch, result: collector.add(result), collector.counters,
+                         RateLimitedLog(logging.getLogger("test")))
+    try:
+        for future in runner.prepare(bad, md.dtype):
+            with pytest.raises(ConfigError):
+                future.result(timeout=300)
+        assert all(f.result(timeout=300).startswith("pid ") for f in runner.prepare(good, md.dtype))
+        runner.submit(good, frames)
+        assert runner.drain(timeout=300)
+    finally:
+        runner.close()
+    assert runner.in_flight == 0  # prepare tasks are not work in flight
+    assert collector.counters.processed == len(frames) and collector.counters.worker_failures == 0
+
+
+FREEZE = textwrap.dedent("""
+    import gc, json
+    import numpy as np  # something long-lived to freeze
+    from stream.heap_freeze import freeze_long_lived
+
+    class Node:
+        pass
+
+    def cycle():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+
+    cycle()  # garbage from before the freeze is collected, not frozen
+    before = gc.get_freeze_count()
+    freeze_long_lived()
+    frozen = gc.get_freeze_count()
+    for _ in range(100):
+        cycle()  # garbage made afterwards is collected as usual
+    collected = gc.collect()
+    still = sum(isinstance(o, Node) for o in gc.get_objects())
+    print(json.dumps(dict(before=before, frozen=frozen, collected=collected, nodes_left=still)))
+""")
+
+
+def test_freeze_long_lived_keeps_collecting_new_garbage():
+    """In a fresh interpreter (a freeze is for the rest of a process's life)."""
+    import json
+
+    from conftest import REPO
+
+    out = subprocess.run([sys.executable, "-c", FREEZE], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["before"] == 0 and got["frozen"] > 1000
+    assert got["collected"] >= 200 and got["nodes_left"] == 0
