@@ -22,9 +22,9 @@ from processors.frame_record import (
     PARAM_NAMES,
     SECOND_NOT_TRIED,
 )
-from processors.geometry import GeometryError, combine_masks, pixel_geometry
+from processors.geometry import GeometryError, PixelGeometry, combine_masks, pixel_geometry
 from processors.hot_pixels import HotPixelTracker
-from processors.polar_lut import PolarLUT, build_polar_lut
+from processors.polar_lut import PolarLUT, build_polar_lut, check_windows
 from processors.polar_roi import PolarROI, sentinel_of
 from processors.processing_setup import ProcessingSetup
 from processors.second_spot import SecondSpotFinder
@@ -45,6 +45,27 @@ def cached_pixel_geometry(poni_text: str, source: str):
     return pixel_geometry(poni_text, source)
 
 
+def geometry_and_mask(setup: ProcessingSetup) -> tuple[PixelGeometry, np.ndarray]:
+    """``setup``'s detector geometry (cached) and its whole mask (bool, True = bad): PONI
+    detector, file and user masks. :class:`GeometryError` when the data's shape is not the
+    PONI detector's or a mask does not fit it."""
+    geometry = cached_pixel_geometry(setup.poni_text, setup.poni_source)
+    if setup.shape is not None and tuple(setup.shape) != geometry.shape:
+        raise GeometryError(
+            f"{setup.poni_source}: the PONI detector is {geometry.shape} (rows, cols) but the data are "
+            f"{tuple(setup.shape)}. Fix: use a PONI file for this detector")
+    return geometry, combine_masks(geometry.shape, geometry.mask, setup.extra_mask_array())
+
+
+def check_setup(setup: ProcessingSetup) -> None:
+    """Raise what building a :class:`FrameProcessor` for ``setup`` would raise for the setup
+    itself (:class:`GeometryError`, :class:`ConfigError`), in ≈ 10 ms instead of the whole
+    build's ≈ 50 ms for an EIGER 4M once its geometry is cached: a live series start checks
+    its header's setup while the workers build it."""
+    geometry, mask = geometry_and_mask(setup)
+    check_windows(geometry, mask, setup.peaks, source="config")
+
+
 class FrameProcessor:
     """Everything one worker needs per frame, built once from a :class:`ProcessingSetup`.
 
@@ -60,13 +81,8 @@ class FrameProcessor:
         ``arena``: where frames in shared memory are read (default: a reader of its own); the
         processors of one worker share one, so a segment is mapped once."""
         self.setup = setup
-        geometry = cached_pixel_geometry(setup.poni_text, setup.poni_source)
-        if setup.shape is not None and tuple(setup.shape) != geometry.shape:
-            raise GeometryError(
-                f"{setup.poni_source}: the PONI detector is {geometry.shape} (rows, cols) but the data are "
-                f"{tuple(setup.shape)}. Fix: use a PONI file for this detector")
+        geometry, self.mask = geometry_and_mask(setup)
         self.shape = geometry.shape
-        self.mask = combine_masks(geometry.shape, geometry.mask, setup.extra_mask_array())
         self.lut: PolarLUT = build_polar_lut(geometry, self.mask, setup.peaks, source="config")
         self.roi = PolarROI(self.lut, self.mask)
         self.decoder = ChunkDecoder()

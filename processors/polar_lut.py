@@ -130,13 +130,41 @@ def _default_bins(width: float, step: float, pixels_per_bin: float = PIXELS_PER_
     return int(np.clip(round(width / (pixels_per_bin * step)), MIN_BINS, MAX_BINS))
 
 
+def _window_error(geometry: PixelGeometry, valid: np.ndarray, peak: PeakConfig, n_valid: int,
+                  source: str) -> ConfigError:
+    """What to say of ``peak``'s window holding only ``n_valid`` valid pixels."""
+    q_valid = geometry.q_A[valid]  # only for the message: a 4M frame's gather costs ~15 ms per setup
+    if not q_valid.size:
+        return ConfigError(f"{source}: every detector pixel is masked (detector, file and user masks "
+                           "together): no window can be integrated. Fix: check the mask")
+    return ConfigError(
+        f"{source}: [[peak]] '{peak.name}' window q = {list(peak.q)} 1/Å, chi = {list(peak.chi)}° holds "
+        f"{n_valid} valid detector pixels (need {MIN_WINDOW_PIXELS}); this detector covers q "
+        f"{q_valid.min():.3f}–{q_valid.max():.3f} 1/Å. Fix: move the window onto the detector "
+        "(check q in 1/Å, not 1/nm, and χ as pyFAI defines it)")
+
+
+def check_windows(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[PeakConfig],
+                  source: str = "config") -> None:
+    """Raise the :class:`ConfigError` :func:`build_polar_lut` would raise for ``peaks`` and
+    ``mask``, without building the table (a few ms once the windows' pixels are known)."""
+    if mask.shape != geometry.q_A.shape:
+        raise ValueError(f"mask shape {mask.shape} != detector shape {geometry.q_A.shape}")
+    valid = ~mask
+    for peak in peaks:
+        rows, cols, _ = window_pixels(geometry, peak.q, peak.chi)
+        n_valid = int(np.count_nonzero(valid[rows, cols]))
+        if n_valid < MIN_WINDOW_PIXELS:
+            raise _window_error(geometry, valid, peak, n_valid, source)
+
+
 def build_polar_lut(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[PeakConfig],
                     source: str = "config") -> PolarLUT:
     """Build the lookup table for ``peaks`` on ``geometry``.
 
     ``mask`` is bool ``(rows, cols)``, True = bad. Raises :class:`ConfigError` for a
     window that holds (almost) no valid pixel of this detector, naming the peak and the
-    q/χ range the detector does cover.
+    q/χ range the detector does cover (:func:`check_windows`).
     """
     q, chi = geometry.q_A, geometry.chi_deg
     if mask.shape != q.shape:
@@ -151,15 +179,7 @@ def build_polar_lut(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[P
         keep = valid[rows, cols]
         rows, cols, w = rows[keep], cols[keep], w[keep]
         if rows.size < MIN_WINDOW_PIXELS:
-            q_valid = q[valid]  # only for the message: a 4M frame's gather costs ~15 ms per setup
-            if not q_valid.size:
-                raise ConfigError(f"{source}: every detector pixel is masked (detector, file and user masks "
-                                  "together): no window can be integrated. Fix: check the mask")
-            raise ConfigError(
-                f"{source}: [[peak]] '{peak.name}' window q = {list(peak.q)} 1/Å, chi = {list(peak.chi)}° holds "
-                f"{rows.size} valid detector pixels (need {MIN_WINDOW_PIXELS}); this detector covers q "
-                f"{q_valid.min():.3f}–{q_valid.max():.3f} 1/Å. Fix: move the window onto the detector "
-                "(check q in 1/Å, not 1/nm, and χ as pyFAI defines it)")
+            raise _window_error(geometry, valid, peak, int(rows.size), source)
         if peak.bins is not None:
             nq, nchi = peak.bins
         else:

@@ -49,3 +49,20 @@ def test_flush_at_the_end_and_between_series():
 def test_batch_size_must_be_positive():
     with pytest.raises(ValueError, match="batch_size"):
         Batcher(0, timeout_s=0.1)
+
+
+def test_waiting_batches_of_one_setup_leave_together_up_to_a_size():
+    b = Batcher(3, timeout_s=1.0, context="series-1")
+    for k in range(8):
+        b.add(k, now=0.0)
+    b.flush()  # [0 1 2] [3 4 5] [6 7] of series 1
+    b.context = "series-2"
+    for k in range(8, 12):
+        b.add(k, now=0.0)  # [8 9 10] of series 2, 11 still open
+    assert b.take(max_frames=7) == ("series-1", [0, 1, 2, 3, 4, 5])  # [6 7] would make 8
+    assert b.take(max_frames=7) == ("series-1", [6, 7])  # never mixed with another setup
+    assert b.take(max_frames=0) == ("series-2", [8, 9, 10])  # no size: one batch, as take()
+    assert not b.ready and b.open_frames == 1
+    b.add(12, now=0.0)
+    b.add(13, now=0.0)
+    assert b.take(max_frames=100) == ("series-2", [11, 12, 13])  # one batch only: nothing to merge

@@ -122,3 +122,35 @@ def test_freeze_long_lived_keeps_collecting_new_garbage():
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["before"] == 0 and got["frozen"] > 1000
     assert got["collected"] >= 200 and got["nodes_left"] == 0
+
+
+def test_check_setup_raises_what_the_build_raises(demo):
+    """The live series start checks a header's setup with ``check_setup`` (the workers build it
+    meanwhile): it must fail exactly when, and as, the build fails."""
+    from dataclasses import replace
+
+    from processors.config import PeakConfig
+    from processors.frame_processor import check_setup
+    from processors.geometry import GeometryError
+
+    config, md, _ = demo
+    fine = header_setup(config, md)
+    check_setup(fine)
+    rows, cols = md.shape
+    off_detector = replace(fine, peaks=fine.peaks + (PeakConfig("far", (40.0, 41.0), (0.0, 30.0), hkl=(9, 9, 9)),))
+    # a mask over one window only: that window keeps too few pixels, the others are fine
+    window = processor_for(fine).lut
+    first = window.pixel_index[window.bin_index < window.windows[0].n_bins]
+    covered = np.zeros(rows * cols, np.uint32)
+    covered[first] = 1
+    one_window_masked = ProcessingSetup.from_config(
+        config, pixel_mask=np.maximum(np.asarray(md.pixel_mask).reshape(-1), covered).reshape(rows, cols),
+        shape=md.shape)
+    cases = [header_setup(config, md, cut_rows=slice(None)), off_detector, one_window_masked,
+             replace(fine, shape=(rows + 1, cols))]
+    for setup in cases:
+        with pytest.raises((ConfigError, GeometryError)) as built:
+            FrameProcessor(setup)
+        with pytest.raises(built.type) as checked:
+            check_setup(setup)
+        assert str(checked.value) == str(built.value)

@@ -59,6 +59,12 @@ class Batcher(Generic[Context, Frame]):
         if self._batch and now - self._started >= self.timeout_s:
             self.flush()
 
-    def take(self) -> tuple[Context | None, list[Frame]]:
-        """The oldest ready job (``IndexError`` if none)."""
-        return self.ready.popleft()
+    def take(self, max_frames: int = 0) -> tuple[Context | None, list[Frame]]:
+        """The oldest ready job (``IndexError`` if none). With ``max_frames``, the ready jobs
+        after it that have the same context join it, in order, while the job stays within
+        ``max_frames`` frames: a caller that fell behind catches up in fewer, larger jobs."""
+        context, batch = self.ready.popleft()
+        while (self.ready and self.ready[0][0] is context
+               and len(batch) + len(self.ready[0][1]) <= max_frames):
+            batch = batch + self.ready.popleft()[1]
+        return context, batch

@@ -127,13 +127,26 @@ class ResultsWriter:
 
     def __init__(self, path: str | Path, config: NanomapsConfig, scan: RasterScan, *,
                  inputs: tuple[str, ...] = (), poni_text: str = "", setup_id: str = "", run_uid: str = "",
-                 parent_uid: str = "", geometry: str = "config", timing_keys: tuple[str, ...] = ()) -> None:
+                 parent_uid: str = "", geometry: str = "config", timing_keys: tuple[str, ...] = (),
+                 create: bool = True) -> None:
+        """``create=False`` leaves making the file to :meth:`create` (or the first :meth:`write`):
+        a live run has it made on its writer thread, not in the loop its frames wait in."""
         self.path = check_output_file(path, what="results file")
         self.config = config
         self.scan = scan
         self.start_time = time.time()
         self._maps: list[h5py.Dataset] = []  # every map (resized together when the scan grows)
         self.stale = False
+        self._file: h5py.File | None = None
+        self._layout = (inputs, poni_text, setup_id, run_uid, parent_uid, geometry, timing_keys)
+        if create:
+            self.create()
+
+    def create(self) -> None:
+        """Make the file with every dataset it will hold and switch it to SWMR (once: later
+        calls do nothing). Raises :class:`OutputPathError` when the file cannot be made."""
+        if self._file is not None:
+            return
         # made under a hidden name and renamed once in SWMR mode: a reader never meets the file
         # while it is open for plain writing (locked); the rename keeps the open file (POSIX)
         creating = self.path.with_name(f".{self.path.name}.creating-{os.getpid()}")
@@ -145,12 +158,14 @@ class ResultsWriter:
             raise OutputPathError(f"results file {self.path}: cannot create it ({exc}). "
                                   "Fix: choose another folder or name") from None
         try:
-            self._create(inputs, poni_text, setup_id, run_uid, parent_uid, geometry, timing_keys)
+            self._create(*self._layout)
             self._file.flush()
             self._file.swmr_mode = True
             os.replace(creating, self.path)
         except BaseException:
             self._file.close()
+            self._file = None
+            self._maps = []
             creating.unlink(missing_ok=True)
             raise
 
@@ -300,6 +315,7 @@ class ResultsWriter:
         :attr:`stale` is then set.
         """
         try:
+            self.create()
             self._write(update)
         except BaseException:
             self.stale = True
@@ -356,7 +372,7 @@ class ResultsWriter:
         self._file.flush()
 
     def close(self) -> None:
-        if self._file.id.valid:
+        if self._file is not None and self._file.id.valid:
             self._file.close()
 
     def __enter__(self) -> "ResultsWriter":

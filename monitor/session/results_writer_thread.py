@@ -20,6 +20,7 @@ from monitor.session.results_update import ResultsUpdate
 log = logging.getLogger("nanomaps.process")
 
 _STOP = object()
+_CREATE = object()
 
 
 class ResultsWriterThread:
@@ -34,7 +35,7 @@ class ResultsWriterThread:
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []  # one line per failed write (appended by the thread)
 
-    def submit(self, writer: ResultsWriter, update: ResultsUpdate) -> None:
+    def submit(self, writer: ResultsWriter, update: ResultsUpdate | object) -> None:
         """Queue ``update`` for ``writer``'s file (never blocks)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="results-writer", daemon=True)
@@ -42,6 +43,11 @@ class ResultsWriterThread:
         with self._lock:
             self._pending[id(writer)] += 1
         self._queue.put((writer, update))
+
+    def create(self, writer: ResultsWriter) -> None:
+        """Queue the making of ``writer``'s file (:meth:`ResultsWriter.create`; ≈ 80 ms for a
+        file of a hundred maps, which the live loop's frames need not wait for)."""
+        self.submit(writer, _CREATE)
 
     def busy(self, writer: ResultsWriter) -> bool:
         """An update for ``writer`` is still queued or being written (the live loop then waits:
@@ -68,7 +74,10 @@ class ResultsWriterThread:
                 if update is _STOP:
                     return
                 try:
-                    writer.write(update)
+                    if update is _CREATE:
+                        writer.create()
+                    else:
+                        writer.write(update)
                 except Exception as exc:  # noqa: BLE001 -- any failure is reported, none ends the session silently
                     message = f"writing results file {writer.path} failed: {type(exc).__name__}: {exc}"
                     log.error("%s", message)
