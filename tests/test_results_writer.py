@@ -298,3 +298,38 @@ def test_an_update_carries_only_the_rows_touched_and_the_new_frames(config):
     assert update.new_frames["frame"].tolist() == list(range(31, 44)) and update.frames is None
     nothing = take_update(collector, config)
     assert nothing.region is None and nothing.maps is None and nothing.new_frames.size == 0
+
+
+@pytest.mark.allow_error_log
+def test_a_file_made_on_the_writer_thread_is_the_file_made_at_once(config, tmp_path):
+    """Live runs have their file made on the writer thread (``create=False`` then
+    ``ResultsWriterThread.create``): nothing exists before, the same file after; a file that
+    cannot be made is a loud error of the thread, not of the loop that made the run."""
+    from monitor.session.results_writer_thread import ResultsWriterThread
+
+    collector = measured(config, SCAN, [0, 1, 2, 5])
+    with ResultsWriter(tmp_path / "now.h5", config, SCAN, run_uid="u") as writer:
+        write(writer, config, collector)
+    later = ResultsWriter(tmp_path / "later.h5", config, SCAN, run_uid="u", create=False)
+    assert not any(tmp_path.glob("*later*"))  # not even the hidden name it is made under
+    thread = ResultsWriterThread()
+    thread.create(later)
+    thread.submit(later, take_update(collector, config, full=True))
+    thread.wait()
+    assert not thread.errors
+    with h5py.File(tmp_path / "now.h5", "r") as a, h5py.File(tmp_path / "later.h5", "r") as b:
+        names = []
+        a.visit(names.append)
+        later_names = []
+        b.visit(later_names.append)
+        assert names == later_names
+        np.testing.assert_array_equal(a["entry/results/intensity"][()], b["entry/results/intensity"][()])
+    folder = tmp_path / "made-later"
+    bad = ResultsWriter(folder / "R.h5", config, SCAN, create=False)  # its folder is made with the file
+    folder.write_text("meanwhile, a file where the folder was to be")
+    thread.create(bad)
+    thread.submit(bad, take_update(collector, config, full=True))  # tries again, fails again
+    thread.close()
+    later.close()
+    bad.close()  # never made: nothing to close, no error
+    assert len(thread.errors) == 2 and all("cannot create it" in e for e in thread.errors)
