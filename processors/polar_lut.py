@@ -106,24 +106,34 @@ def window_pixels(geometry: PixelGeometry, q_range: tuple[float, float],
     return found
 
 
-def _pixel_steps(q: np.ndarray, chi: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
-    """Median q step (1/Å) and χ step (degrees) from one pixel to the next, at the given pixels."""
-    r1 = np.minimum(rows + 1, q.shape[0] - 1)
-    c1 = np.minimum(cols + 1, q.shape[1] - 1)
-    dq = np.hypot(q[r1, cols] - q[rows, cols], q[rows, c1] - q[rows, cols])
-    dchi_r = wrap_deg(chi[r1, cols] - chi[rows, cols])
-    dchi_c = wrap_deg(chi[rows, c1] - chi[rows, cols])
-    dchi = np.hypot(dchi_r, dchi_c)
-    return float(np.median(dq[dq > 0])), float(np.median(dchi[dchi > 0]))
+def pixel_steps(geometry: PixelGeometry, q_range: tuple[float, float],
+                chi_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel of :func:`window_pixels` (same order), from the pixel to its neighbours one row
+    and one column on: ``(dq, dchi, eq, echi)``, the steps ``hypot(Δrow, Δcol)`` of q (1/Å) and
+    χ (degrees) and the extents ``|Δrow| + |Δcol|`` (a pixel on the last row or column steps to
+    itself there). Mask-free and remembered on ``geometry`` like the pixels: a new mask only
+    filters them before the medians (``build_polar_lut``)."""
+    key = ("pixel_steps", float(q_range[0]), float(q_range[1]), float(chi_range[0]), float(chi_range[1]))
+    found = geometry.derived.get(key)
+    if found is None:
+        q, chi = geometry.q_A, geometry.chi_deg
+        rows, cols, _ = window_pixels(geometry, q_range, chi_range)
+        r1 = np.minimum(rows + 1, q.shape[0] - 1)
+        c1 = np.minimum(cols + 1, q.shape[1] - 1)
+        dq_r, dq_c = q[r1, cols] - q[rows, cols], q[rows, c1] - q[rows, cols]
+        dchi_r = wrap_deg(chi[r1, cols] - chi[rows, cols])
+        dchi_c = wrap_deg(chi[rows, c1] - chi[rows, cols])
+        found = (np.hypot(dq_r, dq_c), np.hypot(dchi_r, dchi_c),
+                 np.abs(dq_r) + np.abs(dq_c), np.abs(dchi_r) + np.abs(dchi_c))
+        for a in found:
+            a.setflags(write=False)
+        geometry.derived[key] = found
+    return found
 
 
-def _pixel_extents(q: np.ndarray, chi: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
-    """Median range of q (1/Å) and χ (degrees) one pixel covers, |∂x/∂row| + |∂x/∂col|."""
-    r1 = np.minimum(rows + 1, q.shape[0] - 1)
-    c1 = np.minimum(cols + 1, q.shape[1] - 1)
-    eq = np.abs(q[r1, cols] - q[rows, cols]) + np.abs(q[rows, c1] - q[rows, cols])
-    ec = np.abs(wrap_deg(chi[r1, cols] - chi[rows, cols])) + np.abs(wrap_deg(chi[rows, c1] - chi[rows, cols]))
-    return float(np.median(eq[eq > 0])), float(np.median(ec[ec > 0]))
+def _median_positive(values: np.ndarray) -> float:
+    """Median of the values above 0 (a pixel at the detector's edge steps to itself: 0)."""
+    return float(np.median(values[values > 0]))
 
 
 def _default_bins(width: float, step: float, pixels_per_bin: float = PIXELS_PER_BIN) -> int:
@@ -166,7 +176,7 @@ def build_polar_lut(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[P
     window that holds (almost) no valid pixel of this detector, naming the peak and the
     q/χ range the detector does cover (:func:`check_windows`).
     """
-    q, chi = geometry.q_A, geometry.chi_deg
+    q = geometry.q_A
     if mask.shape != q.shape:
         raise ValueError(f"mask shape {mask.shape} != detector shape {q.shape}")
     valid = ~mask
@@ -180,13 +190,13 @@ def build_polar_lut(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[P
         rows, cols, w = rows[keep], cols[keep], w[keep]
         if rows.size < MIN_WINDOW_PIXELS:
             raise _window_error(geometry, valid, peak, int(rows.size), source)
+        dq, dchi, eq, echi = (a[keep] for a in pixel_steps(geometry, peak.q, peak.chi))
         if peak.bins is not None:
             nq, nchi = peak.bins
         else:
-            step_q, step_chi = _pixel_steps(q, chi, rows, cols)
-            nq = _default_bins(q_hi - q_lo, step_q, peak.pixels_per_bin)
-            nchi = _default_bins(c_hi - c_lo, step_chi, peak.pixels_per_bin)
-        pixel_q, pixel_chi = _pixel_extents(q, chi, rows, cols)
+            nq = _default_bins(q_hi - q_lo, _median_positive(dq), peak.pixels_per_bin)
+            nchi = _default_bins(c_hi - c_lo, _median_positive(dchi), peak.pixels_per_bin)
+        pixel_q, pixel_chi = _median_positive(eq), _median_positive(echi)
         qq = q[rows, cols]
         delta_q = (q_hi - q_lo) / nq
         delta_c = (c_hi - c_lo) / nchi

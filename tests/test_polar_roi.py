@@ -145,6 +145,33 @@ def test_sentinel_is_the_dtype_maximum(dtype):
     assert sentinel_of(np.dtype(dtype)) == int(np.iinfo(dtype).max)
 
 
+def reference_window(g, mask, peak):
+    """The obvious way (the code before window_pixels): valid pixels in the q range, χ taken into
+    the window's branch, steps and extents from each pixel's row and column neighbours."""
+    from processors.angles import wrap_deg
+    from processors.polar_lut import _default_bins
+
+    q, chi = g.q_A, g.chi_deg
+    rows, cols = np.nonzero(~mask & (q >= peak.q[0]) & (q < peak.q[1]))
+    w = wrap_into_window(chi[rows, cols], peak.chi[0])
+    rows, cols = rows[w < peak.chi[1]], cols[w < peak.chi[1]]
+    r1, c1 = np.minimum(rows + 1, q.shape[0] - 1), np.minimum(cols + 1, q.shape[1] - 1)
+    dq_r, dq_c = q[r1, cols] - q[rows, cols], q[rows, c1] - q[rows, cols]
+    dc_r, dc_c = wrap_deg(chi[r1, cols] - chi[rows, cols]), wrap_deg(chi[rows, c1] - chi[rows, cols])
+
+    def median_positive(v):
+        return float(np.median(v[v > 0]))
+
+    if peak.bins is not None:
+        nq, nchi = peak.bins
+    else:
+        ppb = peak.pixels_per_bin
+        nq = _default_bins(peak.q[1] - peak.q[0], median_positive(np.hypot(dq_r, dq_c)), ppb)
+        nchi = _default_bins(peak.chi[1] - peak.chi[0], median_positive(np.hypot(dc_r, dc_c)), ppb)
+    extents = (median_positive(np.abs(dq_r) + np.abs(dq_c)), median_positive(np.abs(dc_r) + np.abs(dc_c)))
+    return rows * q.shape[1] + cols, nq, nchi, extents
+
+
 def test_a_lut_from_remembered_window_pixels_is_the_lut_from_scratch(geometry, rng):
     """Each header may bring a new mask: the second LUT on a geometry reuses the windows'
     pixels found for the first (``window_pixels``) and must equal one built on a fresh copy
@@ -167,6 +194,13 @@ def test_a_lut_from_remembered_window_pixels_is_the_lut_from_scratch(geometry, r
             assert (a.nq, a.nchi, a.offset, a.n_pixels, a.pixel_q, a.pixel_chi) == \
                    (b.nq, b.nchi, b.offset, b.n_pixels, b.pixel_q, b.pixel_chi)
         assert not mask.reshape(-1)[warm.pixel_index].any()
+        for window, peak in zip(warm.windows, peaks):
+            pixels, nq, nchi, extents = reference_window(g, mask, peak)
+            mine = np.sort(warm.pixel_index[(warm.bin_index >= window.offset)
+                                            & (warm.bin_index < window.offset + window.n_bins)])
+            assert (window.nq, window.nchi, (window.pixel_q, window.pixel_chi)) == (nq, nchi, extents)
+            # the LUT keeps the pixels whose bin is inside the window (all but float edge cases)
+            assert np.isin(mine, pixels).all() and mine.size >= pixels.size - 2
     rows, cols, chi = next(v for k, v in g.derived.items() if k[0] == "window_pixels")
     with pytest.raises(ValueError):
         rows[0] = 0  # shared by every later setup: read-only
