@@ -277,7 +277,8 @@ def config_for_frames(config: Path, total: int) -> Path:
 
 def bench_live_targets(folder: Path, n_frames: int) -> dict:
     """The live targets: 4M uint32 at 560 frames/s for 3600 frames (every frame processed, p95
-    latency), and 1M uint32 sent as fast as possible (frames/s processed)."""
+    latency), and 1M uint32 at 2000 frames/s for 4000 frames (every frame processed); then 1M
+    uint32 sent as fast as the sender can (frames/s processed, informative)."""
     out = {}
     _, master, _ = make_file(folder, "live4m", DETECTORS["EIGER 4M"], n_frames, "uint32", seed=7)
     repeat = -(-LIVE_4M_FRAMES // n_frames)
@@ -295,16 +296,25 @@ def bench_live_targets(folder: Path, n_frames: int) -> dict:
     out["4M_uint32_560Hz"] = dict(st, target_met=bool(ok), frames=total)
     _, master, _ = make_file(folder, "live1m", DETECTORS["EIGER 1M"], n_frames, "uint32", seed=7)
     repeat = -(-4000 // n_frames)
-    st = run_live(master, config_for_frames(folder / "live1m.toml", n_frames * repeat), folder / "live1m_results.h5",
-                  repeat, rate="max")
-    ok = st["steady_fps"] >= LIVE_1M_FPS and st["dropped"] == 0
-    print(f"  live 1M uint32: replay --rate max ({st['replay_fps']:.0f} frames/s sent) → process --workers 2, "
-          f"{n_frames * repeat} frames: processed {st['processed']}, skipped {st['dropped']}, "
-          f"{st['steady_fps']:.0f} frames/s processed — target >= {LIVE_1M_FPS:.0f} frames/s, none skipped: "
-          f"{'met' if ok else 'NOT met'}", flush=True)
+    total = n_frames * repeat
+    config = config_for_frames(folder / "live1m.toml", total)
+    # the target: a detector sending 2000 frames/s, every frame processed (a live tool cannot slow
+    # a detector down: what it does not keep up with, it skips)
+    st = run_live(master, config, folder / "live1m_results.h5", repeat, rate=LIVE_1M_FPS)
+    ok = st["processed"] == total and st["dropped"] == 0 and st["replay_fps"] >= 0.98 * LIVE_1M_FPS
+    print(f"  live 1M uint32: replay --rate {LIVE_1M_FPS:.0f} ({st['replay_fps']:.0f} frames/s sent) → process "
+          f"--workers 2, {total} frames: processed {st['processed']}, skipped {st['dropped']}, latency "
+          f"{st['latency_ms'][0]:.0f} ms median, {st['latency_ms'][1]:.0f} ms p95 — target: {LIVE_1M_FPS:.0f} "
+          f"frames/s sent, every frame processed: {'met' if ok else 'NOT met'}", flush=True)
     _print_cpu(st)
     _print_memory(st)
-    out["1M_uint32_max"] = dict(st, target_met=bool(ok), frames=n_frames * repeat)
+    out["1M_uint32_2000Hz"] = dict(st, target_met=bool(ok), frames=total)
+    # and how fast it goes when the sender goes as fast as it can (faster than the workers:
+    # frames are then skipped once the backlog bound is reached; informative, no target)
+    st = run_live(master, config, folder / "live1m_max_results.h5", repeat, rate="max")
+    print(f"  live 1M uint32, replay --rate max ({st['replay_fps']:.0f} frames/s sent): {st['steady_fps']:.0f} "
+          f"frames/s processed, {st['processed']} of {total} (skipped {st['dropped']})", flush=True)
+    out["1M_uint32_max"] = dict(st, frames=total)
     return out
 
 
@@ -318,8 +328,8 @@ def _print_memory(st: dict) -> None:
 
 def _print_cpu(st: dict) -> None:
     """CPU ms per received frame of the live process's parts (from /proc, 10 ms ticks, sampled
-    every 0.25 s: from the moment the workers were ready to the end of the run, less up to
-    0.25 s of a thread or worker that ended before the last sample)."""
+    every 1 s: from the moment the workers were ready to the end of the run, less up to 1 s of
+    a thread or worker that ended before the last sample)."""
     cpu, n = st.get("cpu_s", {}), max(st.get("received", 0), 1)
     order = ("receive", "collect", "results file", "other", "workers", "bench sampling")
     print("    CPU per received frame: " + ", ".join(f"{k} {1e3 * cpu[k] / n:.2f} ms" for k in order if k in cpu)
