@@ -22,6 +22,7 @@ from processors.processing_setup import ProcessingSetup
 from processors.warm_frame import warm_frame
 from stream.encoded_frame import EncodedFrame
 from stream.heap_freeze import freeze_long_lived
+from stream.mapped_chunks import MappedChunkReader
 from stream.shared_arena import ArenaReader
 
 #: Problems reported back per batch; the rest are only counted (the status says what).
@@ -47,6 +48,13 @@ def process_arena() -> ArenaReader:
     the arena (and faults its pages in, ≈ 0.2 s for 512 MB) once, at warm-up, not again for
     each new series setup while that series' frames wait."""
     return ArenaReader()
+
+
+@functools.cache
+def process_chunk_map() -> MappedChunkReader:
+    """This process's mapped data files: a worker given lazy frames (reprocess) decodes their
+    chunks where they lie in the page cache instead of reading a copy (stream.mapped_chunks)."""
+    return MappedChunkReader()
 
 
 @functools.lru_cache(maxsize=2)
@@ -91,6 +99,8 @@ def process_batch(setup: ProcessingSetup, frames: Sequence[EncodedFrame]) -> Bat
     processor = processor_for(setup)
     if processor_for.cache_info().misses != built:  # reprocess has no warm-up: freeze after the first build
         freeze_long_lived()
+    chunks = process_chunk_map()
+    frames = [chunks.map(frame) for frame in frames]  # views, valid while this batch is processed
     records = np.zeros(len(frames), dtype=frame_record_dtype(processor.n_peaks))
     messages = []
     for i, msg in enumerate(processor.process_many_into(frames, records)):
