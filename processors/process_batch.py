@@ -54,7 +54,7 @@ def process_arena() -> ArenaReader:
 def process_chunk_map() -> MappedChunkReader:
     """This process's mapped data files: a worker given lazy frames (reprocess) decodes their
     chunks where they lie in the page cache instead of reading a copy (stream.mapped_chunks)."""
-    return MappedChunkReader()
+    return MappedChunkReader(max_open=2)
 
 
 @functools.lru_cache(maxsize=2)
