@@ -23,17 +23,17 @@ def write_series(path, frames, *, encoding, skip=(), frames_per_file=3):
                 w.write_chunk(encode_frame(f, encoding), frame=k)
 
 
-def lazy_frames(master):
+def lazy_series(tmp_path, rng, n, **kwargs):
+    """Write ``n`` Poisson frames (40 × 30 uint32, 3 per data file) and return them as lazy frames."""
+    master = tmp_path / "s_master.h5"
+    write_series(master, [rng.poisson(3.0, (40, 30)).astype(np.uint32) for _ in range(n)], **kwargs)
     with DectrisFile(master) as f:
         return list(f.iter_frames(lazy=True))
 
 
 @pytest.mark.parametrize("encoding", ["bslz4", "lz4", "raw"])
 def test_mapped_chunks_are_the_chunks_read(tmp_path, rng, encoding):
-    images = [rng.poisson(3.0, (40, 30)).astype(np.uint32) for _ in range(8)]
-    master = tmp_path / "s_master.h5"
-    write_series(master, images, encoding=encoding, skip={4})
-    frames = lazy_frames(master)
+    frames = lazy_series(tmp_path, rng, 8, encoding=encoding, skip={4})
     mapped_reader, reader = MappedChunkReader(max_open=2), ChunkReader()  # 3 data files: one is evicted
     mapped = [mapped_reader.map(fr) for fr in frames]
     for k, (fr, m) in enumerate(zip(frames, mapped)):
@@ -52,10 +52,7 @@ def test_mapped_chunks_are_the_chunks_read(tmp_path, rng, encoding):
 
 
 def test_a_file_cut_short_is_never_mapped_past_its_end(tmp_path, rng):
-    images = [rng.poisson(3.0, (40, 30)).astype(np.uint32) for _ in range(3)]
-    master = tmp_path / "s_master.h5"
-    write_series(master, images, encoding="bslz4")
-    frames = lazy_frames(master)
+    frames = lazy_series(tmp_path, rng, 3, encoding="bslz4")
     reader = MappedChunkReader()
     assert isinstance(reader.map(frames[0]).blob, memoryview)
     # the chunk table says more than the mapping holds (the file was cut after it was mapped)
@@ -75,10 +72,7 @@ def test_a_file_cut_short_is_never_mapped_past_its_end(tmp_path, rng):
 
 
 def test_an_evicted_file_stays_mapped_while_its_views_are_used(tmp_path, rng):
-    images = [rng.poisson(3.0, (40, 30)).astype(np.uint32) for _ in range(6)]
-    master = tmp_path / "s_master.h5"
-    write_series(master, images, encoding="bslz4")
-    frames = lazy_frames(master)
+    frames = lazy_series(tmp_path, rng, 6, encoding="bslz4")
     reader = MappedChunkReader(max_open=1)
     first = reader.map(frames[0])  # file 1
     want = bytes(first.blob)
