@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -92,18 +92,14 @@ def window_pixels(geometry: PixelGeometry, q_range: tuple[float, float],
     (≈ 90 ms, paid in the main process and in each worker while the series' frames wait);
     the mask then only filters these.
     """
-    key = ("window_pixels", float(q_range[0]), float(q_range[1]), float(chi_range[0]), float(chi_range[1]))
-    found = geometry.derived.get(key)
-    if found is None:
+    def find() -> tuple[np.ndarray, ...]:
         q, chi = geometry.q_A, geometry.chi_deg
         rows, cols = np.nonzero((q >= q_range[0]) & (q < q_range[1]))
         w = wrap_into_window(chi[rows, cols], chi_range[0])
         inside = w < chi_range[1]
-        found = (rows[inside], cols[inside], w[inside])
-        for a in found:
-            a.setflags(write=False)
-        geometry.derived[key] = found
-    return found
+        return rows[inside], cols[inside], w[inside]
+
+    return _remembered(geometry, "window_pixels", q_range, chi_range, find)
 
 
 def pixel_steps(geometry: PixelGeometry, q_range: tuple[float, float],
@@ -113,9 +109,7 @@ def pixel_steps(geometry: PixelGeometry, q_range: tuple[float, float],
     χ (degrees) and the extents ``|Δrow| + |Δcol|`` (a pixel on the last row or column steps to
     itself there). Mask-free and remembered on ``geometry`` like the pixels: a new mask only
     filters them before the medians (``build_polar_lut``)."""
-    key = ("pixel_steps", float(q_range[0]), float(q_range[1]), float(chi_range[0]), float(chi_range[1]))
-    found = geometry.derived.get(key)
-    if found is None:
+    def find() -> tuple[np.ndarray, ...]:
         q, chi = geometry.q_A, geometry.chi_deg
         rows, cols, _ = window_pixels(geometry, q_range, chi_range)
         r1 = np.minimum(rows + 1, q.shape[0] - 1)
@@ -123,8 +117,20 @@ def pixel_steps(geometry: PixelGeometry, q_range: tuple[float, float],
         dq_r, dq_c = q[r1, cols] - q[rows, cols], q[rows, c1] - q[rows, cols]
         dchi_r = wrap_deg(chi[r1, cols] - chi[rows, cols])
         dchi_c = wrap_deg(chi[rows, c1] - chi[rows, cols])
-        found = (np.hypot(dq_r, dq_c), np.hypot(dchi_r, dchi_c),
-                 np.abs(dq_r) + np.abs(dq_c), np.abs(dchi_r) + np.abs(dchi_c))
+        return (np.hypot(dq_r, dq_c), np.hypot(dchi_r, dchi_c),
+                np.abs(dq_r) + np.abs(dq_c), np.abs(dchi_r) + np.abs(dchi_c))
+
+    return _remembered(geometry, "pixel_steps", q_range, chi_range, find)
+
+
+def _remembered(geometry: PixelGeometry, what: str, q_range: tuple[float, float], chi_range: tuple[float, float],
+                find: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """``find()``'s arrays for a window, made read-only and kept in ``geometry.derived`` under
+    ``what`` and the window: found once per geometry, shared by every later setup."""
+    key = (what, float(q_range[0]), float(q_range[1]), float(chi_range[0]), float(chi_range[1]))
+    found = geometry.derived.get(key)
+    if found is None:
+        found = find()
         for a in found:
             a.setflags(write=False)
         geometry.derived[key] = found

@@ -154,3 +154,40 @@ def test_check_setup_raises_what_the_build_raises(demo):
         with pytest.raises(built.type) as checked:
             check_setup(setup)
         assert str(checked.value) == str(built.value)
+
+
+@pytest.mark.allow_error_log
+def test_each_series_gets_its_headers_setup_built_by_the_workers_once(demo):
+    """A live session's series setups (``SeriesSetups``) with a real worker pool: a header's new
+    mask is handed to the workers once (a second series with the same mask is not), each series
+    keeps its own setup, and a header the config cannot serve falls back on the base setup."""
+    from monitor.session.batch_runner import BatchRunner
+    from monitor.session.map_collector import MapCollector
+    from monitor.session.series_setups import SeriesSetups
+    from stream.rate_limited_log import RateLimitedLog
+    from stream.stream_messages import SeriesStart
+
+    config, md, frames = demo
+    setups = SeriesSetups(config)
+    rows, cols = md.shape
+    mask = np.asarray(md.pixel_mask).copy()
+    mask[100:140] = 1
+
+    def header(series, shape=md.shape, pixel_mask=mask):
+        return SeriesStart("stream1", series, "all", shape, md.dtype, pixel_mask=pixel_mask)
+
+    collector = MapCollector(config.scan, tuple(p.name for p in config.peaks))
+    runner = BatchRunner(1, None, lambda batch, result: collector.add(result), collector.counters,
+                         RateLimitedLog(logging.getLogger("test")))
+    try:
+        first = setups.start(header(1), runner)
+        assert first != setups.base and setups.prepared == {setups.base, first}
+        assert setups.start(header(2), runner) == first and len(setups.prepared) == 2  # not handed over again
+        wrong = setups.start(header(3, shape=(rows + 1, cols), pixel_mask=None), runner)
+        assert wrong is setups.base
+        assert [setups.of_series(s) for s in (1, 2, 3, 99)] == [first, first, setups.base, setups.base]
+        runner.submit(first, frames)  # the prepared processor serves the series' frames
+        assert runner.drain(timeout=300)
+    finally:
+        runner.close()
+    assert collector.counters.processed == len(frames)

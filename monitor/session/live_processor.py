@@ -50,10 +50,10 @@ from monitor.session.run_events import (
 )
 from monitor.session.run_router import RunRouter
 from monitor.session.run_state import OutputSchedule, RateMeter, RunState, StageTiming, map_snapshot
+from monitor.session.series_setups import SeriesSetups
 from monitor.session.status_line import StatusLine, status_text
-from processors.config import ConfigError, NanomapsConfig
-from processors.frame_processor import cached_pixel_geometry, check_setup
-from processors.geometry import GeometryError
+from processors.config import NanomapsConfig
+from processors.frame_processor import cached_pixel_geometry
 from processors.process_batch import BatchResult, processor_for
 from processors.processing_setup import ProcessingSetup
 from stream.encoded_frame import EncodedFrame
@@ -105,7 +105,6 @@ class LiveProcessor:
         self.timing = StageTiming()  # the whole session (the summary); each run has its own
         self.ready = threading.Event()  # set once the workers have built their tables
         self._documents_seen = False
-        self.series_setup: dict[int, ProcessingSetup | None] = {}
         self._rate = RateMeter()
         self._router = RunRouter(config.scan, options.out, expect_documents=options.expect_documents,
                                  document_wait_s=options.document_wait_s, detector=config.bluesky.detector)
@@ -115,7 +114,6 @@ class LiveProcessor:
         self._series_done = 0
         self._files = ResultsWriterThread()  # writes every run's results file, off this loop
         self._runner: BatchRunner | None = None  # the workers, while run() runs
-        self._prepared: set[ProcessingSetup] = {self.base_setup}  # setups the workers were given to build
 
     def _open(self, config: NanomapsConfig, options: LiveOptions) -> None:
         """Check the config and outputs, take the sockets and shared memory; raises on a user's mistake."""
@@ -124,8 +122,7 @@ class LiveProcessor:
             check_output_file(options.record, what="recording")
         # geometry, tables and windows are checked before listening: a bad config fails now,
         # and workers can build their tables while the detector is still arming
-        self.base_setup = ProcessingSetup.from_config(config)
-        processor_for(self.base_setup)
+        self.setups = SeriesSetups(config)
         # a busy or malformed viewer address is the user's to fix before data flows, not a
         # surprise later: fail at start with the fix (--publish none to go without viewers)
         self.publisher = SnapshotPublisher(options.publish) if options.publish else None
@@ -204,7 +201,7 @@ class LiveProcessor:
         """Open the map and results file of a run the router began, with map geometry ``scan``."""
         cfg = self.config
         writer = ResultsWriter(plan.out, cfg, scan, inputs=(self.options.endpoint,),
-                               poni_text=self.base_setup.poni_text, run_uid=plan.uid, parent_uid=plan.parent,
+                               poni_text=self.setups.base.poni_text, run_uid=plan.uid, parent_uid=plan.parent,
                                geometry=plan.geometry, timing_keys=tuple(StageTiming().as_dict()), create=False)
         self._files.create(writer)  # on the writer thread, before any of its writes
         run = RunState(plan, MapCollector(scan, tuple(p.name for p in cfg.peaks), {}), writer)
@@ -260,7 +257,7 @@ class LiveProcessor:
             raise FrameUnavailable(f"no run {run_id!r} in this processor (runs: {', '.join(self.runs) or 'none'})")
         frame, source = stored_frame_at(run.collector, row, col, self.recent, self.recorder)
         series, number = frame.series, frame.frame
-        setup = self.series_setup.get(series) or self.base_setup
+        setup = self.setups.of_series(series)
         processor = processor_for(setup)
         geometry = cached_pixel_geometry(setup.poni_text, setup.poni_source)
         try:
@@ -323,10 +320,9 @@ class LiveProcessor:
         self._batcher.flush()  # a batch has one setup: the new series gets its own
         for problem in header.problems:
             log.warning("series %d header: %s", header.series, problem)
-        setup = self._setup_for(header)
+        setup = self.setups.start(header, self._runner, recording=self.options.record is not None)
         self._apply(self._router.series_start(header, time.monotonic(), documents_announced=self._documents_seen))
         self._batcher.context = setup
-        self.series_setup[header.series] = setup
 
     def _on_series_end(self, end: SeriesEnd) -> None:
         self._batcher.flush()
@@ -377,7 +373,7 @@ class LiveProcessor:
         runner = BatchRunner(opt.workers, opt.scheduler, self._on_result, self.counters, self.limiter, stop=stop,
                              on_done=lambda _future: self._queue.put(BATCH_DONE))
         self._runner = runner
-        warming = runner.warm_up(self.base_setup, self.arena.name if self.arena is not None else None)
+        warming = runner.warm_up(self.setups.base, self.arena.name if self.arena is not None else None)
         self._intake.start()
         log.info("listening on %s; processing on %s%s%s", opt.endpoint, runner.description,
                  f"; maps on {self.publisher.endpoint}" if self.publisher else "",
@@ -492,30 +488,3 @@ class LiveProcessor:
         if self.publisher is not None:
             self.publisher.close()
             self.publisher = None
-
-    def _prepare_workers(self, setup: ProcessingSetup, dtype: str | None) -> None:
-        """A setup the workers have not had (a new mask): they build its tables now, while this
-        process checks it and opens the run, not once the first batch reaches them (at 560
-        frames/s every 0.1 s is 56 frames waiting). Should the check fail, their build fails
-        too, harmlessly, and the series goes on with the base setup."""
-        if self._runner is not None and setup not in self._prepared:
-            self._prepared.add(setup)
-            self._runner.prepare(setup, dtype)
-
-    def _setup_for(self, start: SeriesStart) -> ProcessingSetup:
-        """The setup for a new series, checked here so a bad geometry is reported once, clearly.
-
-        A header the config cannot serve (another detector's shape, a mask of the wrong
-        shape) falls back on the config's own setup: its frames then reach the workers and
-        are counted and mapped as ``wrong_shape``, never silently skipped.
-        """
-        try:
-            setup = ProcessingSetup.from_config(self.config, pixel_mask=start.pixel_mask, shape=start.shape)
-            self._prepare_workers(setup, start.dtype)
-            check_setup(setup)  # fails here, clearly, not in every worker
-            return setup
-        except (ConfigError, GeometryError) as exc:
-            log.error("series %d: %s (its frames are counted as wrong_shape%s)", start.series, exc,
-                      ", and recorded" if self.options.record else "")
-            return self.base_setup
-
