@@ -5,12 +5,14 @@ frame from the page cache, then the decode reads the copy again. Mapped, the dec
 page cache itself: ≈ 0.2 ms less per 4M frame and worker (1.82 → 1.60 ms, process_batch over
 1200 frames in one process, docs/partial_decode.md).
 
-What mapping risks, and why it is only done in worker processes: a file cut short *while*
-mapped turns a read of its lost pages into SIGBUS, which kills the process. In a pool worker
-that is a dead worker: the batch runner counts it, retries the batch's frames and marks the
-frames that kill a worker again ``worker_failed``; the session goes on. A file already cut
-short is never mapped past its end: such a chunk is left to ``ChunkReader``, which reports the
-frame as unreadable, as before.
+What mapping risks: a file cut short *while* mapped turns a read of its lost pages into
+SIGBUS, which kills the process. In a pool worker that is a dead worker: the batch runner
+counts it, retries the batch's frames and marks the frames that kill a worker again
+``worker_failed``; the session goes on. ``replay`` sends chunks from mapped files too (the
+socket copies the page cache once, instead of a read's copy first: ≈ 0.3 ms of CPU less per
+4M frame); there SIGBUS ends the replay, and ``replay --no-map`` reads instead. The live and
+reprocess main processes never map. A file already cut short is never mapped past its end:
+such a chunk is left to ``ChunkReader``, which reports the frame as unreadable, as before.
 """
 
 from __future__ import annotations

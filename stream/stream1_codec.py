@@ -345,22 +345,33 @@ def encode_stream1_start(series: int, metadata: DetectorMetadata, header_detail:
     return parts
 
 
+def _blob_part(blob, share: bool) -> bytes | memoryview:
+    """``blob`` as a message part: shared (no copy) when asked and possible, else bytes."""
+    if share and isinstance(blob, memoryview) and blob.contiguous:
+        return blob
+    return bytes(blob)
+
+
 def encode_stream1_image(frame: EncodedFrame, *, start_time_ns: int = 0, stop_time_ns: int = 0,
-                         real_time_ns: int = 0, appendix: bytes | None = None) -> list[bytes]:
+                         real_time_ns: int = 0, appendix: bytes | None = None,
+                         share_blob: bool = False) -> list[bytes | memoryview]:
     """The parts of a stream v1 image message for ``frame`` (no recompression for bslz4/raw).
 
     ``bslz4`` → ``bs{8·itemsize}-lz4<`` (the blob as is); ``lz4`` → ``lz4<``, one raw LZ4
     block (a single-block chunk is unwrapped, a multi-block one decoded and recompressed);
     ``raw`` → ``<``. The ``hash`` is left empty (receivers must not verify it).
+
+    ``share_blob``: a bslz4 or raw blob that is a buffer (a view of a mapped file) becomes its
+    part as it is, not a copy; the caller keeps it unchanged until the message has left.
     """
     if frame.dtype not in ITEMSIZE:
         raise ValueError(f"frame dtype {frame.dtype!r} is not one of {', '.join(DTYPES)}")
     if frame.encoding == "bslz4":
-        v1_encoding, blob = f"bs{8 * ITEMSIZE[frame.dtype]}-lz4<", bytes(frame.blob)
+        v1_encoding, blob = f"bs{8 * ITEMSIZE[frame.dtype]}-lz4<", _blob_part(frame.blob, share_blob)
     elif frame.encoding == "lz4":
         v1_encoding, blob = "lz4<", unframe_lz4(frame.blob)
     elif frame.encoding == "raw":
-        v1_encoding, blob = "<", bytes(frame.blob)
+        v1_encoding, blob = "<", _blob_part(frame.blob, share_blob)
     else:
         raise ValueError(f"frame encoding {frame.encoding!r} is not one of {', '.join(ENCODINGS)}")
     rows, cols = frame.shape

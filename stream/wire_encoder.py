@@ -37,9 +37,13 @@ class WireEncoder:
         return encode_stream2_start(self.series, metadata, channel=self.channel, unique_id=self.unique_id,
                                     with_mask=self.header_detail != "none")
 
-    def image(self, frame: EncodedFrame, start_ns: int, stop_ns: int, real_ns: int) -> bytes | list[bytes]:
+    def image(self, frame: EncodedFrame, start_ns: int, stop_ns: int, real_ns: int, *,
+              share_blob: bool = False) -> bytes | list[bytes | memoryview]:
+        """``share_blob``: stream v1 sends a blob that is a view as it is (see
+        :func:`encode_stream1_image`); stream2 copies it into its one CBOR item anyway."""
         if self.protocol == "stream1":
-            return encode_stream1_image(frame, start_time_ns=start_ns, stop_time_ns=stop_ns, real_time_ns=real_ns)
+            return encode_stream1_image(frame, start_time_ns=start_ns, stop_time_ns=stop_ns, real_time_ns=real_ns,
+                                        share_blob=share_blob)
         return encode_stream2_image(frame, unique_id=self.unique_id, channel=self.channel, start_time_ns=start_ns,
                                     stop_time_ns=stop_ns, real_time_ns=real_ns)
 

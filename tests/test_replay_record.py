@@ -163,3 +163,55 @@ def test_simulate_streams_live_as_a_detector():
     assert isinstance(got[0], SeriesStart) and got[0].protocol == "stream2" and got[0].shape == (1065, 1030)
     assert [m.frame.frame for m in got if isinstance(m, ImageMessage)] == list(range(6))
     assert "sent 6 frames" in out
+
+
+def received_images(path, extra=()):
+    """Every image message ``replay`` sends of ``path`` (stream v1, as fast as taken), and its stderr."""
+    proc, endpoint = start_replay(path, "stream1", extra=extra)
+    got = []
+    with StreamReceiver(endpoint) as receiver:
+        deadline = time.monotonic() + 30
+        while not (got and isinstance(got[-1], SeriesEnd)) and time.monotonic() < deadline:
+            got.extend(receiver.receive(100))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return [m.frame for m in got if isinstance(m, ImageMessage)], out + err
+
+
+@pytest.mark.parametrize("encoding", ["bslz4", "raw"])
+def test_replay_from_mapped_files_sends_what_reading_sends(tmp_path, rng, encoding):
+    """Chunks sent from the mapped data files (the default) are the chunks `--no-map` reads, and a
+    frame that cannot be mapped (never written; in a data file cut short) is reported the same."""
+    mask = np.zeros((20, 30), np.uint32)
+    md = DetectorMetadata("tiny EIGER", 30, 20, "uint32", frame_time_s=0.002, count_time_s=0.001, nimages=12,
+                          pixel_mask=mask)
+    path = tmp_path / "holes_master.h5"
+    with DectrisWriter(path, md, encoding=encoding, frames_per_file=5) as w:
+        for k in range(12):
+            if k != 3:  # a frame the recorder never received
+                w.write_chunk(encode_frame(rng.poisson(3, (20, 30)).astype(np.uint32), encoding), frame=k)
+    last = tmp_path / "holes_data_000003.h5"
+    with open(last, "r+b") as fh:
+        fh.truncate(last.stat().st_size - 50)
+    mapped, mapped_said = received_images(path)
+    read, read_said = received_images(path, ("--no-map",))
+    assert [f.frame for f in mapped] == [f.frame for f in read] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    for a, b in zip(mapped, read):
+        assert (a.encoding, a.dtype, a.shape) == (b.encoding, b.dtype, b.shape)
+        assert bytes(a.blob) == bytes(b.blob), a.frame
+    for said in (mapped_said, read_said):
+        assert "sent 9 frames (6 unreadable skipped)" in said and "holes_data_000003.h5" in said, said
+        assert re.search(r"frame 3 not sent: .*read failed", said), said
+
+
+def test_stream1_image_shares_a_view_only_when_asked(rng):
+    from stream.encoded_frame import EncodedFrame
+    from stream.stream1_codec import encode_stream1_image
+    blob = encode_frame(rng.poisson(3, (20, 30)).astype(np.uint32), "bslz4")
+    view = memoryview(bytearray(blob))
+    frame = EncodedFrame(1, 0, "bslz4", "uint32", (20, 30), view)
+    shared = encode_stream1_image(frame, share_blob=True)[2]
+    copied = encode_stream1_image(frame)[2]
+    assert shared is view and isinstance(copied, bytes) and copied == blob
+    view[0] ^= 0xFF  # the copy is the frame's bytes as they were; the shared part is the buffer itself
+    assert copied == blob and bytes(shared) != blob

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", default="threshold_1", help="stream2 threshold channel name")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="send the frames N times as one longer series (soak tests, benchmarks)")
+    p.add_argument("--no-map", action="store_true",
+                   help="read each chunk instead of sending it from the data files mapped into memory (mapped "
+                        "costs less CPU, but a data file cut short while it is replayed ends the replay with SIGBUS)")
     p.add_argument("--allow-remote", action="store_true", help="allow binding to a non-loopback interface")
     return p
 
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         with progress_bar(total, "replay") as bar:
             stats = replay_file(args.master, sender, protocol=args.protocol, rate=rate,
                                 header_detail=args.header_detail, series=args.series, channel=args.channel,
-                                progress=bar.update, repeat=max(1, args.repeat))
+                                progress=bar.update, repeat=max(1, args.repeat), mapped=not args.no_map)
     except KeyboardInterrupt:
         print("nanomaps replay: interrupted", file=sys.stderr)
         sender.close(linger_s=0)
