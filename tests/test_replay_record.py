@@ -64,17 +64,23 @@ def start_replay(path, protocol, rate="max", extra=()):
     return proc, endpoint
 
 
-@pytest.mark.parametrize("protocol, encoding", [("stream1", "lz4"), ("stream2", "bslz4"), ("stream1", "raw")])
-def test_replay_sends_headers_mask_and_every_frame(small_file, protocol, encoding):
-    path, frames, mask = small_file(encoding)
-    proc, endpoint = start_replay(path, protocol)
+def received_from(proc, endpoint, timeout_s=30):
+    """Every message a sending process (replay, simulate) sends to ``endpoint`` up to its series' end,
+    and its ``(stdout, stderr)``; the process must exit 0."""
     got = []
     with StreamReceiver(endpoint) as receiver:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout_s
         while not (got and isinstance(got[-1], SeriesEnd)) and time.monotonic() < deadline:
             got.extend(receiver.receive(100))
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+    return got, out, err
+
+
+@pytest.mark.parametrize("protocol, encoding", [("stream1", "lz4"), ("stream2", "bslz4"), ("stream1", "raw")])
+def test_replay_sends_headers_mask_and_every_frame(small_file, protocol, encoding):
+    path, frames, mask = small_file(encoding)
+    got, out, _ = received_from(*start_replay(path, protocol))
     assert isinstance(got[0], SeriesStart) and got[0].shape == (20, 30)
     np.testing.assert_array_equal(got[0].pixel_mask, mask)
     assert abs(float(got[0].config["wavelength"]) - 0.95) < 1e-6
@@ -152,29 +158,15 @@ def test_simulate_streams_live_as_a_detector():
                              "--protocol", "stream2", "--rate", "50"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
-    endpoint = re.search(r"on (tcp://[\d.]+:\d+)", line).group(1)
-    got = []
-    with StreamReceiver(endpoint) as receiver:
-        deadline = time.monotonic() + 60
-        while not (got and isinstance(got[-1], SeriesEnd)) and time.monotonic() < deadline:
-            got.extend(receiver.receive(100))
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    got, out, _ = received_from(proc, re.search(r"on (tcp://[\d.]+:\d+)", line).group(1), timeout_s=60)
     assert isinstance(got[0], SeriesStart) and got[0].protocol == "stream2" and got[0].shape == (1065, 1030)
     assert [m.frame.frame for m in got if isinstance(m, ImageMessage)] == list(range(6))
     assert "sent 6 frames" in out
 
 
 def received_images(path, extra=()):
-    """Every image message ``replay`` sends of ``path`` (stream v1, as fast as taken), and its stderr."""
-    proc, endpoint = start_replay(path, "stream1", extra=extra)
-    got = []
-    with StreamReceiver(endpoint) as receiver:
-        deadline = time.monotonic() + 30
-        while not (got and isinstance(got[-1], SeriesEnd)) and time.monotonic() < deadline:
-            got.extend(receiver.receive(100))
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    """The frames ``replay`` sends of ``path`` (stream v1, as fast as taken), and what it printed."""
+    got, out, err = received_from(*start_replay(path, "stream1", extra=extra))
     return [m.frame for m in got if isinstance(m, ImageMessage)], out + err
 
 
