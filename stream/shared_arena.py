@@ -19,6 +19,8 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
+from stream.streaming_copy import streaming_copy
+
 
 @dataclass(frozen=True, slots=True)
 class ArenaSlice:
@@ -83,8 +85,9 @@ class SharedArena:
 
         The space is taken under the lock, the bytes are copied after it: the slice is not
         released before :meth:`put` returns it, so nobody else can use that space meanwhile,
-        and :meth:`release` from another thread need not wait for a 1.5 MB copy. NumPy
-        copies without the GIL, so the other Python threads run during it too.
+        and :meth:`release` from another thread need not wait for a 1.5 MB copy. The copy
+        (:func:`~stream.streaming_copy.streaming_copy`, non-temporal stores for large blobs)
+        runs without the GIL, so the other Python threads run during it too.
         """
         src = np.frombuffer(data, dtype=np.uint8)
         n = src.size
@@ -97,7 +100,7 @@ class SharedArena:
             self._head = offset + n
             self.used += n
             piece = ArenaSlice(self.name, offset, n, self._seq)
-        self._bytes[offset:offset + n] = src
+        streaming_copy(self._bytes, offset, src)  # around the cache: a worker reads it, not this process
         return piece
 
     def _allocate(self, n: int) -> int | None:
