@@ -19,64 +19,14 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
+
+from stream.word_intrinsics import U1, U32, address_of, store_fence, stream32
 
 #: Below this many bytes the plain copy is used: the fence and the head/tail cost more than
 #: the cache lines saved.
 STREAMING_MIN_BYTES = 1 << 16
 
-_U0 = np.uint64(0)
 _U31 = np.uint64(31)
-_U32 = np.uint64(32)
-
-
-@intrinsic
-def _address(typingctx, arr):
-    """The address of a uint8 array's first byte, as a uint64."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8):
-        return None
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        return builder.ptrtoint(ary.data, ir.IntType(64))
-
-    return types.uint64(arr), codegen
-
-
-@intrinsic
-def _stream32(typingctx, dst, to, src, frm):
-    """Copy 32 bytes from ``src[frm:]`` (any alignment) to ``dst[to:]`` with one non-temporal
-    store; ``dst`` + ``to`` must be 32-byte aligned. Unchecked."""
-    if not (isinstance(dst, types.Array) and dst.dtype == types.uint8 and isinstance(src, types.Array)
-            and src.dtype == types.uint8 and to == types.uint64 and frm == types.uint64):
-        return None
-
-    def codegen(context, builder, signature, args):
-        vec = ir.VectorType(ir.IntType(64), 4)
-        d = context.make_array(signature.args[0])(context, builder, args[0])
-        s = context.make_array(signature.args[2])(context, builder, args[2])
-        value = builder.load(builder.bitcast(builder.gep(s.data, [args[3]]), vec.as_pointer()), align=1)
-        store = builder.store(value, builder.bitcast(builder.gep(d.data, [args[1]]), vec.as_pointer()), align=32)
-        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
-        return context.get_dummy_value()
-
-    return types.void(dst, to, src, frm), codegen
-
-
-@intrinsic
-def _fence(typingctx):
-    """A store fence: non-temporal stores are weakly ordered; this orders them before any later store."""
-
-    def codegen(context, builder, signature, args):
-        # sfence: LLVM lowers a seq_cst fence to a locked add on x86, which the manuals do not
-        # promise to drain the write-combining buffers that non-temporal stores go through
-        sfence = builder.module.declare_intrinsic("llvm.x86.sse.sfence", fnty=ir.FunctionType(ir.VoidType(), []))
-        builder.call(sfence, [])
-        return context.get_dummy_value()
-
-    return types.void(), codegen
 
 
 @numba.njit(cache=True, nogil=True)
@@ -85,19 +35,19 @@ def streaming_copy_kernel(dst, to, src):
     non-temporal stores. ``to`` is a uint64; the caller checked the bounds."""
     n = np.uint64(src.size)
     # bytes until dst[to + head] lies on a 32-byte boundary
-    head = (_U32 - ((_address(dst) + to) & _U31)) & _U31
+    head = (U32 - ((address_of(dst) + to) & _U31)) & _U31
     if head > n:
         head = n
     for k in range(head):
         dst[to + k] = src[k]
     k = head
-    while k + _U32 <= n:
-        _stream32(dst, to + k, src, k)
-        k += _U32
+    while k + U32 <= n:
+        stream32(dst, to + k, src, k)
+        k += U32
     while k < n:
         dst[to + k] = src[k]
-        k += np.uint64(1)
-    _fence()
+        k += U1
+    store_fence()
 
 
 def streaming_copy(dst: np.ndarray, offset: int, data) -> None:

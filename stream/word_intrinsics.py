@@ -1,9 +1,10 @@
-"""numba intrinsics for the byte-level kernels of the selective bslz4 decoder.
+"""numba intrinsics for the byte-level kernels of the selective bslz4 decoder and the arena's copy.
 
 Unaligned little-endian 64-bit loads and stores into uint8 arrays, 32-byte copies and splats,
 and the CPU's popcount: numba's own array code would go byte by byte or add bounds and
 wrap-around checks on the hot loops of :mod:`stream.lz4_block_kernel` and
-:mod:`stream.bitplane_kernel`. Byte indices are ``uint64``.
+:mod:`stream.bitplane_kernel`. Non-temporal 32-byte copies, their fence and an array's
+address for :mod:`stream.streaming_copy`. Byte indices are ``uint64``.
 """
 
 from __future__ import annotations
@@ -82,6 +83,19 @@ def copy32(typingctx, dst, to, src, frm):
     store (two 16-byte or one 32-byte move on x86-64). Unchecked: the caller has checked both
     ranges; when ``dst is src`` the ranges must not overlap (or the source must lie 32+ bytes
     before the destination)."""
+    return _copy32_typed(dst, to, src, frm, nontemporal=False)
+
+
+@intrinsic
+def stream32(typingctx, dst, to, src, frm):
+    """:func:`copy32` with a non-temporal store (around the cache: ``vmovntps``); ``dst`` + ``to``
+    must be 32-byte aligned. Such stores are weakly ordered: end a run of them with
+    :func:`store_fence` before the bytes are handed to another thread or process."""
+    return _copy32_typed(dst, to, src, frm, nontemporal=True)
+
+
+def _copy32_typed(dst, to, src, frm, *, nontemporal: bool):
+    """Signature and code of a 32-byte copy between uint8 arrays (None: not these types)."""
     ok = all(isinstance(a, types.Array) and a.dtype == types.uint8 for a in (dst, src))
     if not (ok and to == types.uint64 and frm == types.uint64):
         return None
@@ -91,10 +105,40 @@ def copy32(typingctx, dst, to, src, frm):
         d = context.make_array(signature.args[0])(context, builder, args[0])
         s_ = context.make_array(signature.args[2])(context, builder, args[2])
         v = builder.load(builder.bitcast(builder.gep(s_.data, [args[3]]), vec.as_pointer()), align=1)
-        builder.store(v, builder.bitcast(builder.gep(d.data, [args[1]]), vec.as_pointer()), align=1)
+        store = builder.store(v, builder.bitcast(builder.gep(d.data, [args[1]]), vec.as_pointer()),
+                              align=32 if nontemporal else 1)
+        if nontemporal:
+            store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
         return context.get_dummy_value()
 
     return types.void(dst, to, src, frm), codegen
+
+
+@intrinsic
+def store_fence(typingctx):
+    """``sfence``: orders the non-temporal stores before it ahead of any later store. (LLVM
+    lowers a ``seq_cst`` fence to a locked add on x86, which the manuals do not promise to
+    drain the write-combining buffers those stores go through.)"""
+
+    def codegen(context, builder, signature, args):
+        sfence = builder.module.declare_intrinsic("llvm.x86.sse.sfence", fnty=ir.FunctionType(ir.VoidType(), []))
+        builder.call(sfence, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def address_of(typingctx, arr):
+    """The address of a uint8 array's first byte, as a uint64 (to align stores)."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.ptrtoint(ary.data, ir.IntType(64))
+
+    return types.uint64(arr), codegen
 
 
 @intrinsic
