@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stream import streaming_copy as streaming_copy_module
 from stream.streaming_copy import STREAMING_MIN_BYTES, streaming_copy, streaming_copy_kernel
 
 
+@pytest.mark.skipif(not streaming_copy_module.NON_TEMPORAL, reason="the kernel's fence is x86-64's sfence")
 def test_the_kernel_copies_exactly_for_every_alignment_and_length(rng):
     dst = np.empty(4096, np.uint8)
     src = rng.integers(0, 256, 2048, dtype=np.uint8)
@@ -22,8 +24,11 @@ def test_the_kernel_copies_exactly_for_every_alignment_and_length(rng):
                 assert np.array_equal(dst, expected), (n, to, frm)
 
 
+@pytest.mark.parametrize("non_temporal", [True, False])
 @pytest.mark.parametrize("n", [10, STREAMING_MIN_BYTES - 1, STREAMING_MIN_BYTES, 1_490_003])
-def test_the_wrapper_takes_bytes_and_views_small_and_large(rng, n):
+def test_the_wrapper_takes_bytes_and_views_small_and_large(rng, monkeypatch, n, non_temporal):
+    # False: a CPU other than x86-64, where every copy is the plain one
+    monkeypatch.setattr(streaming_copy_module, "NON_TEMPORAL", non_temporal and streaming_copy_module.NON_TEMPORAL)
     dst = np.zeros(2 * n + 64, np.uint8)
     data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
     streaming_copy(dst, 17, data)
