@@ -1,11 +1,13 @@
 """The shared-memory ring: exact bound, oldest-first reclaim, readable from another process."""
 
+import hashlib
 import multiprocessing
 
 import numpy as np
 import pytest
 
 from stream.shared_arena import ArenaReader, SharedArena
+from stream.streaming_copy import STREAMING_MIN_BYTES
 
 
 def test_ring_allocates_wraps_and_reclaims_oldest_first():
@@ -64,14 +66,28 @@ def _read_in_child(piece):
         reader.close()
 
 
-def test_another_process_reads_without_unlinking():
-    arena = SharedArena(1 << 20)
+def _digest_in_child(piece):
+    reader = ArenaReader()
+    try:
+        return hashlib.sha256(reader.view(piece)).hexdigest()
+    finally:
+        reader.close()
+
+
+def test_another_process_reads_without_unlinking(rng):
+    arena = SharedArena(4 << 20)
     try:
         data = np.arange(1000, dtype=np.uint8).tobytes()
         piece = arena.put(data)
+        # an EIGER 4M-sized blob at an odd offset: copied with non-temporal stores (streaming_copy),
+        # which another process must see whole once put returns
+        big = rng.integers(0, 256, 1_490_003, dtype=np.uint8).tobytes()
+        big_piece = arena.put(big)
+        assert big_piece.offset % 32 != 0 and len(big) >= STREAMING_MIN_BYTES
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             assert pool.apply(_read_in_child, (piece,)) == sum(data)
             assert pool.apply(_read_in_child, (piece,)) == sum(data)  # still there after the child read it
+            assert pool.apply(_digest_in_child, (big_piece,)) == hashlib.sha256(big).hexdigest()
     finally:
         arena.close()
     with pytest.raises(FileNotFoundError):

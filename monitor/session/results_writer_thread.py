@@ -9,10 +9,12 @@ with ``stopped_by = "error"`` and a non-zero exit; the thread goes on with later
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 from collections import Counter
+from typing import Callable
 
 from monitor.session.results_file import ResultsWriter
 from monitor.session.results_update import ResultsUpdate
@@ -20,7 +22,6 @@ from monitor.session.results_update import ResultsUpdate
 log = logging.getLogger("nanomaps.process")
 
 _STOP = object()
-_CREATE = object()
 
 
 class ResultsWriterThread:
@@ -35,19 +36,22 @@ class ResultsWriterThread:
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []  # one line per failed write (appended by the thread)
 
-    def submit(self, writer: ResultsWriter, update: ResultsUpdate | object) -> None:
+    def submit(self, writer: ResultsWriter, update: ResultsUpdate) -> None:
         """Queue ``update`` for ``writer``'s file (never blocks)."""
+        self._queue_job(writer, functools.partial(writer.write, update))
+
+    def create(self, writer: ResultsWriter) -> None:
+        """Queue the making of ``writer``'s file (:meth:`ResultsWriter.create`; ≈ 80 ms for a
+        file of a hundred maps, which the live loop's frames need not wait for)."""
+        self._queue_job(writer, writer.create)
+
+    def _queue_job(self, writer: ResultsWriter, job: Callable[[], None]) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="results-writer", daemon=True)
             self._thread.start()
         with self._lock:
             self._pending[id(writer)] += 1
-        self._queue.put((writer, update))
-
-    def create(self, writer: ResultsWriter) -> None:
-        """Queue the making of ``writer``'s file (:meth:`ResultsWriter.create`; ≈ 80 ms for a
-        file of a hundred maps, which the live loop's frames need not wait for)."""
-        self.submit(writer, _CREATE)
+        self._queue.put((writer, job))
 
     def busy(self, writer: ResultsWriter) -> bool:
         """An update for ``writer`` is still queued or being written (the live loop then waits:
@@ -69,15 +73,12 @@ class ResultsWriterThread:
 
     def _loop(self) -> None:
         while True:
-            writer, update = self._queue.get()
+            writer, job = self._queue.get()
             try:
-                if update is _STOP:
+                if job is _STOP:
                     return
                 try:
-                    if update is _CREATE:
-                        writer.create()
-                    else:
-                        writer.write(update)
+                    job()
                 except Exception as exc:  # noqa: BLE001 -- any failure is reported, none ends the session silently
                     message = f"writing results file {writer.path} failed: {type(exc).__name__}: {exc}"
                     log.error("%s", message)
