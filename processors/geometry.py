@@ -99,7 +99,8 @@ def combine_masks(shape: tuple[int, int], *masks: np.ndarray | None) -> np.ndarr
         m = np.asarray(m)
         if m.shape != tuple(shape):
             raise GeometryError(f"mask of shape {m.shape} does not match the detector {tuple(shape)}")
-        out |= m != 0
+        # a bool mask as it is: ``m != 0`` would make a 4.5 MB copy of an EIGER 4M's mask first
+        out |= m if m.dtype == np.bool_ else (m != 0)
     return out
 
 

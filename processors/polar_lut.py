@@ -212,7 +212,7 @@ def build_polar_lut(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[P
         iq, ic, rows, cols = iq[ok], ic[ok], rows[ok], cols[ok]
         pixel_parts.append(rows.astype(np.int64) * q.shape[1] + cols)
         bin_parts.append((offset + iq * nchi + ic).astype(np.int32))
-        covered = np.unique(iq * nchi + ic).size / (nq * nchi)
+        covered = np.count_nonzero(np.bincount(iq * nchi + ic, minlength=nq * nchi)) / (nq * nchi)
         if covered < 0.5:
             log.warning("%s: [[peak]] '%s': only %.0f %% of the window's bins see valid pixels "
                         "(gaps or detector edge)", source, peak.name, 100 * covered)

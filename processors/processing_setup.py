@@ -26,7 +26,8 @@ def unpack_mask(blob: bytes, shape: tuple[int, int]) -> np.ndarray:
     """Inverse of :func:`pack_mask`."""
     n = shape[0] * shape[1]
     bits = np.frombuffer(zlib.decompress(blob), dtype=np.uint8)
-    return np.unpackbits(bits, count=n).astype(bool).reshape(shape)
+    # unpackbits gives 0/1 bytes, which are numpy bools as they are: a view, not a 4.5 MB copy
+    return np.unpackbits(bits, count=n).view(np.bool_).reshape(shape)
 
 
 @dataclass(frozen=True)

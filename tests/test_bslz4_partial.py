@@ -23,7 +23,7 @@ import pytest
 from processors.polar_roi_kernel import sum_valid_pixels
 from stream import bslz4_partial_kernel as kernel
 from stream.blob_framing import HEADER
-from stream.bslz4_partial import SelectiveDecoder, with_neighbours
+from stream.bslz4_partial import SelectiveDecoder, sorted_unique, with_neighbours
 from stream.chunk_codec import ChunkDecoder, CorruptFrameError, encode_frame
 from stream.encoded_frame import EncodedFrame
 from stream.stream2_codec import parse_stream2
@@ -622,3 +622,20 @@ def test_with_neighbours_matches_unique_of_shifted_copies(shape):
         got = with_neighbours(pixels, shape)
         assert got.dtype == np.int64
         assert np.array_equal(got, _neighbours_by_unique(pixels, shape))
+
+
+def test_with_neighbours_refuses_pixels_outside_the_frame():
+    for pixels in ([-1], [12], [0, 3, 12]):
+        with pytest.raises(ValueError, match=r"pixel indices must lie in \[0, 12\)"):
+            with_neighbours(np.array(pixels), (3, 4))
+
+
+def test_sorted_unique_is_np_unique():
+    rng = np.random.default_rng(3)
+    cases = [np.array([], np.int64), np.array([5]), np.array([2, 2, 2]), np.arange(10) // 3,
+             np.sort(rng.integers(0, 50, 200)), rng.integers(0, 50, 200), np.array([3, 1, 2, 1]),
+             with_neighbours(rng.integers(0, 37 * 53, 40), (37, 53)) // 8]
+    for values in cases:
+        got = sorted_unique(values)
+        assert got.dtype == np.asarray(values).dtype
+        assert np.array_equal(got, np.unique(values)), values

@@ -39,7 +39,10 @@ def frame_of(image, k=0, encoding="bslz4"):
 
 def test_mask_packing_roundtrip(rng):
     mask = rng.random((37, 41)) < 0.1
-    np.testing.assert_array_equal(unpack_mask(pack_mask(mask), mask.shape), mask)
+    back = unpack_mask(pack_mask(mask), mask.shape)
+    assert back.dtype == np.bool_ and back.shape == mask.shape
+    np.testing.assert_array_equal(back, mask)
+    assert np.array_equal(~back, ~mask)  # a bool view of 0/1 bytes inverts as bools do
 
 
 def test_setup_is_small_and_hashable(setup):

@@ -204,3 +204,33 @@ def test_a_lut_from_remembered_window_pixels_is_the_lut_from_scratch(geometry, r
     rows, cols, chi = next(v for k, v in g.derived.items() if k[0] == "window_pixels")
     with pytest.raises(ValueError):
         rows[0] = 0  # shared by every later setup: read-only
+
+
+def test_the_bin_coverage_warning_counts_the_bins_that_see_valid_pixels(geometry, caplog):
+    """The LUT warns when under half a window's bins see a valid pixel; the share it states is
+    the number of distinct bins among the window's pixels (np.unique, the obvious count)."""
+    import logging
+
+    _, g = geometry
+    peak = PEAKS[0]
+    lut = build_polar_lut(g, g.mask, [peak])
+    window = lut.windows[0]
+    rows, cols = np.divmod(lut.pixel_index.astype(np.int64), g.shape[1])
+    seen = []
+    for keep_share in (0.9, 0.45, 0.2, 0.05):
+        # mask every pixel of the bins above a cut, so only a share of the bins keep pixels
+        cut = int(keep_share * window.n_bins)
+        mask = g.mask.copy()
+        mask[rows[lut.bin_index >= cut], cols[lut.bin_index >= cut]] = True
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="processors.polar_lut"):
+            masked = build_polar_lut(g, mask, [peak])
+        covered = np.unique(masked.bin_index).size / window.n_bins
+        seen.append(covered < 0.5)
+        warned = [r.getMessage() for r in caplog.records if "bins see valid pixels" in r.getMessage()]
+        if covered < 0.5:
+            assert warned == [f"config: [[peak]] '{peak.name}': only {100 * covered:.0f} % of the window's bins "
+                              "see valid pixels (gaps or detector edge)"]
+        else:
+            assert warned == []
+    assert seen == [False, True, True, True]  # both branches were taken
