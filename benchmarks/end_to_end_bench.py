@@ -7,9 +7,11 @@ the process tree sampled from /proc. Called by ``run_bench.main``; ``live_profil
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -242,7 +244,12 @@ def run_live(master: Path, config: Path, out: Path, repeat: int, workers: int = 
         "    cpu_s={k: CPU1.get(k, 0.0) - CPU0.get(k, 0.0) for k in CPU1})))\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    stats, result = replay_into(proc, master, sender, protocol, rate, repeat)
+    # the sender's CPU: this process while it replays (the replay thread and libzmq's I/O thread
+    # writing to TCP; the main thread only waits), on the same two cores as the live process
+    sender_cpu = []
+    stats, result = replay_into(proc, master, sender, protocol, rate, repeat,
+                                on_start=lambda: sender_cpu.append(time.process_time()))
+    stats["sender_cpu_s"] = time.process_time() - sender_cpu[0]
     with h5py.File(out, "r") as f:
         frames = f["entry/results/frames"][()]
     done = np.sort(frames["done_time"][frames["status"] == 0])
@@ -291,7 +298,7 @@ def bench_live_targets(folder: Path, n_frames: int) -> dict:
           f"--workers 2, {total} frames: processed {st['processed']}, skipped {st['dropped']}, latency "
           f"{st['latency_ms'][0]:.0f} ms median, {p95:.0f} ms p95 — target: all processed, p95 < "
           f"{LIVE_4M_P95_MS:.0f} ms: {'met' if ok else 'NOT met'}", flush=True)
-    _print_cpu(st)
+    _print_cpu(st, LIVE_4M_RATE_HZ)
     _print_memory(st)
     out["4M_uint32_560Hz"] = dict(st, target_met=bool(ok), frames=total)
     _, master, _ = make_file(folder, "live1m", DETECTORS["EIGER 1M"], n_frames, "uint32", seed=7)
@@ -306,7 +313,7 @@ def bench_live_targets(folder: Path, n_frames: int) -> dict:
           f"--workers 2, {total} frames: processed {st['processed']}, skipped {st['dropped']}, latency "
           f"{st['latency_ms'][0]:.0f} ms median, {st['latency_ms'][1]:.0f} ms p95 — target: {LIVE_1M_FPS:.0f} "
           f"frames/s sent, every frame processed: {'met' if ok else 'NOT met'}", flush=True)
-    _print_cpu(st)
+    _print_cpu(st, LIVE_1M_FPS)
     _print_memory(st)
     out["1M_uint32_2000Hz"] = dict(st, target_met=bool(ok), frames=total)
     # and how fast it goes when the sender goes as fast as it can (faster than the workers:
@@ -326,11 +333,21 @@ def _print_memory(st: dict) -> None:
               ", ".join(f"{t:.0f} s: {tree:.0f} MiB" for t, _main, tree in marks) + " (target: flat)")
 
 
-def _print_cpu(st: dict) -> None:
+def _print_cpu(st: dict, rate_hz: float) -> None:
     """CPU ms per received frame of the live process's parts (from /proc, 10 ms ticks, sampled
     every 1 s: from the moment the workers were ready to the end of the run, less up to 1 s of
-    a thread or worker that ended before the last sample)."""
+    a thread or worker that ended before the last sample), of the sender, and their sum against
+    what the machine's cores give per frame at ``rate_hz``: a sum near that is a saturated machine."""
     cpu, n = st.get("cpu_s", {}), max(st.get("received", 0), 1)
     order = ("receive", "collect", "results file", "other", "workers", "bench sampling")
     print("    CPU per received frame: " + ", ".join(f"{k} {1e3 * cpu[k] / n:.2f} ms" for k in order if k in cpu)
           + " (receive: receiver thread + libzmq's TCP copy; collect: the main thread)")
+    if "sender_cpu_s" in st:
+        sender = 1e3 * st["sender_cpu_s"] / n
+        total = sender + sum(1e3 * v / n for v in cpu.values())
+        cores = os.cpu_count() or 1
+        sent = st.get("replay_fps", float("nan"))
+        rate = sent if np.isfinite(sent) and sent > 0 else rate_hz  # the rate achieved, if known
+        print(f"    with the sender (replay in the bench process, its TCP writes included) {sender:.2f} ms: "
+              f"{total:.2f} ms of CPU per frame, of the {1e3 * cores / rate:.2f} ms {cores} cores give per "
+              f"frame at {rate:.0f} frames/s ({100 * total * rate / (1e3 * cores):.0f} % busy)")
