@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -54,6 +55,12 @@ def numba_kernels_compiled_once(tmp_path_factory):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "allow_error_log: the test expects ERROR log records")
+    # A shell without job control starts a background job (`make test &`, a CI step run in
+    # the background) with SIGINT ignored, and an ignored signal stays ignored in every child:
+    # the commands the Ctrl-C tests start would then not see their Ctrl-C. A handler, unlike
+    # SIG_IGN, is reset to the default at exec, so the children get Python's own again.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
