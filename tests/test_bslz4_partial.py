@@ -394,6 +394,38 @@ def test_lz4_kernel_matches_reference_and_stays_in_bounds(rng):
                     assert e == 0 or (n2 >= 0 and t + 2 <= e and e * pb <= n2)
 
 
+
+def test_lz4_short_matches_of_every_short_period(rng):
+    """Every match of period (offset) 1..7 and length 4..18 after 0..14 literals, each decoded
+    by the kernel's fast path (32 input and output bytes to spare) and, near the end of a block,
+    by the general one: the same bytes as the reference decoder, nothing written past the
+    capacity's slack, and a capacity one byte short refused."""
+    sequences = []
+    for offset in range(1, 8):
+        for ml in range(4, 19):
+            for n_lit in (0, 1, 3, 7, 14):
+                sequences.append((bytes(rng.integers(0, 256, n_lit, dtype=np.uint8)), offset, ml))
+    order = rng.permutation(len(sequences))
+    head = (bytes(rng.integers(0, 256, 8, dtype=np.uint8)), 8, 4)  # the first match needs bytes behind it
+    # room for the fast path to the end, or the last sequences on the general path (an LZ4 block
+    # ends in at least 5 literals, its last match 12 bytes or more before the end)
+    for tail_len in (40, 12):
+        for chunk in range(0, len(order), 150):
+            seqs = [head] + [sequences[i] for i in order[chunk:chunk + 150]]
+            block = lz4_block(seqs, bytes(rng.integers(0, 256, tail_len, dtype=np.uint8)))
+            raw_size = 8 + 4 + sum(len(lit) + ml for lit, _, ml in seqs[1:]) + tail_len
+            ref = lz4.block.decompress(block, uncompressed_size=raw_size)
+            assert len(ref) == raw_size
+            src = np.frombuffer(block, np.uint8)
+            for cap, expected in ((raw_size, raw_size), (raw_size - 1, kernel.LZ4_OVERFLOW)):
+                dst = np.full(raw_size + kernel.SCRATCH_SLACK + 64, 0xEE, np.uint8)
+                n = kernel.lz4_decompress_block(src, np.uint64(0), np.uint64(src.size), dst, np.uint64(cap))
+                assert n == expected
+                if n == raw_size:
+                    assert dst[:raw_size].tobytes() == ref
+                assert (dst[cap + kernel.SCRATCH_SLACK:] == 0xEE).all()
+
+
 @pytest.mark.parametrize("dtype, block_elems", [("uint8", 8), ("uint16", 24), ("uint32", 64), ("uint32", 1000),
                                                 ("uint16", 8200)])
 def test_other_block_sizes(rng, full_decoder, dtype, block_elems):
