@@ -56,7 +56,7 @@ def streaming_copy_kernel(dst, to, src):
 
 
 def streaming_copy(dst: np.ndarray, offset: int, data) -> None:
-    """Copy the bytes-like ``data`` into the uint8 array ``dst`` at byte ``offset``.
+    """Copy the bytes of the contiguous buffer ``data`` into the uint8 array ``dst`` at byte ``offset``.
 
     Raises ``ValueError`` for a ``dst`` that is not a writable, contiguous 1-D uint8 array, or
     a copy that would not fit.
@@ -64,10 +64,10 @@ def streaming_copy(dst: np.ndarray, offset: int, data) -> None:
     if not (isinstance(dst, np.ndarray) and dst.dtype == np.uint8 and dst.ndim == 1
             and dst.flags.c_contiguous and dst.flags.writeable):
         raise ValueError("streaming_copy: the destination must be a writable, contiguous 1-D uint8 array")
-    src = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
+    src = np.frombuffer(data, dtype=np.uint8)  # contiguous bytes of any buffer (bytes, memoryview, array)
     if offset < 0 or offset + src.size > dst.size:
         raise ValueError(f"streaming_copy: {src.size} bytes at offset {offset} do not fit in {dst.size}")
     if src.size < STREAMING_MIN_BYTES or not NON_TEMPORAL:
         dst[offset:offset + src.size] = src
         return
-    streaming_copy_kernel(dst, np.uint64(offset), np.ascontiguousarray(src))
+    streaming_copy_kernel(dst, np.uint64(offset), src)

@@ -35,6 +35,12 @@ def test_the_wrapper_takes_bytes_and_views_small_and_large(rng, monkeypatch, n, 
     streaming_copy(dst, n + 40, memoryview(data))
     assert dst[17:17 + n].tobytes() == data and dst[n + 40:2 * n + 40].tobytes() == data
     assert not dst[:17].any() and not dst[17 + n:n + 40].any() and not dst[2 * n + 40:].any()
+    # any contiguous buffer is copied as its bytes, an array of wider items too
+    if n % 4 == 0:
+        words = np.frombuffer(data, np.uint32)
+        dst[:] = 0
+        streaming_copy(dst, 3, words)
+        assert dst[3:3 + n].tobytes() == data and not dst[:3].any() and not dst[3 + n:].any()
 
 
 def test_the_wrapper_refuses_what_does_not_fit():
