@@ -19,6 +19,7 @@ import numpy as np
 from processors.angles import wrap_deg
 from processors.config import ConfigError, PeakConfig
 from processors.geometry import PixelGeometry
+from processors.polar_lut_kernel import kept_positive_median, valid_window_pixels, window_bins
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +138,6 @@ def _remembered(geometry: PixelGeometry, what: str, q_range: tuple[float, float]
     return found
 
 
-def _median_positive(values: np.ndarray) -> float:
-    """Median of the values above 0 (a pixel at the detector's edge steps to itself: 0)."""
-    return float(np.median(values[values > 0]))
-
-
 def _default_bins(width: float, step: float, pixels_per_bin: float = PIXELS_PER_BIN) -> int:
     return int(np.clip(round(width / (pixels_per_bin * step)), MIN_BINS, MAX_BINS))
 
@@ -166,12 +162,25 @@ def check_windows(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[Pea
     ``mask``, without building the table (a few ms once the windows' pixels are known)."""
     if mask.shape != geometry.q_A.shape:
         raise ValueError(f"mask shape {mask.shape} != detector shape {geometry.q_A.shape}")
-    valid = ~mask
+    mask = np.ascontiguousarray(mask, dtype=np.bool_)
     for peak in peaks:
         rows, cols, _ = window_pixels(geometry, peak.q, peak.chi)
-        n_valid = int(np.count_nonzero(valid[rows, cols]))
+        n_valid = valid_window_pixels(rows, cols, mask, np.empty(rows.size, dtype=np.bool_))
         if n_valid < MIN_WINDOW_PIXELS:
-            raise _window_error(geometry, valid, peak, n_valid, source)
+            raise _window_error(geometry, ~mask, peak, n_valid, source)
+
+
+def step_orders(geometry: PixelGeometry, q_range: tuple[float, float],
+                chi_range: tuple[float, float]) -> tuple[np.ndarray, ...]:
+    """``argsort`` of each of :func:`pixel_steps`' four arrays (int32 or int64 indices), remembered
+    on ``geometry`` like them: a new mask's medians are then found by walking these orders
+    (``polar_lut_kernel.kept_positive_median``) instead of partitioning filtered copies."""
+    def find() -> tuple[np.ndarray, ...]:
+        steps = pixel_steps(geometry, q_range, chi_range)
+        index = np.int32 if steps[0].size < 2**31 else np.int64
+        return tuple(np.argsort(a, kind="stable").astype(index) for a in steps)
+
+    return _remembered(geometry, "step_orders", q_range, chi_range, find)
 
 
 def build_polar_lut(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[PeakConfig],
@@ -181,38 +190,44 @@ def build_polar_lut(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[P
     ``mask`` is bool ``(rows, cols)``, True = bad. Raises :class:`ConfigError` for a
     window that holds (almost) no valid pixel of this detector, naming the peak and the
     q/χ range the detector does cover (:func:`check_windows`).
+
+    Each window's pixels, steps and their orders are mask-free and remembered on
+    ``geometry``; the mask only selects among them (``processors.polar_lut_kernel``).
     """
     q = geometry.q_A
     if mask.shape != q.shape:
         raise ValueError(f"mask shape {mask.shape} != detector shape {q.shape}")
-    valid = ~mask
+    mask = np.ascontiguousarray(mask, dtype=np.bool_)
     windows, pixel_parts, bin_parts = [], [], []
     offset = 0
     for peak in peaks:
         q_lo, q_hi = peak.q
         c_lo, c_hi = peak.chi
         rows, cols, w = window_pixels(geometry, peak.q, peak.chi)
-        keep = valid[rows, cols]
-        rows, cols, w = rows[keep], cols[keep], w[keep]
-        if rows.size < MIN_WINDOW_PIXELS:
-            raise _window_error(geometry, valid, peak, int(rows.size), source)
-        dq, dchi, eq, echi = (a[keep] for a in pixel_steps(geometry, peak.q, peak.chi))
+        keep = np.empty(rows.size, dtype=np.bool_)
+        n_valid = valid_window_pixels(rows, cols, mask, keep)
+        if n_valid < MIN_WINDOW_PIXELS:
+            raise _window_error(geometry, ~mask, peak, n_valid, source)
+        dq, dchi, eq, echi = pixel_steps(geometry, peak.q, peak.chi)
+        o_dq, o_dchi, o_eq, o_echi = step_orders(geometry, peak.q, peak.chi)
         if peak.bins is not None:
             nq, nchi = peak.bins
         else:
-            nq = _default_bins(q_hi - q_lo, _median_positive(dq), peak.pixels_per_bin)
-            nchi = _default_bins(c_hi - c_lo, _median_positive(dchi), peak.pixels_per_bin)
-        pixel_q, pixel_chi = _median_positive(eq), _median_positive(echi)
-        qq = q[rows, cols]
+            nq = _default_bins(q_hi - q_lo, kept_positive_median(dq, o_dq, keep), peak.pixels_per_bin)
+            nchi = _default_bins(c_hi - c_lo, kept_positive_median(dchi, o_dchi, keep), peak.pixels_per_bin)
+        pixel_q = float(kept_positive_median(eq, o_eq, keep))
+        pixel_chi = float(kept_positive_median(echi, o_echi, keep))
         delta_q = (q_hi - q_lo) / nq
         delta_c = (c_hi - c_lo) / nchi
-        iq = np.floor((qq - q_lo) / delta_q).astype(np.int64)
-        ic = np.floor((w - c_lo) / delta_c).astype(np.int64)
-        ok = (iq >= 0) & (iq < nq) & (ic >= 0) & (ic < nchi)
-        iq, ic, rows, cols = iq[ok], ic[ok], rows[ok], cols[ok]
-        pixel_parts.append(rows.astype(np.int64) * q.shape[1] + cols)
-        bin_parts.append((offset + iq * nchi + ic).astype(np.int32))
-        covered = np.count_nonzero(np.bincount(iq * nchi + ic, minlength=nq * nchi)) / (nq * nchi)
+        pixels = np.empty(n_valid, dtype=np.int64)
+        bins = np.empty(n_valid, dtype=np.int32)
+        bin_pixels = np.empty(nq * nchi, dtype=np.int64)
+        n = window_bins(rows, cols, w, keep, q, float(q_lo), float(delta_q), int(nq), float(c_lo), float(delta_c),
+                        int(nchi), int(offset),
+                        pixels, bins, bin_pixels)
+        pixel_parts.append(pixels[:n])
+        bin_parts.append(bins[:n])
+        covered = np.count_nonzero(bin_pixels) / (nq * nchi)
         if covered < 0.5:
             log.warning("%s: [[peak]] '%s': only %.0f %% of the window's bins see valid pixels "
                         "(gaps or detector edge)", source, peak.name, 100 * covered)
@@ -220,7 +235,7 @@ def build_polar_lut(geometry: PixelGeometry, mask: np.ndarray, peaks: Sequence[P
             name=peak.name, q_range=(q_lo, q_hi), chi_range=(c_lo, c_hi), nq=nq, nchi=nchi, offset=offset,
             q_centers=q_lo + (np.arange(nq) + 0.5) * delta_q,
             chi_centers=c_lo + (np.arange(nchi) + 0.5) * delta_c,
-            n_pixels=int(rows.size), pixel_q=pixel_q, pixel_chi=pixel_chi))
+            n_pixels=int(n), pixel_q=pixel_q, pixel_chi=pixel_chi))
         offset += nq * nchi
     # int32 indices halve the index traffic per frame (EIGER frames have < 2**31 pixels)
     index_type = np.int32 if q.size < 2**31 else np.int64
