@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from processors.hot_pixels_kernel import ROW_OK, TRACK, accumulate_counting_spikes
+from processors.hot_pixels_kernel import TRACK, accumulate_counting_spikes, fill_spike_test_flags
 from processors.polar_roi import PolarROI, sentinel_of
 
 
@@ -55,13 +55,11 @@ def spike_test_flags(pixels: np.ndarray, tracked: np.ndarray, bad: np.ndarray, n
     ``pixels`` are flat indices into frames of ``ncols`` columns. Recompute whenever ``bad``
     changes (a hot pixel found): O(entries), never per frame.
     """
-    p = pixels.astype(np.int64)
-    col = p % ncols
-    inner = (col > 0) & (col < ncols - 1)
-    left = np.where(inner, p - 1, p)
-    right = np.where(inner, p + 1, p)
-    row_ok = inner & (bad[left] == 0) & (bad[right] == 0)
-    return (tracked * TRACK + (tracked & row_ok) * ROW_OK).astype(np.uint8)
+    if pixels.shape != tracked.shape or bad.dtype != np.uint8 or bad.ndim != 1:
+        raise ValueError("spike_test_flags: one tracked flag per pixel entry, bad a flat uint8 mask")
+    flags = np.empty(pixels.size, dtype=np.uint8)
+    fill_spike_test_flags(pixels, np.ascontiguousarray(tracked, dtype=np.bool_), bad, int(ncols), flags)
+    return flags
 
 
 #: Hot pixels one frame can report at most (more: the next frames).
@@ -81,7 +79,7 @@ class HotPixelTracker:
         self.roi = roi
         self.shape = tuple(roi.lut.shape)
         self.rule = rule
-        self.bad = np.ascontiguousarray(masked, dtype=np.uint8).reshape(-1).copy()
+        self.bad = np.array(masked, dtype=np.uint8).reshape(-1)  # its own copy: hot pixels are added to it
         pixels = roi.lut.pixel_index
         # a pixel in two windows has two LUT entries (adjacent: the LUT is sorted by pixel): count its first
         first = np.ones(pixels.size, dtype=bool)

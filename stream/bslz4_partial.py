@@ -23,7 +23,7 @@ from stream import bslz4_partial_kernel as _k
 from stream.blob_framing import BSHUF_MULT, HEADER
 from stream.chunk_codec import CorruptFrameError
 from stream.encoded_frame import ITEMSIZE, EncodedFrame
-from stream.neighbour_kernel import flag_with_neighbours
+from stream.neighbour_kernel import count_set_bits, flag_with_neighbours, set_bit_indices
 
 #: Largest bitshuffle block accepted, in bytes (DECTRIS and our encoder use 8192); the scratch
 #: buffer is this size, so a blob declaring a larger one is refused rather than allocated for.
@@ -47,11 +47,13 @@ def with_neighbours(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     pixels = np.ascontiguousarray(np.asarray(pixels).reshape(-1), dtype=np.int64)
     if pixels.size and (pixels.min() < 0 or pixels.max() >= rows * cols):
         raise ValueError(f"pixel indices must lie in [0, {rows * cols}), got [{pixels.min()}, {pixels.max()}]")
-    # one flag per pixel, not np.unique over the 9 shifted copies (100 ms for an EIGER 4M's
-    # windows, paid at every new detector setup while its frames wait)
-    flags = np.zeros(rows * cols, dtype=bool)
-    flag_with_neighbours(pixels, rows, cols, flags)
-    return np.flatnonzero(flags).astype(np.int64, copy=False)
+    # one bit per pixel, not np.unique over the 9 shifted copies (100 ms for an EIGER 4M's
+    # windows, paid at every new detector setup while its frames wait), nor a byte (stream.neighbour_kernel)
+    bits = np.zeros(-(-(rows * cols) // 64), dtype=np.uint64)
+    flag_with_neighbours(pixels, rows, cols, bits)
+    out = np.empty(count_set_bits(bits), dtype=np.int64)
+    set_bit_indices(bits, out)
+    return out
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:
@@ -107,10 +109,13 @@ class SelectiveDecoder:
         self.n_pixels = n
         # one bit per pixel, 1 = counts towards the valid sum, in the bit layout of a bit plane
         # (pixel i = bit i % 8 of byte i // 8); padded to whole 64-bit words for word loads
-        valid = np.packbits(~masked.reshape(-1), bitorder="little")
+        # (packed, then inverted: no 4 MB inverted copy of a 4M mask at every series setup)
+        valid = np.packbits(masked.reshape(-1), bitorder="little")
+        np.invert(valid, out=valid)
+        if n % 8:
+            valid[-1] &= (1 << (n % 8)) - 1  # the bits past the last pixel are 0: never counted
         self._valid8 = np.zeros(-(-valid.size // 8) * 8, dtype=np.uint8)
         self._valid8[:valid.size] = valid
-        # the bits past the last pixel stay 0 (packbits pads with 0): they are never counted
         groups = sorted_unique(needed.astype(np.int64) // BSHUF_MULT)
         self.whole_blocks = whole_blocks
         self._groups_of_pixels = groups

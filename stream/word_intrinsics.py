@@ -1,7 +1,7 @@
 """numba intrinsics for the byte-level kernels of the selective bslz4 decoder and the arena's copy.
 
 Unaligned little-endian 64-bit loads and stores into uint8 arrays, 32-byte copies and splats,
-and the CPU's popcount: numba's own array code would go byte by byte or add bounds and
+and the CPU's popcount and trailing-zero count: numba's own array code would go byte by byte or add bounds and
 wrap-around checks on the hot loops of :mod:`stream.lz4_block_kernel` and
 :mod:`stream.bitplane_kernel`. Non-temporal 32-byte copies, their fence and an array's
 address for :mod:`stream.streaming_copy`. Byte indices are ``uint64``.
@@ -37,6 +37,19 @@ def popcount64(typingctx, x):
 
     def codegen(context, builder, signature, args):
         return builder.ctpop(args[0])
+
+    return types.uint64(types.uint64), codegen
+
+
+@intrinsic
+def trailing_zeros64(typingctx, x):
+    """Position of the lowest set bit of a nonzero uint64 (LLVM ``cttz``: one ``tzcnt``/``bsf``);
+    undefined for 0, which the callers never pass."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
 
     return types.uint64(types.uint64), codegen
 

@@ -645,7 +645,7 @@ def _neighbours_by_unique(pixels, shape):
     return np.unique(np.concatenate(parts))
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 1), (3, 4), (37, 53)])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 1), (3, 4), (37, 53), (8, 8), (3, 64), (9, 71)])
 def test_with_neighbours_matches_unique_of_shifted_copies(shape):
     rng = np.random.default_rng(sum(shape))
     n = shape[0] * shape[1]
@@ -654,6 +654,22 @@ def test_with_neighbours_matches_unique_of_shifted_copies(shape):
         got = with_neighbours(pixels, shape)
         assert got.dtype == np.int64
         assert np.array_equal(got, _neighbours_by_unique(pixels, shape))
+
+
+def test_set_bits_are_found_in_order_as_flatnonzero_finds_them():
+    """The bitmap scan behind with_neighbours against flatnonzero of the unpacked bits: empty,
+    full and sparse words, bit 0 and bit 63."""
+    from stream.neighbour_kernel import count_set_bits, set_bit_indices
+
+    rng = np.random.default_rng(11)
+    words = [np.zeros(3, np.uint64), np.full(2, 2**64 - 1, np.uint64), np.array([1, 2**63, 0, 2**63 + 1], np.uint64),
+             rng.integers(0, 2**63, 50, dtype=np.uint64) & rng.integers(0, 2**63, 50, dtype=np.uint64) << np.uint64(1)]
+    for bits in words:
+        expected = np.flatnonzero(np.unpackbits(bits.view(np.uint8), bitorder="little"))
+        assert count_set_bits(bits) == expected.size
+        out = np.full(expected.size + 1, -7, np.int64)
+        assert set_bit_indices(bits, out) == expected.size
+        assert np.array_equal(out[:-1], expected) and out[-1] == -7
 
 
 def test_with_neighbours_refuses_pixels_outside_the_frame():

@@ -141,3 +141,32 @@ def test_fused_kernel_sums_like_the_roi_kernel_and_counts_spikes_like_a_slow_ref
         expected = slow_spikes(frame, bad, pixels, rule, 2**16 - 1) & first
         np.testing.assert_array_equal(counted.astype(bool), expected)
         assert counted.sum() > 10
+
+
+def numpy_spike_test_flags(pixels, tracked, bad, ncols):
+    """The numpy version the kernel replaced (kept as the reference)."""
+    from processors.hot_pixels_kernel import ROW_OK, TRACK
+    p = pixels.astype(np.int64)
+    col = p % ncols
+    inner = (col > 0) & (col < ncols - 1)
+    left = np.where(inner, p - 1, p)
+    right = np.where(inner, p + 1, p)
+    row_ok = inner & (bad[left] == 0) & (bad[right] == 0)
+    return (tracked * TRACK + (tracked & row_ok) * ROW_OK).astype(np.uint8)
+
+
+@pytest.mark.parametrize("ncols", [1, 2, 3, 50])
+def test_spike_test_flags_are_the_numpy_flags(rng, ncols):
+    """Every entry of LUTs with first and last columns, repeated pixels, masked neighbours and
+    untracked entries, in int32 and int64: the kernel's flags equal numpy's."""
+    for dtype in (np.int32, np.int64):
+        for share in (0.0, 0.1, 0.6):
+            n = 40 * ncols
+            bad = (rng.random(n) < share).astype(np.uint8)
+            pixels = np.sort(np.concatenate([rng.integers(0, n, 3 * n), [0, n - 1, ncols - 1]])).astype(dtype)
+            tracked = rng.random(pixels.size) < 0.8
+            got = spike_test_flags(pixels, tracked, bad, ncols)
+            assert got.dtype == np.uint8
+            np.testing.assert_array_equal(got, numpy_spike_test_flags(pixels, tracked, bad, ncols))
+    with pytest.raises(ValueError):
+        spike_test_flags(pixels, tracked[:-1], bad, ncols)
