@@ -27,7 +27,8 @@ class SeriesStart:
     m, ``beam_center_x`` px, ``count_time`` s, ``nimages``, ...); code reads it through
     :attr:`header` (typed), not by key. ``pixel_mask`` is ``(rows, cols)`` uint32,
     nonzero = bad, or None when not sent (or unusable, see ``problems``). ``parts`` are
-    the wire parts verbatim, for the recorder.
+    the wire parts verbatim, for the recorder: bytes, or views of the received frames when
+    parsed with ``copy_blob=False`` (the live receiver; the mask is then a view too).
     """
 
     protocol: str
@@ -38,7 +39,7 @@ class SeriesStart:
     config: Mapping[str, Any] = field(default_factory=dict)
     pixel_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
     unique_id: str = ""
-    parts: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
+    parts: tuple[bytes | memoryview, ...] = field(default=(), repr=False, compare=False)
     problems: tuple[str, ...] = ()
     receive_time: float = 0.0
 

@@ -88,6 +88,20 @@ def test_stream1_real_header_all():
     assert np.count_nonzero(mask) == msg.config["number_of_excluded_pixels"] == 38129
 
 
+def test_stream1_real_header_uncopied_is_the_copied_one():
+    """The live receiver parses with copy_blob=False: the header's parts and pixel mask are then
+    views of the received parts (no copy of a 4M's 36 MB), and say what the copies say."""
+    parts = capture("eiger1m_stream1_all")[0]
+    received = [np.frombuffer(p, np.uint8).copy() for p in parts]  # stand-ins for zmq frames
+    copied = parse_stream1(views(parts))
+    viewed = parse_stream1([memoryview(r) for r in received], copy_blob=False)
+    assert isinstance(viewed, SeriesStart) and viewed == copied
+    assert [bytes(p) for p in viewed.parts] == [bytes(p) for p in copied.parts]
+    assert all(type(p) is memoryview for p in viewed.parts)
+    np.testing.assert_array_equal(viewed.pixel_mask, copied.pixel_mask)
+    assert np.shares_memory(viewed.pixel_mask, received[5])  # the mask's part, not a copy
+
+
 def test_stream1_real_images_and_mask_relation(decoder):
     messages = capture("eiger1m_stream1_all")
     header = parse_stream1(views(messages[0]))
