@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -139,8 +139,10 @@ def replay_file(master_path: str | Path, sender: StreamSender, *, protocol: str 
         supply = _ChunkSupply() if mapped else None
         try:
             sent = skipped = 0
+            # lazy frames are small references to their chunks: a repeated replay makes them once
+            frames = list(f.iter_frames(series=series, lazy=True)) if mapped and repeat > 1 else None
             for turn in range(repeat):
-                for frame in f.iter_frames(series=series, lazy=mapped):
+                for frame in frames if frames is not None else f.iter_frames(series=series, lazy=mapped):
                     if stop is not None and stop.is_set():
                         break
                     if supply is not None:
@@ -151,7 +153,7 @@ def replay_file(master_path: str | Path, sender: StreamSender, *, protocol: str 
                         continue
                     k = frame.frame
                     if turn:  # a repeated pass continues the series: frame numbers go on
-                        frame = replace(frame, frame=k + turn * n)
+                        frame = frame.renumbered(k + turn * n)
                     pacer.wait_until(turn * period + (offsets[k] if k < len(offsets) else 0.0))
                     start_ns, stop_ns, real_ns = times_ns.get(
                         frame.frame, (frame.frame * frame_ns, frame.frame * frame_ns + count_ns, count_ns))

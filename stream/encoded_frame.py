@@ -65,6 +65,12 @@ class EncodedFrame:
         return EncodedFrame(self.series, self.frame, self.encoding if encoding is None else encoding, self.dtype,
                             self.shape, blob, self.receive_time, self.error, self.source)
 
+    def renumbered(self, frame: int) -> "EncodedFrame":
+        """This frame as frame number ``frame`` (a repeated replay continues the series), made
+        directly for the reason :meth:`with_blob` gives. Every other field is passed on."""
+        return EncodedFrame(self.series, frame, self.encoding, self.dtype, self.shape, self.blob,
+                            self.receive_time, self.error, self.source)
+
     @property
     def nbytes_decoded(self) -> int:
         """Size in bytes of the decoded frame."""

@@ -15,6 +15,10 @@ import zmq
 
 from stream.zmq_address import AddressError, parse_tcp_address
 
+#: pyzmq's flags as plain ints: its enum's ``|`` costs more than the send it flags
+_SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+
 
 class BindAddressError(AddressError):
     """A bind address that is malformed, busy, or not loopback without permission to expose it."""
@@ -85,15 +89,27 @@ class StreamSender:
         Blocks while no receiver can take it (no peer connected, or its queue full),
         but gives up and returns False as soon as ``stop`` is set.
         """
-        while not self._socket.poll(200, zmq.POLLOUT):
-            if stop is not None and stop.is_set():
-                return False
-        if isinstance(message, (bytes, bytearray, memoryview)):
-            self._socket.send(message, copy=False)
-            self.bytes_sent += len(message)
-        else:
-            self._socket.send_multipart(message, copy=False)
-            self.bytes_sent += sum(len(p) for p in message)
+        parts = (message,) if isinstance(message, (bytes, bytearray, memoryview)) else message
+        last = len(parts) - 1
+        socket = self._socket
+        # try at once, and wait only when the peer cannot take it: per message this saves a
+        # poll and pyzmq's flag enums (≈ 0.02 ms of the sender's CPU per frame, which at a
+        # detector's rate shares the cores with the receiver when both run on one machine)
+        while True:
+            try:
+                socket.send(parts[0], _NOBLOCK | (_SNDMORE if last else 0), copy=False)
+                break
+            except zmq.Again:
+                while not socket.poll(200, zmq.POLLOUT):
+                    if stop is not None and stop.is_set():
+                        return False
+        # the rest of a message whose first part was taken is taken too (ZeroMQ queues whole
+        # messages: the high-water mark is tested at the first part)
+        size = len(parts[0])
+        for k in range(1, last + 1):
+            socket.send(parts[k], _SNDMORE if k < last else 0, copy=False)
+            size += len(parts[k])
+        self.bytes_sent += size
         self.messages_sent += 1
         return True
 

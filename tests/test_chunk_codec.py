@@ -86,7 +86,7 @@ def test_raw_size_that_lies_and_unknown_encoding(decoder):
 
 
 def test_with_blob_is_replace_for_every_field():
-    # EncodedFrame.with_blob lists the fields by hand (dataclasses.replace is slow in workers):
+    # EncodedFrame.with_blob and renumbered list the fields by hand (dataclasses.replace is slow in workers):
     # a field added to EncodedFrame and forgotten there would be lost
     from dataclasses import fields, replace
 
@@ -98,3 +98,4 @@ def test_with_blob_is_replace_for_every_field():
     frame = EncodedFrame(**values)
     assert frame.with_blob(b"new") == replace(frame, blob=b"new")
     assert frame.with_blob(b"new", "raw") == replace(frame, blob=b"new", encoding="raw")
+    assert frame.renumbered(1003) == replace(frame, frame=1003)

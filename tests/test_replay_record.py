@@ -207,3 +207,19 @@ def test_stream1_image_shares_a_view_only_when_asked(rng):
     assert shared is view and isinstance(copied, bytes) and copied == blob
     view[0] ^= 0xFF  # the copy is the frame's bytes as they were; the shared part is the buffer itself
     assert copied == blob and bytes(shared) != blob
+
+
+@pytest.mark.parametrize("no_map", [False, True])
+def test_replay_repeat_continues_the_series_with_the_same_chunks(small_file, no_map):
+    """``--repeat 3`` sends the file three times as one series: frame numbers go on, each pass's
+    chunks are the file's (mapped frames are listed once and reused; read frames read anew)."""
+    path, frames, _ = small_file("bslz4", n=7)
+    got, out, _ = received_from(*start_replay(path, "stream1", extra=("--repeat", "3") + (("--no-map",) if no_map else ())))
+    images = [m.frame for m in got if isinstance(m, ImageMessage)]
+    assert [f.frame for f in images] == list(range(21))
+    assert isinstance(got[-1], SeriesEnd)
+    for f in images[7:]:
+        assert bytes(f.blob) == bytes(images[f.frame % 7].blob), f.frame
+    from stream.chunk_codec import ChunkDecoder
+    np.testing.assert_array_equal(ChunkDecoder().decode_into(images[20], np.empty(600, np.uint32)), frames[6])
+    assert re.search(r"sent 21 frames", out)

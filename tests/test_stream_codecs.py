@@ -644,3 +644,36 @@ def test_series_header_defaults_for_missing_or_unusable_values():
     assert (h.wavelength_A, h.count_time_s, h.frame_time_s, h.detector_distance_m) == (0.0, 0.0, 0.0, 0.0)
     assert (h.x_pixel_size_m, h.shape, h.dtype, h.pixel_mask, h.description) == (75e-6, None, None, None, "")
     assert SeriesStart("stream1", 3).nimages == 0
+
+
+def test_stream1_image_json_parts_are_json_dumps_byte_for_byte(rng):
+    """The image message's three JSON parts are formatted directly (not json.dumps, for the
+    sender's CPU): byte for byte what json.dumps with sorted keys and no spaces writes, for
+    every encoding, pixel type, and frame numbers, sizes and times from 0 to 2**63 - 1."""
+    import json
+
+    from stream.stream1_codec import encode_stream1_image
+
+    def dumps(obj):
+        return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+    big = [0, 1, 9, 10, 255, 2**31 - 1, 2**31, 2**32, 2**53 + 1, 2**63 - 1]
+    cases = [(int(rng.choice(big)), int(rng.choice(big[:8])), int(rng.integers(-2**62, 2**62)))
+             for _ in range(40)] + [(0, 0, 0), (2**63 - 1, 2**31, -1)]
+    for i, (number, series, t) in enumerate(cases):
+        dtype = ("uint8", "uint16", "uint32")[i % 3]
+        encoding = ("bslz4", "raw")[i % 2]
+        rows, cols = int(rng.integers(1, 5000)), int(rng.integers(1, 5000))
+        blob = bytes(int(rng.integers(0, 300)))
+        frame = EncodedFrame(series, number, encoding, dtype, (rows, cols), blob)
+        parts = encode_stream1_image(frame, start_time_ns=t, stop_time_ns=t + 7, real_time_ns=abs(t) // 3)
+        v1 = f"bs{8 * np.dtype(dtype).itemsize}-lz4<" if encoding == "bslz4" else "<"
+        assert parts[0] == dumps({"frame": number, "hash": "", "htype": "dimage-1.0", "series": series})
+        assert parts[1] == dumps({"encoding": v1, "htype": "dimage_d-1.0", "shape": [cols, rows],
+                                  "size": len(blob), "type": dtype})
+        assert parts[3] == dumps({"htype": "dconfig-1.0", "real_time": abs(t) // 3, "start_time": t,
+                                  "stop_time": t + 7})
+        msg = parse_stream1(parts)  # an image, or (a blob that fits no shape) a bad message: same number
+        assert (msg.frame.frame if isinstance(msg, ImageMessage) else msg.frame) == number
+    with pytest.raises(TypeError):
+        encode_stream1_image(EncodedFrame(0, True, "raw", "uint8", (1, 1), b"\0"))
