@@ -105,7 +105,7 @@ def parse_stream1(parts: Sequence[Any], receive_time: float = 0.0, *, copy_blob:
     ``copy_blob=False`` leaves an image's blob as a view of its part (which must then
     stay alive): the caller copies it once, where it is needed (e.g. shared memory). A
     header's parts (and its pixel mask) then stay views too: an EIGER 4M header carries
-    36 MB of flatfield and mask, ≈ 20 ms to copy while the series' first frames wait.
+    36 MB of flatfield and mask, 28–30 ms to copy while the series' first frames wait.
     ``check_blocks=False`` skips the walk over the compressed blocks (see
     :func:`~stream.blob_framing.frame_blob_problem`).
     """
