@@ -687,3 +687,17 @@ def test_sorted_unique_is_np_unique():
         got = sorted_unique(values)
         assert got.dtype == np.asarray(values).dtype
         assert np.array_equal(got, np.unique(values)), values
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (29, 301), (16, 64)])
+def test_the_valid_bitmap_is_the_packed_inverse_of_the_mask(shape, rng):
+    """The decoder packs the mask, then inverts it in place (no inverted copy of a 4M mask): the
+    bitmap is the obvious ``packbits(~mask)``, with the bits past the last pixel 0 and the
+    padding to whole words 0, whatever the number of pixels modulo 8."""
+    mask = rng.random(shape) < 0.3
+    dec = SelectiveDecoder(shape, "uint32", np.arange(0, shape[0] * shape[1], 7), mask)
+    expected = np.packbits(~mask.reshape(-1), bitorder="little")
+    valid8 = dec._valid8
+    assert valid8.size % 8 == 0 and valid8.size >= expected.size
+    np.testing.assert_array_equal(valid8[:expected.size], expected)
+    assert not valid8[expected.size:].any()
