@@ -405,9 +405,13 @@ def test_a_start_document_whose_stop_came_first_is_dropped_after_a_short_grace()
 def test_a_header_in_transit_still_takes_a_document_whose_stop_came_first():
     r = router(document_wait_s=5.0)
     r.start_document(EIGER_GRID, now=0.0)
-    r.stop_document({"run_start": "grid-A", "exit_status": "abort"}, now=0.1)
+    r.stop_document({"run_start": "grid-A", "exit_status": "abort", "reason": "user pressed Abort"}, now=0.1)
     events = r.series_start(header(1), now=0.2)
     assert events[0].run.uid == "grid-A"
+    # and the run ends as its stop document said (its file must not show a map that looks complete)
+    assert kinds(events) == ["RunBegun", "RunExit", "SeriesAssigned"]
+    assert (events[1].exit_status, events[1].reason) == ("abort", "user pressed Abort")
+    assert events[0].run.exit_status == "abort"
 
 
 def test_documents_without_a_time_never_go_stale():

@@ -191,3 +191,38 @@ def test_each_series_gets_its_headers_setup_built_by_the_workers_once(demo):
     finally:
         runner.close()
     assert collector.counters.processed == len(frames)
+
+
+@pytest.mark.allow_error_log
+def test_a_repeated_header_is_not_checked_again(demo, monkeypatch):
+    """A beamtime's scans repeat one header: its setup is checked once (at the first header);
+    a header that fails the check is checked, and refused, every time."""
+    import monitor.session.series_setups as series_setups
+    from monitor.session.series_setups import SeriesSetups
+    from processors.frame_processor import check_setup
+    from stream.stream_messages import SeriesStart
+
+    config, md, _ = demo
+    checked = []
+
+    def counting_check(setup):
+        checked.append(setup)
+        check_setup(setup)
+
+    monkeypatch.setattr(series_setups, "check_setup", counting_check)
+    setups = SeriesSetups(config)
+    mask = np.asarray(md.pixel_mask).copy()
+    mask[100:140] = 1
+    rows, cols = md.shape
+    first = setups.start(SeriesStart("stream1", 1, "all", md.shape, md.dtype, pixel_mask=mask), None)
+    assert setups.start(SeriesStart("stream1", 2, "all", md.shape, md.dtype, pixel_mask=mask.copy()), None) == first
+    assert checked == [first]
+    other = mask.copy()
+    other[200:210] = 1
+    assert setups.start(SeriesStart("stream1", 3, "all", md.shape, md.dtype, pixel_mask=other), None) != first
+    assert len(checked) == 2
+    for series in (4, 5):  # not the PONI detector's shape: refused by the check each time
+        bad = SeriesStart("stream1", series, "all", (rows + 1, cols), md.dtype, pixel_mask=None)
+        assert setups.start(bad, None) is setups.base
+    assert len(checked) == 4
+    assert setups.of_series(1) == first and setups.of_series(4) is setups.base

@@ -2,12 +2,17 @@
 
 import hashlib
 import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stream.shared_arena import ArenaReader, SharedArena
 from stream.streaming_copy import STREAMING_MIN_BYTES
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_ring_allocates_wraps_and_reclaims_oldest_first():
@@ -124,3 +129,25 @@ def test_attach_maps_every_page_ahead_of_the_frames():
         lazy.close()
         eager.close()
         arena.close()
+
+
+def test_warm_up_loads_the_copy_kernel_before_the_first_frame():
+    """``warm_up`` (a live session calls it before data flow) leaves the ring empty and zero,
+    with the non-temporal copy's kernel loaded: the first frame's put does not load it."""
+    code = (
+        "import numpy as np\n"
+        "from stream.shared_arena import SharedArena\n"
+        "from stream.streaming_copy import NON_TEMPORAL, streaming_copy_kernel\n"
+        "arena = SharedArena(1 << 20)\n"
+        "try:\n"
+        "    before = len(streaming_copy_kernel.signatures)\n"
+        "    arena.warm_up()\n"
+        "    print(NON_TEMPORAL, before, len(streaming_copy_kernel.signatures), arena.used,\n"
+        "          int(np.frombuffer(arena._buf, dtype=np.uint8).max()))\n"
+        "finally:\n"
+        "    arena.close()\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    non_temporal, before, after, used, top = out.stdout.split()
+    assert (before, used, top) == ("0", "0", "0")
+    assert after == ("1" if non_temporal == "True" else "0")

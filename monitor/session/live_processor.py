@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import logging
 import queue
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +37,7 @@ from monitor.session.main_queue import BATCH_DONE, take_messages
 from monitor.session.map_collector import MapCollector, RunCounters, count_records, hot_pixels_message
 from monitor.session.receiver_thread import ReceiverThread, RecentFrames
 from monitor.session.results_file import ResultsWriter
+from monitor.session.results_template import ResultsTemplates
 from monitor.session.results_update import take_update
 from monitor.session.results_writer_thread import ResultsWriterThread
 from monitor.session.run_events import (
@@ -113,6 +116,9 @@ class LiveProcessor:
                                                                          config.stream.batch_timeout_s)
         self._series_done = 0
         self._files = ResultsWriterThread()  # writes every run's results file, off this loop
+        # each run's file is the template of its layout with the run's strings (≈ 2 ms, not
+        # ≈ 50 ms of HDF5 calls holding the GIL as its series' first frames arrive)
+        self._templates = ResultsTemplates(config)
         self._runner: BatchRunner | None = None  # the workers, while run() runs
 
     def _open(self, config: NanomapsConfig, options: LiveOptions) -> None:
@@ -202,7 +208,8 @@ class LiveProcessor:
         cfg = self.config
         writer = ResultsWriter(plan.out, cfg, scan, inputs=(self.options.endpoint,),
                                poni_text=self.setups.base.poni_text, run_uid=plan.uid, parent_uid=plan.parent,
-                               geometry=plan.geometry, timing_keys=tuple(StageTiming().as_dict()), create=False)
+                               geometry=plan.geometry, timing_keys=tuple(StageTiming().as_dict()), create=False,
+                               templates=self._templates)
         self._files.create(writer)  # on the writer thread, before any of its writes
         run = RunState(plan, MapCollector(scan, tuple(p.name for p in cfg.peaks), {}), writer)
         self.runs[plan.uid] = run
@@ -373,6 +380,12 @@ class LiveProcessor:
         runner = BatchRunner(opt.workers, opt.scheduler, self._on_result, self.counters, self.limiter, stop=stop,
                              on_done=lambda _future: self._queue.put(BATCH_DONE))
         self._runner = runner
+        if self.arena is not None:
+            self.arena.warm_up()
+        # the layout of a run mapped on the config's [scan] is made now, while the workers warm up
+        ResultsWriter(Path(tempfile.gettempdir()) / "nanomaps-layout.h5", cfg, cfg.scan, inputs=(opt.endpoint,),
+                      poni_text=self.setups.base.poni_text, timing_keys=tuple(StageTiming().as_dict()),
+                      create=False, templates=self._templates).make_template()
         warming = runner.warm_up(self.setups.base, self.arena.name if self.arena is not None else None)
         self._intake.start()
         log.info("listening on %s; processing on %s%s%s", opt.endpoint, runner.description,

@@ -33,7 +33,9 @@ are fixed-length UTF-8 (:data:`STRING_BYTES`): SWMR cannot write variable-length
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -43,6 +45,7 @@ import h5py
 import numpy as np
 
 from monitor.session.map_collector import FRAMES_TABLE_DTYPE, MapCollector, RunCounters
+from monitor.session.results_template import ResultsTemplate, ResultsTemplates
 from monitor.session.results_update import ResultsUpdate
 from processors.config import NanomapsConfig
 from processors.frame_record import FRAME_STATUS_NAMES
@@ -128,9 +131,11 @@ class ResultsWriter:
     def __init__(self, path: str | Path, config: NanomapsConfig, scan: RasterScan, *,
                  inputs: tuple[str, ...] = (), poni_text: str = "", setup_id: str = "", run_uid: str = "",
                  parent_uid: str = "", geometry: str = "config", timing_keys: tuple[str, ...] = (),
-                 create: bool = True) -> None:
+                 create: bool = True, templates: ResultsTemplates | None = None) -> None:
         """``create=False`` leaves making the file to :meth:`create` (or the first :meth:`write`):
-        a live run has it made on its writer thread, not in the loop its frames wait in."""
+        a live run has it made on its writer thread, not in the loop its frames wait in.
+        ``templates``: the session's layouts (``monitor.session.results_template``): the file
+        is made from the template of its layout, which is made first if there is none."""
         self.path = check_output_file(path, what="results file")
         self.config = config
         self.scan = scan
@@ -139,6 +144,7 @@ class ResultsWriter:
         self.stale = False
         self._file: h5py.File | None = None
         self._layout = (inputs, poni_text, setup_id, run_uid, parent_uid, geometry, timing_keys)
+        self._templates = templates if templates is not None and templates.config is config else None
         if create:
             self.create()
 
@@ -150,15 +156,27 @@ class ResultsWriter:
         # made under a hidden name and renamed once in SWMR mode: a reader never meets the file
         # while it is open for plain writing (locked); the rename keeps the open file (POSIX)
         creating = self.path.with_name(f".{self.path.name}.creating-{os.getpid()}")
+        template = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # v110 is the oldest file format SWMR works with (readers need HDF5 >= 1.10)
-            self._file = h5py.File(creating, "w", libver=("v110", "latest"))
+            if self._templates is not None:
+                template = self._template()
+                creating.write_bytes(template.image)
+                self._file = h5py.File(creating, "r+", libver=("v110", "latest"))
+            else:
+                # v110 is the oldest file format SWMR works with (readers need HDF5 >= 1.10)
+                self._file = h5py.File(creating, "w", libver=("v110", "latest"))
         except OSError as exc:
+            with contextlib.suppress(OSError):  # the template's bytes, written before the open failed
+                creating.unlink(missing_ok=True)
             raise OutputPathError(f"results file {self.path}: cannot create it ({exc}). "
                                   "Fix: choose another folder or name") from None
         try:
-            self._create(*self._layout)
+            if template is None:
+                self._create(*self._layout)
+            else:
+                self._maps = [self._file[p] for p in template.map_paths]
+                self._write_run_strings()
             self._file.flush()
             self._file.swmr_mode = True
             os.replace(creating, self.path)
@@ -168,6 +186,51 @@ class ResultsWriter:
             self._maps = []
             creating.unlink(missing_ok=True)
             raise
+
+    def _layout_key(self) -> tuple:
+        """What the layout depends on besides the config: the scan, the timing figures and how
+        many inputs are named (``process/inputs`` has one string each)."""
+        inputs, timing_keys = self._layout[0], self._layout[6]
+        return self.scan, tuple(timing_keys), len(inputs) or 1
+
+    def _template(self) -> ResultsTemplate:
+        """The template of this file's layout, made now if the session has none yet (as a
+        file of its own in a temporary folder, read back and removed)."""
+        key = self._layout_key()
+        template = self._templates.get(key)
+        if template is not None:
+            return template
+        with tempfile.TemporaryDirectory(prefix="nanomaps-template-") as folder:
+            path = Path(folder) / "template.h5"
+            self._file = h5py.File(path, "w", libver=("v110", "latest"))
+            try:
+                self._create(*self._layout)
+                map_paths = tuple(ds.name for ds in self._maps)
+            finally:
+                self._file.close()
+                self._file = None
+                self._maps = []
+            template = ResultsTemplate(path.read_bytes(), map_paths)
+        self._templates.put(key, template)
+        return template
+
+    def make_template(self) -> None:
+        """Make the template of this file's layout now, if the session has none, and nothing
+        else (a live session does it for its first run's likely layout before data flow)."""
+        if self._templates is not None:
+            self._template()
+
+    def _write_run_strings(self) -> None:
+        """The strings that differ between files of one layout, over the template's: written
+        before SWMR starts (SWMR cannot write variable-length strings)."""
+        inputs, poni_text, setup_id, run_uid, parent_uid, geometry, _ = self._layout
+        process = self._file["entry/process"]
+        for name, value in (("config", self.config.text), ("config_file", str(self.config.path)),
+                            ("poni", poni_text), ("setup_id", setup_id), ("run_uid", run_uid),
+                            ("parent_uid", parent_uid), ("geometry", geometry),
+                            ("start_time", _iso(self.start_time))):
+            process[name][()] = value
+        process["inputs"][...] = np.array(list(inputs) if inputs else [""], dtype=h5py.string_dtype())
 
     # --- layout: everything before SWMR --------------------------------------------------
     def _create(self, inputs, poni_text, setup_id, run_uid, parent_uid, geometry, timing_keys) -> None:

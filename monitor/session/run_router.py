@@ -87,6 +87,8 @@ class _PendingDocument:
     uid: str
     deadline: float
     stopped: bool = False       # its stop document came
+    exit_status: str = ""       # and said this (kept for a header still in transit)
+    reason: str = ""
 
 
 class RunRouter:
@@ -141,8 +143,8 @@ class RunRouter:
         thread), so this series must wait for it as if documents were expected."""
         events = self.expire(now) if self._pending_docs else []  # a stale document is no one's
         if self._pending_docs and not self._ids_seen:
-            return events + self._begin(self._pending_docs.pop(0).doc) + self._assign(header.series, self.current,
-                                                                                      header)
+            return events + self._begin_pending(self._pending_docs.pop(0)) + self._assign(header.series,
+                                                                                          self.current, header)
         if self.expect_documents or self._documents_seen or documents_announced:
             self._awaiting[header.series] = (now + self.document_wait_s, header)
             return events
@@ -236,6 +238,8 @@ class RunRouter:
                 if pending.uid == uid and uid:
                     pending.deadline = min(pending.deadline, now + min(self.document_wait_s, STOPPED_GRACE_S))
                     pending.stopped = True
+                    pending.exit_status = str(doc.get("exit_status") or "")
+                    pending.reason = str(doc.get("reason") or "")
         run = self.runs.get(uid)
         if run is None:
             return []
@@ -308,7 +312,7 @@ class RunRouter:
             if now > deadline or force:
                 del self._awaiting[series]
                 if self._pending_docs:  # no event named it: the documents' time order decides after all
-                    events += self._begin(self._pending_docs.pop(0).doc) + self._assign(series, self.current, header)
+                    events += self._begin_pending(self._pending_docs.pop(0)) + self._assign(series, self.current, header)
                     continue
                 events.append(DocumentTimedOut(series, self.document_wait_s))
                 events += self._begin(None)
@@ -359,6 +363,15 @@ class RunRouter:
         self.current = self._plan(doc)
         events.append(RunBegun(self.current, self.current.scan, self._early["corrupt"], self._early["late"]))
         self._early = {"corrupt": 0, "late": 0}
+        return events
+
+    def _begin_pending(self, pending: _PendingDocument) -> list[Event]:
+        """The run of a waiting start document; if its stop document came first (the header was
+        still in transit), the run ends as that said: its exit status is not lost."""
+        events = self._begin(pending.doc)
+        if pending.stopped:
+            self.current.exit_status = pending.exit_status
+            events.append(RunExit(self.current, pending.exit_status, pending.reason))
         return events
 
     def _assign(self, series: int, run: RunPlan, header: SeriesStart) -> list[Event]:
