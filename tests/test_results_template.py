@@ -6,15 +6,13 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from test_results_writer import measured
 
-from monitor.session.map_collector import MapCollector
 from monitor.session.results_file import ResultsWriter, open_results
 from monitor.session.results_template import ResultsTemplates
 from monitor.session.results_update import take_update
 from processors.config import load_config
 from processors.demo_setup import write_demo_config
-from processors.frame_record import FRAME_OK
-from processors.process_batch import BatchResult
 from stream.raster_scan import RasterScan
 
 SCAN = RasterScan((3, 4), snake=True, step=(0.5, 0.25), origin=(1.0, 2.0), motors=("piezo_y", "piezo_x"))
@@ -53,20 +51,6 @@ def contents(path) -> dict:
         out["links"] = [f[a].id == f[b].id for a, b in (("entry/results/y", "entry/scan/y"),
                                                           ("entry/results/x", "entry/scan/x"))]
     return out
-
-
-def measured(config, scan: RasterScan, frames: list[int]) -> MapCollector:
-    collector = MapCollector(scan, tuple(p.name for p in config.peaks))
-    recs = collector.records[: len(frames)].copy()
-    recs["series"], recs["frame"], recs["status"] = 1, frames, FRAME_OK
-    recs["intensity"] = 100.0 + np.arange(len(frames))
-    recs["params"] = [1.0, 1.07, 0.02, 178.0, 9.0, 0.5, 1.0, 0.01]
-    recs["errors"] = 0.01
-    recs["fit_status"] = 0
-    recs["receive_time"] = 1000.0 + np.arange(len(frames))
-    recs["done_time"] = recs["receive_time"] + 0.01
-    collector.add(BatchResult(recs))
-    return collector
 
 
 def writer(path, config, scan=SCAN, templates=None, start_time=None, **run):
