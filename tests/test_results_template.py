@@ -141,3 +141,17 @@ def test_a_writer_with_another_config_makes_its_file_itself(config, tmp_path):
     assert templates.built == 0
     with open_results(tmp_path / "x.h5") as f:
         assert f["entry/process/config_file"][()].decode() == str(other.path)
+
+
+def test_without_a_temporary_folder_the_file_is_made_directly(config, tmp_path, monkeypatch):
+    """The template is made in a temporary folder; where there is none, each file is made as
+    without templates (the run loses nothing but the speed)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    templates = ResultsTemplates(config)
+    writer(tmp_path / "made.h5", config, templates=templates, run_uid="direct").close()
+    assert templates.built == 0
+    with open_results(tmp_path / "made.h5") as f:
+        assert f["entry/process/run_uid"][()] == b"direct"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["made.h5"]

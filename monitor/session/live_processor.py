@@ -16,6 +16,7 @@ and complete after Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import tempfile
@@ -383,9 +384,11 @@ class LiveProcessor:
         if self.arena is not None:
             self.arena.warm_up()
         # the layout of a run mapped on the config's [scan] is made now, while the workers warm up
-        ResultsWriter(Path(tempfile.gettempdir()) / "nanomaps-layout.h5", cfg, cfg.scan, inputs=(opt.endpoint,),
-                      poni_text=self.setups.base.poni_text, timing_keys=tuple(StageTiming().as_dict()),
-                      create=False, templates=self._templates).make_template()
+        # (without a usable temporary folder, each run's file is made directly, as before)
+        with contextlib.suppress(OSError):  # OutputPathError included
+            ResultsWriter(Path(tempfile.gettempdir()) / "nanomaps-layout.h5", cfg, cfg.scan, inputs=(opt.endpoint,),
+                          poni_text=self.setups.base.poni_text, timing_keys=tuple(StageTiming().as_dict()),
+                          create=False, templates=self._templates).make_template()
         warming = runner.warm_up(self.setups.base, self.arena.name if self.arena is not None else None)
         self._intake.start()
         log.info("listening on %s; processing on %s%s%s", opt.endpoint, runner.description,

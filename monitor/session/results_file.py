@@ -164,7 +164,9 @@ class ResultsWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self._templates is not None:
-                template = self._template()
+                with contextlib.suppress(OSError):  # no temporary folder: the file is made directly
+                    template = self._template()
+            if template is not None:
                 creating.write_bytes(template.image)
                 self._file = h5py.File(creating, "r+", libver=("v110", "latest"))
             else:
