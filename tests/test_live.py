@@ -403,6 +403,9 @@ def test_each_run_file_has_its_own_timing_and_exit_status(scan, tmp_path):
     driver.join(60)
     sender.close()
     assert summary.results == (tmp_path / "live.h5", tmp_path / "live_2.h5")
+    # the two runs' grid is the config's [scan]: one layout, its template made once (before data
+    # flow) and both files made from it
+    assert lp._templates.built == 1
     for path, uid, status in ((tmp_path / "live.h5", b"run-A", b"success"),
                               (tmp_path / "live_2.h5", b"run-B", b"abort")):
         with h5py.File(path, "r") as f:

@@ -3,6 +3,9 @@ files ``ResultsWriter`` makes directly, value for value, attribute for attribute
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -146,8 +149,6 @@ def test_a_writer_with_another_config_makes_its_file_itself(config, tmp_path):
 def test_without_a_temporary_folder_the_file_is_made_directly(config, tmp_path, monkeypatch):
     """The template is made in a temporary folder; where there is none, each file is made as
     without templates (the run loses nothing but the speed)."""
-    import tempfile
-
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
     templates = ResultsTemplates(config)
     writer(tmp_path / "made.h5", config, templates=templates, run_uid="direct").close()
@@ -155,3 +156,19 @@ def test_without_a_temporary_folder_the_file_is_made_directly(config, tmp_path, 
     with open_results(tmp_path / "made.h5") as f:
         assert f["entry/process/run_uid"][()] == b"direct"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["made.h5"]
+
+
+def test_a_layout_template_made_ahead_serves_the_first_file(config, tmp_path):
+    """``make_layout_template`` (a live session, before data flow) makes the template of a layout
+    and nothing else: the first file of that layout is made from it, not from a new one."""
+    from monitor.session.results_file import make_layout_template
+
+    templates = ResultsTemplates(config)
+    make_layout_template(templates, SCAN, inputs=("tcp://127.0.0.1:9999",), poni_text="poni A", timing_keys=TIMING)
+    assert templates.built == 1
+    assert not (Path(tempfile.gettempdir()) / "nanomaps-layout.h5").exists()  # its path is never made
+    made = writer(tmp_path / "first.h5", config, templates=templates)
+    direct = writer(tmp_path / "direct.h5", config, start_time=made.start_time)
+    assert templates.built == 1
+    made.close(), direct.close()
+    assert contents(tmp_path / "first.h5") == contents(tmp_path / "direct.h5")

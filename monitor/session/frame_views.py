@@ -7,10 +7,11 @@ import numpy as np
 from monitor.links.frame_link import FrameUnavailable
 from monitor.links.map_snapshot import FrameView, PeakView
 from processors.angles import wrap_deg
-from processors.frame_processor import FrameProcessor
+from processors.frame_processor import FrameProcessor, cached_pixel_geometry
 from processors.frame_record import frame_record_dtype
 from processors.gaussian2d_model import gaussian2d_patch
 from processors.polar_lut import wrap_into_window
+from processors.process_batch import processor_for
 from stream.encoded_frame import EncodedFrame
 
 
@@ -80,3 +81,22 @@ def frame_view(processor: FrameProcessor, frame: EncodedFrame, *, run: str, row:
                               int(rec["fit_status"][k]), centre))
     return FrameView(run=run, series=frame.series, frame=frame.frame, row=row, col=col, image=image,
                      mask=processor.mask, window_labels=window_labels(processor), peaks=tuple(peaks), source=source)
+
+
+def run_frame_view(runs: dict, setups, recent, recorder, run_id: str, row: int, col: int) -> FrameView:
+    """The inspector's view of map point ``(row, col)`` of run ``run_id`` (``runs``: uid →
+    ``RunState``): its frame found where it is kept (:func:`stored_frame_at`), processed with the
+    setup of its series (``setups``: ``SeriesSetups``). :class:`FrameUnavailable` says why there
+    is none."""
+    run = runs.get(run_id)
+    if run is None:
+        raise FrameUnavailable(f"no run {run_id!r} in this processor (runs: {', '.join(runs) or 'none'})")
+    frame, source = stored_frame_at(run.collector, row, col, recent, recorder)
+    series, number = frame.series, frame.frame
+    setup = setups.of_series(series)
+    geometry = cached_pixel_geometry(setup.poni_text, setup.poni_source)
+    try:
+        return frame_view(processor_for(setup), frame, run=run_id, row=row, col=col, q_map=geometry.q_A,
+                          chi_map=geometry.chi_deg, source=source)
+    except ValueError as exc:
+        raise FrameUnavailable(f"frame {number} of series {series}: {exc}") from exc

@@ -16,28 +16,25 @@ and complete after Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
-from monitor.links.frame_link import FrameServer, FrameUnavailable
+from monitor.links.frame_link import FrameServer
 from monitor.links.map_snapshot import FrameView
 from monitor.links.snapshot_link import SnapshotPublisher
 from monitor.session.batch_runner import BatchRunner
 from monitor.session.batcher import Batcher
 from monitor.session.event_pages import events_of_page
-from monitor.session.frame_views import frame_view, stored_frame_at
+from monitor.session.frame_views import run_frame_view
 from monitor.session.live_options import LiveOptions, LiveSummary
 from monitor.session.main_queue import BATCH_DONE, take_messages
 from monitor.session.map_collector import MapCollector, RunCounters, count_records, hot_pixels_message
 from monitor.session.receiver_thread import ReceiverThread, RecentFrames
-from monitor.session.results_file import ResultsWriter
+from monitor.session.results_file import ResultsWriter, make_layout_template
 from monitor.session.results_template import ResultsTemplates
 from monitor.session.results_update import take_update
 from monitor.session.results_writer_thread import ResultsWriterThread
@@ -57,8 +54,7 @@ from monitor.session.run_state import OutputSchedule, RateMeter, RunState, Stage
 from monitor.session.series_setups import SeriesSetups
 from monitor.session.status_line import StatusLine, status_text
 from processors.config import NanomapsConfig
-from processors.frame_processor import cached_pixel_geometry
-from processors.process_batch import BatchResult, processor_for
+from processors.process_batch import BatchResult
 from processors.processing_setup import ProcessingSetup
 from stream.encoded_frame import EncodedFrame
 from stream.heap_freeze import freeze_long_lived
@@ -260,19 +256,7 @@ class LiveProcessor:
 
     # --- frames on demand ------------------------------------------------------------
     def _frame_for(self, run_id: str, row: int, col: int) -> FrameView:
-        run = self.runs.get(run_id)
-        if run is None:
-            raise FrameUnavailable(f"no run {run_id!r} in this processor (runs: {', '.join(self.runs) or 'none'})")
-        frame, source = stored_frame_at(run.collector, row, col, self.recent, self.recorder)
-        series, number = frame.series, frame.frame
-        setup = self.setups.of_series(series)
-        processor = processor_for(setup)
-        geometry = cached_pixel_geometry(setup.poni_text, setup.poni_source)
-        try:
-            return frame_view(processor, frame, run=run_id, row=row, col=col, q_map=geometry.q_A,
-                              chi_map=geometry.chi_deg, source=source)
-        except ValueError as exc:
-            raise FrameUnavailable(f"frame {number} of series {series}: {exc}") from exc
+        return run_frame_view(self.runs, self.setups, self.recent, self.recorder, run_id, row, col)
 
     # --- main thread: messages from the receiver ---------------------------------------
     def _handle(self, msg) -> None:
@@ -384,11 +368,8 @@ class LiveProcessor:
         if self.arena is not None:
             self.arena.warm_up()
         # the layout of a run mapped on the config's [scan] is made now, while the workers warm up
-        # (without a usable temporary folder, each run's file is made directly, as before)
-        with contextlib.suppress(OSError):  # OutputPathError included
-            ResultsWriter(Path(tempfile.gettempdir()) / "nanomaps-layout.h5", cfg, cfg.scan, inputs=(opt.endpoint,),
-                          poni_text=self.setups.base.poni_text, timing_keys=tuple(StageTiming().as_dict()),
-                          create=False, templates=self._templates).make_template()
+        make_layout_template(self._templates, cfg.scan, inputs=(opt.endpoint,), poni_text=self.setups.base.poni_text,
+                             timing_keys=tuple(StageTiming().as_dict()))
         warming = runner.warm_up(self.setups.base, self.arena.name if self.arena is not None else None)
         self._intake.start()
         log.info("listening on %s; processing on %s%s%s", opt.endpoint, runner.description,

@@ -102,6 +102,17 @@ def _map_chunks(shape: tuple[int, int], itemsize: int) -> tuple[int, int]:
     return (max(1, min(rows, 65536 // (itemsize * cols_c))), cols_c)
 
 
+def make_layout_template(templates: ResultsTemplates, scan: RasterScan, **layout) -> None:
+    """Make the template of files of ``scan`` and ``layout`` (:class:`ResultsWriter`'s keyword
+    arguments) now, ahead of the first such file (a live session, for a run on its config's
+    ``[scan]``, before data flow). Never raises: without a usable temporary folder each file is
+    made directly, as without templates."""
+    with contextlib.suppress(OSError):  # OutputPathError included
+        writer = ResultsWriter(Path(tempfile.gettempdir()) / "nanomaps-layout.h5", templates.config, scan,
+                               create=False, templates=templates, **layout)
+        writer._template()
+
+
 def open_results(path: str | Path) -> h5py.File:
     """Open a results file for reading, also while a run still writes it (SWMR reader).
 
@@ -140,8 +151,7 @@ class ResultsWriter:
         self.config = config
         self.scan = scan
         self.start_time = time.time()
-        self._maps: list[h5py.Dataset] = []  # every map, as made (resized together when the scan grows)
-        self._map_paths: tuple[str, ...] = ()
+        self._map_paths: list[str] = []  # every map (resized together when the scan grows)
         # the file's objects by path, looked up once: a periodic write touches about 130 datasets,
         # and each h5py path lookup costs ≈ 0.1 ms holding the GIL (twice the write itself)
         self._handles: dict[str, h5py.Group | h5py.Dataset] = {}
@@ -180,10 +190,8 @@ class ResultsWriter:
         try:
             if template is None:
                 self._create(*self._layout)
-                self._map_paths = tuple(ds.name.lstrip("/") for ds in self._maps)
-                self._maps = []
             else:
-                self._map_paths = template.map_paths
+                self._map_paths = list(template.map_paths)
                 self._write_run_strings()
             self._file.flush()
             self._file.swmr_mode = True
@@ -191,8 +199,7 @@ class ResultsWriter:
         except BaseException:
             self._file.close()
             self._file = None
-            self._maps = []
-            self._map_paths = ()
+            self._map_paths = []
             self._handles.clear()
             creating.unlink(missing_ok=True)
             raise
@@ -215,20 +222,14 @@ class ResultsWriter:
             self._file = h5py.File(path, "w", libver=("v110", "latest"))
             try:
                 self._create(*self._layout)
-                map_paths = tuple(ds.name.lstrip("/") for ds in self._maps)
+                map_paths = tuple(self._map_paths)
             finally:
                 self._file.close()
                 self._file = None
-                self._maps = []
+                self._map_paths = []
             template = ResultsTemplate(path.read_bytes(), map_paths)
         self._templates.put(key, template)
         return template
-
-    def make_template(self) -> None:
-        """Make the template of this file's layout now, if the session has none, and nothing
-        else (a live session does it for its first run's likely layout before data flow)."""
-        if self._templates is not None:
-            self._template()
 
     def _write_run_strings(self) -> None:
         """The strings that differ between files of one layout, over the template's: written
@@ -349,7 +350,7 @@ class ResultsWriter:
         base = name.removesuffix("_error")
         if base in LONG_NAMES:
             ds.attrs["long_name"] = LONG_NAMES[base] + (" (standard error)" if name.endswith("_error") else "")
-        self._maps.append(ds)
+        self._map_paths.append(ds.name.lstrip("/"))
 
     def _nxdata(self, parent: h5py.Group, name: str, signal: str) -> h5py.Group:
         g = parent.create_group(name)
