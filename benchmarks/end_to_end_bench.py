@@ -30,18 +30,29 @@ def _stat_cpu_s(path):
     except (OSError, IndexError, ValueError):
         return 0.0
 
+def _comm(tid):
+    try:
+        with open(f"/proc/self/task/{tid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
 _CPU = {}  # ("thread", tid) or ("process", pid) -> (part, CPU seconds when last seen)
 
 def _sample_cpu():
-    # the parts: 'receive' (the receiver thread and the native threads: libzmq's I/O thread
-    # copying from TCP), 'collect' (the main thread: route, batch, submit, collect results into
-    # the map), 'results file' (the writer thread), 'bench sampling' (these samplers), 'other'
-    # threads (the executor's), 'workers' (the child processes). A thread or worker that has
+    # the parts: 'receive' (the receiver thread and libzmq's I/O thread copying from TCP),
+    # 'collect' (the main thread: route, batch, submit, collect results into the map), 'results
+    # file' (the writer thread), 'bench sampling' (these samplers), 'other' threads (the
+    # executor's), 'native threads' (neither Python's nor libzmq's: OpenMP's, if a library
+    # started them), 'workers' (the child processes). A thread or worker that has
     # ended keeps the value it was last seen with.
     names = {t.native_id: t.name for t in threading.enumerate()}
     for tid in os.listdir("/proc/self/task"):
         name = names.get(int(tid))
+        if name is None and not _comm(tid).startswith("ZMQbg"):
+            name = "native"  # a thread Python did not start and libzmq does not own (OpenMP, ...)
         part = ("receive" if name is None or name == "nanomaps-receiver" else "collect" if name == "MainThread"
+                else "native threads" if name == "native"
                 else "results file" if name == "results-writer" else "bench sampling" if name.startswith("bench-")
                 else "other")
         value = _stat_cpu_s(f"/proc/self/task/{tid}/stat")
@@ -51,6 +62,14 @@ def _sample_cpu():
         value = _stat_cpu_s(f"/proc/{pid}/stat")
         if value:
             _CPU[("process", pid)] = ("workers", value)
+
+# the whole machine's CPU time by kind (the first line of /proc/stat, clock ticks summed over
+# the cores): 'steal' is time the hypervisor gave the cores to other guests
+MACHINE_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+def _machine_ticks():
+    with open("/proc/stat") as fh:
+        return [int(x) for x in fh.readline().split()[1:1 + len(MACHINE_FIELDS)]]
 
 def _cpu_by_part():
     _sample_cpu()
@@ -230,18 +249,22 @@ def run_live(master: Path, config: Path, out: Path, repeat: int, workers: int = 
         f"opts = LiveOptions(endpoint={sender.endpoint!r}, out=Path({str(out)!r}), workers={workers}, status=False)\n"
         "lp = LiveProcessor(cfg, opts)\n"
         "CPU0 = {}\n"
+        "STAT0 = []\n"
         "def _announce():\n"
         "    lp.ready.wait()\n"
         "    CPU0.update(_cpu_by_part())\n"
+        "    STAT0.extend(_machine_ticks())\n"
         "    print('READY', flush=True)\n"
         "threading.Thread(target=_announce, daemon=True).start()\n"
         "s = lp.run(threading.Event())\n"
         "CPU1 = _cpu_by_part()\n"
+        "STAT1 = _machine_ticks()\n"
         "c = s.counters\n"
         "print(json.dumps(dict(received=c.received, processed=c.processed, dropped=c.dropped, corrupt=c.corrupt,\n"
         "    seconds=s.seconds, latency_ms=s.latency_ms, main_mib=PEAK['main'] / 1024,\n"
         "    tree_mib=PEAK['tree'] / 1024, samples=SAMPLES,\n"
-        "    cpu_s={k: CPU1.get(k, 0.0) - CPU0.get(k, 0.0) for k in CPU1})))\n")
+        "    cpu_s={k: CPU1.get(k, 0.0) - CPU0.get(k, 0.0) for k in CPU1},\n"
+        "    machine_ticks={k: b - a for k, a, b in zip(MACHINE_FIELDS, STAT0, STAT1)})))\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     # the sender's CPU: this process while it replays (the replay thread and libzmq's I/O thread
@@ -339,9 +362,10 @@ def _print_cpu(st: dict, rate_hz: float) -> None:
     a thread or worker that ended before the last sample), of the sender, and their sum against
     what the machine's cores give per frame at ``rate_hz``: a sum near that is a saturated machine."""
     cpu, n = st.get("cpu_s", {}), max(st.get("received", 0), 1)
-    order = ("receive", "collect", "results file", "other", "workers", "bench sampling")
+    order = ("receive", "collect", "results file", "other", "native threads", "workers", "bench sampling")
     print("    CPU per received frame: " + ", ".join(f"{k} {1e3 * cpu[k] / n:.2f} ms" for k in order if k in cpu)
-          + " (receive: receiver thread + libzmq's TCP copy; collect: the main thread)")
+          + " (receive: receiver thread + libzmq's TCP copy; collect: the main thread; native threads: neither "
+          "Python's nor libzmq's, e.g. OpenMP)")
     if "sender_cpu_s" in st:
         sender = 1e3 * st["sender_cpu_s"] / n
         total = sender + sum(1e3 * v / n for v in cpu.values())
@@ -351,3 +375,11 @@ def _print_cpu(st: dict, rate_hz: float) -> None:
         print(f"    with the sender (replay in the bench process, its TCP writes included) {sender:.2f} ms: "
               f"{total:.2f} ms of CPU per frame, of the {1e3 * cores / rate:.2f} ms {cores} cores give per "
               f"frame at {rate:.0f} frames/s ({100 * total * rate / (1e3 * cores):.0f} % busy)")
+    ticks = st.get("machine_ticks", {})
+    if sum(ticks.values()) > 0:
+        # where the cores' time went while the frames came, whoever used it: a slow phase with idle
+        # cores points at the pipeline, one with steal at the hypervisor
+        share = {k: 100 * v / sum(ticks.values()) for k, v in ticks.items()}
+        print(f"    the machine meanwhile (/proc/stat, all cores): user {share['user'] + share['nice']:.0f} %, system "
+              f"{share['system'] + share['irq'] + share['softirq']:.0f} %, idle {share['idle'] + share['iowait']:.0f} %, "
+              f"stolen by the hypervisor {share['steal']:.0f} %")
