@@ -171,6 +171,11 @@ def bench_reprocess(folder: Path, n_frames: int, baseline_ms: float) -> dict:
         print(f"  reprocess {n} EIGER 4M uint32 frames, 2 workers: {st['wall']:.2f} s in all, steady state "
               f"{st['steady_fps']:.0f} frames/s; peak PSS main {st['main_mib']:.0f} MiB, "
               f"main + workers {st['tree_mib']:.0f} MiB", flush=True)
+        # the run's files go now: left on disk, their ≈ 1–2 GB still to be written back would be
+        # written during the live runs that follow, and cost them ≈ 0.3–0.4 ms of CPU per 4M frame
+        # (docs/live_path.md, "The slow phase: after the bench's reprocess part")
+        for path in folder.glob(f"rep{n}_*.h5"):
+            path.unlink()
     st = results[2 * n_frames]
     per_frame_ms = 1e3 / st["steady_fps"]
     ratio = baseline_ms / per_frame_ms
