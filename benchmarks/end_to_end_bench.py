@@ -49,12 +49,12 @@ def _sample_cpu():
     names = {t.native_id: t.name for t in threading.enumerate()}
     for tid in os.listdir("/proc/self/task"):
         name = names.get(int(tid))
-        if name is None and not _comm(tid).startswith("ZMQbg"):
-            name = "native"  # a thread Python did not start and libzmq does not own (OpenMP, ...)
-        part = ("receive" if name is None or name == "nanomaps-receiver" else "collect" if name == "MainThread"
-                else "native threads" if name == "native"
-                else "results file" if name == "results-writer" else "bench sampling" if name.startswith("bench-")
-                else "other")
+        if name is None:  # a thread Python did not start: libzmq's, or another library's (OpenMP)
+            part = "receive" if _comm(tid).startswith("ZMQbg") else "native threads"
+        else:
+            part = ("receive" if name == "nanomaps-receiver" else "collect" if name == "MainThread"
+                    else "results file" if name == "results-writer" else "bench sampling" if name.startswith("bench-")
+                    else "other")
         value = _stat_cpu_s(f"/proc/self/task/{tid}/stat")
         if value:
             _CPU[("thread", tid)] = (part, value)
